@@ -1,0 +1,62 @@
+"""The exceptions alcli raises on purpose, and the exit code each one means.
+
+Library code raises these; only the CLI turns them into a one-line message and an exit code
+(see ``cli.py``), so the same failure reads the same from every command.
+"""
+
+from __future__ import annotations
+
+
+class AlcliError(Exception):
+    """Base of every error alcli raises on purpose. ``hint`` says what to do instead."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(AlcliError):
+    """Bad usage or bad input: a wrong option, a missing file, an unknown name. Exit 2."""
+
+    exit_code = 2
+
+
+class PoolError(UsageError):
+    """The POOL spec cannot be resolved into items (nothing matches, bad manifest, ...)."""
+
+
+class ModelError(UsageError):
+    """The model or its weights cannot be loaded (unknown name, weights not available)."""
+
+
+class StrategyError(UsageError):
+    """A strategy is unknown, or its needs are not met by what the caller gave it."""
+
+
+class LabelsError(UsageError):
+    """A labels file is malformed or names items that are not in the pool."""
+
+
+class RunError(AlcliError):
+    """The run itself failed (a worker died, an oracle failed). Exit 1."""
+
+
+class OracleError(RunError):
+    """The oracle could not answer; everything bought so far is saved."""
+
+
+class ItemError(Exception):
+    """One item of a pool cannot be used (missing, corrupt, not an image, too large).
+
+    Not a user error: the pipeline records ``reason`` against the item, skips it and goes on.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

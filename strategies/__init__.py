@@ -1,0 +1,1 @@
+"""The alcli strategy zoo (shipped as ``alcli.strategies``)."""
