@@ -1,0 +1,525 @@
+"""The ``alcli`` command line: each command parses, calls the library, renders. No logic here.
+
+Errors raised by the library are turned into one-line messages and exit codes in one place,
+``AlcliGroup.invoke`` (0 ok, 1 run failed, 2 bad usage or bad input, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
+
+import numpy as np
+import typer
+from typer.core import TyperGroup
+
+from alcli import __version__
+from alcli.config import defaults_for, find_config, load_config
+from alcli.errors import AlcliError, UsageError
+from alcli.output import Output
+
+# ---------------------------------------------------------------------------------------------
+# The group: one place for "did you mean" and for exceptions -> messages and exit codes.
+
+
+@dataclass
+class State:
+    """Per-invocation settings that the error handler needs to see."""
+
+    debug: bool = False
+
+
+def _wants_debug(ctx: typer.Context) -> bool:
+    state = ctx.obj if isinstance(ctx.obj, State) else None
+    raw = [*sys.argv[1:], *ctx.args]
+    return bool(state and state.debug) or "--debug" in raw or bool(os.environ.get("ALCLI_DEBUG"))
+
+
+def _fail(message: str, code: int, *, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    typer.echo(f"alcli: {message}", err=True)
+    raise typer.Exit(code)
+
+
+class AlcliGroup(TyperGroup):
+    """Typer group (which already suggests misspelled commands) with one exception mapping."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as exc:  # Click's usage errors: bad option, missing value
+            sub = getattr(exc, "ctx", None)
+            where = sub.command_path if sub is not None else "alcli"
+            _fail(
+                f"error: {exc.format_message()} (see '{where} --help')",
+                getattr(exc, "exit_code", 2),
+                debug=_wants_debug(ctx),
+            )
+        except AlcliError as exc:
+            _fail(f"error: {exc}", exc.exit_code, debug=_wants_debug(ctx))
+        except KeyboardInterrupt:
+            _fail("interrupted (everything computed so far is saved)", 130, debug=False)
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            target = f": {exc.filename}" if exc.filename else ""
+            _fail(f"error: {exc.strerror or exc}{target}", 2, debug=_wants_debug(ctx))
+        except Exception as exc:
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            _fail(f"{message} (rerun with --debug for the traceback)", 1, debug=_wants_debug(ctx))
+
+
+app = typer.Typer(
+    cls=AlcliGroup,
+    name="alcli",
+    help="Active learning on large image pools: which items should we label next?",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"alcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Active learning on large image pools: which items should we label next?"""
+    ctx.obj = State()
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options (defined once, used by every command).
+
+
+def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """Eager: turn alcli.toml / --config into this command's defaults before other options."""
+    path = find_config(value)
+    if path is not None:
+        names = [p.name for p in ctx.command.params if p.name]
+        defaults = defaults_for(load_config(path), ctx.info_name or "", names, path.parent)
+        ctx.default_map = {**defaults, **(ctx.default_map or {})}
+    return value
+
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        callback=_load_config,
+        is_eager=True,
+        help="Options file (default: ./alcli.toml if present). The command line wins.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output: JSON on stdout.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Results only: no progress or notes.")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+PoolArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Directory, glob, fsspec URI (s3://...), manifest (.txt/.csv/.jsonl) or - for stdin.",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str, typer.Option("--model", help="Any torchvision classification model name.")
+]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="Weights enum name (default: the model's default), 'none', or a checkpoint file.",
+    ),
+]
+ImageSizeOpt = Annotated[
+    int | None, typer.Option("--image-size", min=8, help="Input resolution override (pixels).")
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
+IoThreadsOpt = Annotated[int, typer.Option("--io-threads", min=1, help="Prefetch threads.")]
+DecodeThreadsOpt = Annotated[
+    int, typer.Option("--decode-threads", min=1, help="Decode/preprocess threads.")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+CacheDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cache-dir",
+        envvar="ALCLI_CACHE_DIR",
+        help="Embedding cache folder (default: $XDG_CACHE_HOME/alcli).",
+    ),
+]
+ContentHashOpt = Annotated[
+    bool, typer.Option("--content-hash", help="Key the cache on file bytes, not metadata.")
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="S3-compatible endpoint (else from the AWS config)."),
+]
+AnonOpt = Annotated[bool, typer.Option("--anon", help="Anonymous access to object stores.")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS profile for s3:// pools.")]
+
+
+def _begin(ctx: typer.Context, *, json_output: bool, quiet: bool, debug: bool) -> Output:
+    """Record --debug for the error handler and build the output sink."""
+    if isinstance(ctx.obj, State):
+        ctx.obj.debug = debug
+    return Output.from_flags(json_output=json_output, quiet=quiet)
+
+
+def _require_pool(pool: str | None) -> str:
+    if not pool:
+        raise UsageError("no POOL given", hint="pass it as an argument or set pool in alcli.toml")
+    return pool
+
+
+def _storage_options(endpoint_url: str | None, anon: bool, profile: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": endpoint_url}
+    if anon:
+        options["anon"] = True
+    if profile:
+        options["profile"] = profile
+    return options
+
+
+def _not_implemented(name: str) -> NoReturn:
+    raise UsageError(f"'alcli {name}' is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands.
+
+
+@app.command()
+def embed(
+    ctx: typer.Context,
+    pool: PoolArg = None,
+    model: ModelOpt = "mobilenet_v2",
+    weights: WeightsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    io_threads: IoThreadsOpt = 16,
+    decode_threads: DecodeThreadsOpt = 2,
+    device: DeviceOpt = "cpu",
+    cache_dir: CacheDirOpt = None,
+    content_hash: ContentHashOpt = False,
+    endpoint_url: EndpointOpt = None,
+    anon: AnonOpt = False,
+    profile: ProfileOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the pipeline over every item of POOL not yet cached."""
+    out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
+    options = _embed_options(
+        model, weights, image_size, batch_size, io_threads, decode_threads, device
+    )
+    result = _embed_for(
+        out, pool, options, cache_dir, content_hash, _storage_options(endpoint_url, anon, profile)
+    )
+    summary = result.summary()
+    out.note(
+        f"{summary['items']:,} items: {summary['cached']:,} cached, {summary['embedded']:,} "
+        f"embedded, {summary['failed']:,} failed in {summary['seconds']:.2f} s "
+        f"({summary['items_per_s'] or 0:,.0f} items/s)"
+    )
+    out.result(summary)
+
+
+FORMATS = ("uris", "csv", "jsonl")
+
+
+@app.command()
+def select(
+    ctx: typer.Context,
+    pool: PoolArg = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", "-s", help="A name from 'alcli strategies'.")
+    ] = None,
+    budget: Annotated[
+        int | None, typer.Option("--budget", "-b", min=0, help="How many items to pick.")
+    ] = None,
+    labeled: Annotated[
+        str | None, typer.Option("--labeled", "-l", help="Labels so far: CSV with uri,label.")
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option("--exclude", help="URIs never to pick (one per line, or CSV with uri)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.")] = 0,
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", help="uris (one per line), csv or jsonl.")
+    ] = "uris",
+    probs: Annotated[
+        str | None,
+        typer.Option("--probs", help="Bring your own model: class probabilities .npy [n, C]."),
+    ] = None,
+    embeddings: Annotated[
+        str | None,
+        typer.Option("--embeddings", help="Bring your own embeddings: .npy [n, d]."),
+    ] = None,
+    uris: Annotated[
+        str | None,
+        typer.Option("--uris", help="Names of the rows of --probs/--embeddings (else indices)."),
+    ] = None,
+    model: ModelOpt = "mobilenet_v2",
+    weights: WeightsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    io_threads: IoThreadsOpt = 16,
+    decode_threads: DecodeThreadsOpt = 2,
+    device: DeviceOpt = "cpu",
+    cache_dir: CacheDirOpt = None,
+    content_hash: ContentHashOpt = False,
+    endpoint_url: EndpointOpt = None,
+    anon: AnonOpt = False,
+    profile: ProfileOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Pick the next BUDGET items of POOL to label, with STRATEGY; prints their URIs."""
+    out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
+    if not strategy:
+        raise UsageError("no --strategy given", hint="see 'alcli strategies'")
+    if budget is None:
+        raise UsageError("no --budget given", hint="how many items to pick, e.g. --budget 1000")
+    if output_format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not '{output_format}'")
+    from alcli import selection
+
+    labels = _read_labels(labeled)
+    excluded = selection.read_uri_list(exclude) if exclude else []
+    if probs or embeddings:
+        names, prob_arr, emb_arr = _own_arrays(probs, embeddings, uris)
+        picks = selection.pick(
+            strategy=strategy,
+            budget=budget,
+            uris=names,
+            probs=prob_arr,
+            embeddings=emb_arr,
+            labels=labels,
+            exclude=excluded,
+            seed=seed,
+        )
+    else:
+        options = _embed_options(
+            model, weights, image_size, batch_size, io_threads, decode_threads, device
+        )
+        result = _embed_for(
+            out,
+            pool,
+            options,
+            cache_dir,
+            content_hash,
+            _storage_options(endpoint_url, anon, profile),
+        )
+        picks = selection.pick(
+            strategy=strategy,
+            budget=budget,
+            uris=result.uris,
+            embeddings=result.embeddings,
+            labels=labels,
+            exclude=excluded,
+            seed=seed,
+        )
+    out.note(
+        f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items "
+        f"({picks.n_labeled:,} labeled, {picks.n_excluded:,} excluded)"
+    )
+    if out.is_json:
+        out.result(picks.summary())
+    elif output_format == "uris":
+        out.lines(picks.uris)
+    elif output_format == "csv":
+        out.lines(_csv_lines(picks.records()))
+    else:
+        out.lines(json.dumps(record) for record in picks.records())
+
+
+def _csv_lines(records: list[dict[str, Any]]) -> list[str]:
+    """rank,uri,score rows, quoted as CSV needs (URIs may hold commas)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["rank", "uri", "score"])
+    for r in records:
+        writer.writerow([r["rank"], r["uri"], "" if r["score"] is None else repr(r["score"])])
+    return buffer.getvalue().splitlines()
+
+
+def _read_labels(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    from alcli.oracle import load_labels_csv
+
+    return load_labels_csv(path)
+
+
+def _own_arrays(
+    probs: str | None, embeddings: str | None, uris: str | None
+) -> tuple[list[str], np.ndarray | None, np.ndarray | None]:
+    """Load the user's own arrays; rows are named by --uris, else by their index."""
+    from alcli.selection import read_uri_list
+
+    arrays = [
+        _load_npy(path, "--probs" if path == probs else "--embeddings") if path else None
+        for path in (probs, embeddings)
+    ]
+    rows = {a.shape[0] for a in arrays if a is not None}
+    if len(rows) != 1:
+        raise UsageError(f"--probs and --embeddings disagree on the number of rows: {sorted(rows)}")
+    n = rows.pop()
+    names = read_uri_list(uris) if uris else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise UsageError(f"--uris names {len(names):,} rows but the arrays have {n:,}")
+    return names, arrays[0], arrays[1]
+
+
+def _load_npy(path: str, flag: str) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"{flag}: file not found: {path}") from None
+    except ValueError as exc:
+        raise UsageError(f"{flag}: not a .npy array file: {path} ({exc})") from None
+    if arr.ndim != 2:
+        raise UsageError(f"{flag}: expected a 2-D array, got shape {arr.shape}")
+    return np.asarray(arr)
+
+
+def _embed_options(
+    model: str,
+    weights: str | None,
+    image_size: int | None,
+    batch_size: int,
+    io_threads: int,
+    decode_threads: int,
+    device: str,
+) -> Any:
+    from alcli.embedding import EmbedOptions
+
+    return EmbedOptions(model, weights, image_size, batch_size, io_threads, decode_threads, device)
+
+
+def _embed_for(
+    out: Output,
+    pool: str | None,
+    options: Any,
+    cache_dir: str | None,
+    content_hash: bool,
+    storage_options: dict[str, Any],
+) -> Any:
+    """Embed what the cache lacks (shared by select and auto), with progress and notes."""
+    from alcli.embedding import embed as embed_pool
+    from alcli.sources import resolve_pool
+
+    resolved = resolve_pool(
+        _require_pool(pool),
+        content_hash=content_hash,
+        storage_options=storage_options,
+        stdin=sys.stdin,
+    )
+    with out.progress("embedding", len(resolved.items)) as advance:
+        result = embed_pool(resolved, options=options, cache=cache_dir, progress=advance)
+    if resolved.duplicates:
+        out.warn(f"{len(resolved.duplicates)} duplicate URIs dropped (first kept)")
+    for failure in result.failures[:5]:
+        out.warn(f"skipped {failure.uri}: {failure.reason}")
+    if len(result.failures) > 5:
+        out.warn(f"... and {len(result.failures) - 5} more skipped (see 'alcli embed --json')")
+    return result
+
+
+@app.command()
+def auto(ctx: typer.Context) -> None:
+    """Label until the target accuracy or the budget, choosing the strategy as it goes."""
+    _not_implemented("auto")
+
+
+@app.command()
+def bench(ctx: typer.Context) -> None:
+    """Measure the pipeline and the strategies against a plain sequential loop."""
+    _not_implemented("bench")
+
+
+@app.command()
+def strategies(
+    ctx: typer.Context,
+    pattern: Annotated[
+        str | None, typer.Argument(help="Glob on names or families, e.g. '*margin*'.")
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List the strategy zoo: name, family, what it needs, cost, reference."""
+    out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
+    from alcli import strategies as zoo
+
+    found = zoo.available(pattern)
+    if pattern and not found:
+        raise UsageError(f"no strategy matches '{pattern}'", hint="run 'alcli strategies'")
+    rows = [
+        {
+            "name": s.name,
+            "family": s.family,
+            "needs": sorted(s.needs),
+            "cold_start": s.cold_start,
+            "cost": s.cost,
+            "aliases": list(s.aliases),
+            "reference": s.reference,
+            "summary": s.summary,
+        }
+        for s in found
+    ]
+
+    def table(console: Any) -> None:
+        from rich.table import Table
+
+        view = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("name", "family", "needs", "cold start", "cost", "reference"):
+            view.add_column(column, overflow="fold")
+        for row in rows:
+            view.add_row(
+                row["name"],
+                row["family"],
+                ", ".join(row["needs"]) or "-",
+                "yes" if row["cold_start"] else "no",
+                row["cost"],
+                row["reference"],
+            )
+        console.print(view)
+
+    out.result(rows, table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="alcli")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""``alcli.embed``: the pool's embeddings, computing only what the cache lacks.
+
+Sources give ordered items with cheap cache keys; the cache answers what it has; only the
+rest goes through the pipeline, and every batch is stored the moment it comes out, so an
+interrupted run keeps what it paid for. A warm run builds no model and reads no image.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alcli.cache import EmbeddingCache
+from alcli.models import load_backbone, model_fingerprint
+from alcli.pipeline import Failure, run_pipeline
+from alcli.sources import Item, Pool, resolve_pool
+
+#: Failure reasons that depend on the bytes, not on the network: safe to remember, so a warm
+#: run does not read a corrupt file again. Read errors are retried on the next run.
+_PERMANENT = ("empty file", "not an image", "corrupt image", "decompression bomb")
+
+
+@dataclass
+class EmbedOptions:
+    """How to embed: the model and the pipeline's knobs (all part of the CLI too)."""
+
+    model: str = "mobilenet_v2"
+    weights: str | None = None
+    image_size: int | None = None
+    batch_size: int = 64
+    io_threads: int = 16
+    decode_threads: int = 2
+    device: str = "cpu"
+
+
+@dataclass
+class EmbedResult:
+    """The usable items in pool order and their embeddings (row i is items[i])."""
+
+    pool: Pool
+    items: list[Item]
+    embeddings: np.ndarray
+    failures: list[Failure]
+    fingerprint: str
+    cached: int
+    embedded: int
+    seconds: float
+    stages: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uris(self) -> list[str]:
+        return [item.uri for item in self.items]
+
+    def summary(self) -> dict[str, Any]:
+        """What ``alcli embed --json`` prints."""
+        total = len(self.pool.items)
+        return {
+            "pool": self.pool.spec,
+            "items": total,
+            "cached": self.cached,
+            "embedded": self.embedded,
+            "failed": len(self.failures),
+            "failures": [{"uri": f.uri, "reason": f.reason} for f in self.failures],
+            "duplicates": len(self.pool.duplicates),
+            "dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
+            "fingerprint": self.fingerprint,
+            "seconds": round(self.seconds, 4),
+            "items_per_s": round(total / self.seconds, 1) if self.seconds > 0 else None,
+            "stages": self.stages,
+        }
+
+
+def embed(
+    pool: str | Pool,
+    *,
+    options: EmbedOptions | None = None,
+    cache: EmbeddingCache | str | Path | None = None,
+    content_hash: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> EmbedResult:
+    """Embed every item of ``pool`` not yet cached; return all usable items' embeddings."""
+    start = time.perf_counter()
+    opts = options or EmbedOptions()
+    if not isinstance(pool, Pool):
+        pool = resolve_pool(pool, content_hash=content_hash, storage_options=storage_options)
+    store = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
+    fingerprint = model_fingerprint(opts.model, opts.weights, opts.image_size)
+    keys = [item.key for item in pool.items]
+    vectors, found = store.lookup(fingerprint, keys)
+    known_bad = store.lookup_failures(
+        fingerprint, [k for k, f in zip(keys, found, strict=True) if not f]
+    )
+    failures = [
+        Failure(i, pool.items[i].uri, known_bad[k])
+        for i, k in enumerate(keys)
+        if not found[i] and k in known_bad
+    ]
+    todo = [i for i, k in enumerate(keys) if not found[i] and k not in known_bad]
+    cached = int(found.sum())
+    if progress is not None and cached:
+        progress(cached + len(failures))
+    stages: dict[str, Any] = {}
+    if todo:
+        backbone = load_backbone(opts.model, opts.weights, opts.image_size, device=opts.device)
+        if vectors.shape[1] != backbone.dim:
+            vectors = np.zeros((len(keys), backbone.dim), dtype=np.float32)
+            found[:] = False  # nothing cached could be used with another dim
+        uris = [pool.items[i].uri for i in todo]
+        with run_pipeline(
+            uris,
+            read=pool.read,
+            preprocess=backbone.preprocess,
+            embed=backbone.embed,
+            batch_size=opts.batch_size,
+            io_threads=opts.io_threads,
+            decode_threads=opts.decode_threads,
+            stop=stop,
+            pin_memory=backbone.device.type == "cuda",
+        ) as batches:
+            for batch in batches:
+                rows = np.asarray([todo[j] for j in batch.indices], dtype=np.int64)
+                if len(rows):
+                    store.store(fingerprint, [keys[r] for r in rows], batch.embeddings)
+                    vectors[rows] = batch.embeddings
+                    found[rows] = True
+                bad = [Failure(todo[f.index], f.uri, f.reason) for f in batch.failures]
+                remember = [f for f in bad if f.reason.startswith(_PERMANENT)]
+                if remember:
+                    store.store_failures(
+                        fingerprint, [keys[f.index] for f in remember], [f.reason for f in remember]
+                    )
+                failures.extend(bad)
+                if progress is not None:
+                    progress(len(rows) + len(bad))
+            stages = batches.stats.as_dict()
+    failures.sort(key=lambda f: f.index)
+    usable = np.flatnonzero(found)
+    return EmbedResult(
+        pool=pool,
+        items=[pool.items[i] for i in usable],
+        embeddings=vectors[usable] if len(usable) < len(keys) else vectors,
+        failures=failures,
+        fingerprint=fingerprint,
+        cached=cached,
+        embedded=len(usable) - cached,
+        seconds=time.perf_counter() - start,
+        stages=stages,
+    )
+
+
+def uris_to_rows(result: EmbedResult, uris: Sequence[str]) -> dict[str, int]:
+    """Row of each URI in ``result`` (for labels files); URIs not present are left out."""
+    index = {uri: row for row, uri in enumerate(result.uris)}
+    return {uri: index[uri] for uri in uris if uri in index}
