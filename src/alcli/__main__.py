@@ -1,0 +1,5 @@
+"""``python -m alcli``."""
+
+from alcli.cli import main
+
+main()

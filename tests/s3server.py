@@ -1,0 +1,215 @@
+"""A real moto S3 server on 127.0.0.1 that counts requests and can add latency to each.
+
+Tests get it through the fixtures in ``conftest.py``. Benchmarks import it by path (``tests``
+is not a package), with no pytest needed::
+
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from s3server import MotoS3Server
+
+    with MotoS3Server(delay_s=0.020) as server:        # 20 ms per request, like a real store
+        options = {"key": "testing", "secret": "testing",
+                   "client_kwargs": {"endpoint_url": server.endpoint_url}}
+        ...
+        print(server.count(kind="get"), server.count(method="HEAD"))
+
+or by hand: ``.venv/bin/python tests/s3server.py --delay-ms 20`` prints the endpoint and serves
+until Ctrl-C. Requests are recorded by a WSGI middleware in front of moto's own app; the
+latency is a sleep in that middleware, in the request's own server thread, so concurrent
+clients overlap their waits as they would against a real store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class S3Request:
+    """One request as the server saw it (path-style addressing: ``/bucket/key``)."""
+
+    method: str
+    path: str
+    query: str
+
+    @property
+    def kind(self) -> str:
+        """``list``, ``get``, ``head``, ``put``, ``delete``, ``bucket`` or ``other``.
+
+        ``get`` is a GET of one object (a download), ``list`` a bucket-level GET with a listing
+        query, ``head`` a HEAD of one object, ``bucket`` any other bucket-level call.
+        """
+        parts = unquote(self.path).lstrip("/").split("/", 1)
+        on_object = len(parts) == 2 and parts[1] != ""
+        if self.path.startswith("/moto-api"):
+            return "other"
+        if not on_object:
+            listing = not self.query or "list-type" in self.query or "prefix" in self.query
+            return "list" if self.method == "GET" and listing else "bucket"
+        return {"GET": "get", "HEAD": "head", "PUT": "put", "DELETE": "delete"}.get(
+            self.method, "other"
+        )
+
+
+class _CountingMiddleware:
+    """Records every request, then sleeps ``delay_s`` before handing it to moto."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+        self.delay_s = 0.0
+        self.requests: list[S3Request] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        request = S3Request(
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+        )
+        with self.lock:
+            self.requests.append(request)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.delay_s > 0:
+                time.sleep(self.delay_s)
+            return self.app(environ, start_response)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+class MotoS3Server:
+    """moto's S3 in a background thread, with a request log and per-request latency."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0) -> None:
+        self.host = host
+        self.port = port
+        self._initial_delay_s = delay_s
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._middleware: _CountingMiddleware | None = None
+
+    # lifecycle
+
+    def start(self) -> MotoS3Server:
+        # moto is slow to import; only pay for it when a server is wanted.
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        class QuietHandler(MotoRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                """One log line per request would drown test output."""
+
+        self._middleware = _CountingMiddleware(DomainDispatcherApplication(create_backend_app))
+        self._middleware.delay_s = self._initial_delay_s
+        self._server = make_server(
+            self.host, self.port, self._middleware, threaded=True, request_handler=QuietHandler
+        )
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="moto-s3", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> MotoS3Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # what tests and benchmarks use
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def delay_s(self) -> float:
+        """Seconds every request sleeps before moto answers it (0: no added latency)."""
+        return self._running.delay_s
+
+    @delay_s.setter
+    def delay_s(self, value: float) -> None:
+        self._running.delay_s = float(value)
+
+    @property
+    def requests(self) -> list[S3Request]:
+        """A snapshot of the requests since the last ``reset()``, in arrival order."""
+        with self._running.lock:
+            return list(self._running.requests)
+
+    def reset(self) -> None:
+        """Forget the requests seen so far (call it right before the operation you measure)."""
+        with self._running.lock:
+            self._running.requests.clear()
+            self._running.peak_in_flight = self._running.in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """Most requests the server was handling at once since ``reset()``."""
+        with self._running.lock:
+            return self._running.peak_in_flight
+
+    def count(self, *, method: str | None = None, kind: str | None = None) -> int:
+        """Requests since ``reset()`` with this HTTP method and/or ``S3Request.kind``."""
+        return sum(
+            1
+            for request in self.requests
+            if (method is None or request.method == method.upper())
+            and (kind is None or request.kind == kind)
+        )
+
+    def counts(self) -> Counter[str]:
+        """Requests since ``reset()`` by HTTP method, e.g. ``{"GET": 3, "HEAD": 0}``."""
+        return Counter(request.method for request in self.requests)
+
+    @property
+    def _running(self) -> _CountingMiddleware:
+        if self._middleware is None:
+            raise RuntimeError("MotoS3Server is not started; call start() or use `with`")
+        return self._middleware
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(description="Serve moto S3 with optional latency.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    with MotoS3Server(port=args.port, delay_s=args.delay_ms / 1000) as server:
+        print(server.endpoint_url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    _main()
