@@ -454,9 +454,151 @@ def _embed_for(
 
 
 @app.command()
-def auto(ctx: typer.Context) -> None:
-    """Label until the target accuracy or the budget, choosing the strategy as it goes."""
-    _not_implemented("auto")
+def auto(
+    ctx: typer.Context,
+    pool: PoolArg = None,
+    oracle: Annotated[
+        str | None,
+        typer.Option(
+            "--oracle",
+            help="Who labels: a uri,label CSV (simulation) or dir:PATH (humans, via files).",
+        ),
+    ] = None,
+    oracle_cmd: Annotated[
+        str | None,
+        typer.Option("--oracle-cmd", help="A program: URIs on stdin, uri,label lines out."),
+    ] = None,
+    oracle_timeout: Annotated[
+        float, typer.Option("--oracle-timeout", min=0.1, help="Seconds per --oracle-cmd call.")
+    ] = 600.0,
+    target_acc: Annotated[
+        float | None,
+        typer.Option("--target-acc", min=0.0, max=1.0, help="Stop at this eval accuracy."),
+    ] = None,
+    budget: Annotated[
+        int | None, typer.Option("--budget", "-b", min=1, help="Most labels to buy, in all.")
+    ] = None,
+    eval_file: Annotated[
+        str | None,
+        typer.Option("--eval", help="Labeled eval items: uri,label CSV (in the pool or not)."),
+    ] = None,
+    eval_frac: Annotated[
+        float | None,
+        typer.Option("--eval-frac", help="Hold out this fraction of the pool, labeled once."),
+    ] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option("--strategies", help="Comma-separated candidates (default: a mixed set)."),
+    ] = None,
+    initial: Annotated[
+        int, typer.Option("--initial", min=1, help="Random labels to pre-train on.")
+    ] = 100,
+    round_size: Annotated[
+        int, typer.Option("--round-size", min=1, help="Labels bought per round.")
+    ] = 100,
+    spend: Annotated[
+        str,
+        typer.Option("--spend", help="shared (R per round, split) or paper (R per strategy)."),
+    ] = "shared",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.")] = 0,
+    out_dir: Annotated[
+        str | None,
+        typer.Option("--out", help="Run folder (state, labeled.csv, report). Default: new."),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="Continue the run saved in this folder."),
+    ] = None,
+    model: ModelOpt = "mobilenet_v2",
+    weights: WeightsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    io_threads: IoThreadsOpt = 16,
+    decode_threads: DecodeThreadsOpt = 2,
+    device: DeviceOpt = "cpu",
+    cache_dir: CacheDirOpt = None,
+    content_hash: ContentHashOpt = False,
+    endpoint_url: EndpointOpt = None,
+    anon: AnonOpt = False,
+    profile: ProfileOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Label until the target accuracy or the budget, choosing the strategy as it goes (PSHEA)."""
+    out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
+    from alcli import agent, autorun
+
+    if resume:
+        settings = agent.saved_config(resume)
+        folder = resume
+    else:
+        if target_acc is None or budget is None:
+            raise UsageError(
+                "auto needs --target-acc and --budget", hint="e.g. --target-acc 0.8 --budget 5000"
+            )
+        settings = autorun.auto_config(
+            target_acc=target_acc,
+            budget=budget,
+            candidates=candidates,
+            initial=initial,
+            round_size=round_size,
+            spend=spend,
+            seed=seed,
+            eval_frac=eval_frac,
+        )
+        folder = out_dir or autorun.new_run_dir()
+    labeler = autorun.make_oracle(oracle, oracle_cmd, timeout_s=oracle_timeout)
+    if eval_file is None and settings.eval_frac is None:
+        raise UsageError("no evaluation set", hint="give --eval FILE (labeled) or --eval-frac F")
+    options = _embed_options(
+        model, weights, image_size, batch_size, io_threads, decode_threads, device
+    )
+    storage = _storage_options(endpoint_url, anon, profile)
+    result = _embed_for(out, pool, options, cache_dir, content_hash, storage)
+    evaluation = None
+    if eval_file is not None:
+        evaluation = autorun.eval_set(
+            eval_file, result, options=options, cache_dir=cache_dir, storage_options=storage
+        )
+    out.note(f"run folder: {folder}")
+
+    def on_round(summary: Any) -> None:
+        gone = f", eliminated {summary.eliminated}" if summary.eliminated else ""
+        out.note(
+            f"round {summary.round}: best accuracy {summary.best_accuracy:.4f}, "
+            f"{summary.labels_bought:,} labels bought, alive {', '.join(summary.alive)}{gone}"
+        )
+
+    try:
+        report = agent.run_auto(
+            result.uris,
+            result.embeddings,
+            labeler,
+            settings,
+            out_dir=folder,
+            eval_set=evaluation,
+            resume=bool(resume),
+            progress=on_round,
+        )
+    except autorun.PendingLabels as pending:
+        # Not a failure: humans label the batch, then `alcli auto --resume` goes on.
+        message = (
+            f"waiting for labels: fill {pending.labels_path}, "
+            f"then run 'alcli auto --resume {folder}'"
+        )
+        out.note(message)
+        out.result(
+            {
+                "status": "waiting_for_labels",
+                "batch": str(pending.batch_path),
+                "labels": str(pending.labels_path),
+                "resume": f"alcli auto --resume {folder}",
+            }
+        )
+        return
+    out.result(report.as_dict(), lambda console: autorun.render_report(report, console))
 
 
 @app.command()
@@ -500,8 +642,12 @@ def strategies(
         from rich.table import Table
 
         view = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("name", "family", "needs", "cold start", "cost", "reference"):
-            view.add_column(column, overflow="fold")
+        view.add_column("name", no_wrap=True, min_width=16)
+        view.add_column("family", no_wrap=True, min_width=11)
+        view.add_column("needs", no_wrap=True, min_width=24)
+        view.add_column("cold", no_wrap=True, min_width=4)
+        view.add_column("cost", overflow="ellipsis", no_wrap=True, max_width=24)
+        view.add_column("reference", overflow="ellipsis", no_wrap=True, max_width=36)
         for row in rows:
             view.add_row(
                 row["name"],

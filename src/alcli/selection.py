@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alcli import strategies
-from alcli.errors import LabelsError
+from alcli.errors import LabelsError, StrategyError
 from alcli.learner import fit_scaler, train_committee, train_head
 
 #: Bootstrap heads in the committee of disagreement strategies (BALD, vote entropy).
@@ -109,6 +109,12 @@ def pick(
 
     committee = None
     needs_model = bool({"probs", "committee"} & set(info.needs))
+    if needs_model and probs is None and not len(labeled_rows):
+        cold = ", ".join(s.name for s in strategies.available() if s.cold_start)
+        raise StrategyError(
+            f"{info.name} needs labeled items to train a head on (give --labeled labels.csv)",
+            hint=f"for a cold start use one of: {cold}",
+        )
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
         started = time.perf_counter()
         scaler = fit_scaler(embeddings)

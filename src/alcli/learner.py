@@ -1,0 +1,458 @@
+"""Heads trained on cached embeddings: class probabilities, a bootstrap committee, evaluation.
+
+The backbone is frozen (DESIGN.md, decision 1), so a "model" here is a multinomial logistic
+regression on the embeddings. It is retrained from scratch every round, which is only
+affordable because it is small and fast:
+
+* The loss and gradient are plain numpy in float32 (OpenBLAS beats torch's CPU path 2-4x on
+  this machine) and scipy's L-BFGS-B drives them in float64.
+* Features are standardized (``Scaler``) so one ``l2`` and one tolerance suit every backbone.
+  The scaler is folded into the head's weights after training, so predicting on a million raw
+  rows needs no standardized copy of the pool.
+* L-BFGS-B's own vector updates run on scipy's bundled OpenBLAS, which by default splits
+  12k-element dot products over every core; on a busy 2-core machine that thread handoff made
+  the optimizer's bookkeeping 10-20x slower than the loss itself. It runs single-threaded
+  (thread-locally, see ``_serial_blas``), and so do numpy's products for small heads
+  (``SERIAL_BELOW``); big heads keep numpy's threads.
+* Training starts from zeros, not from the previous round's head: the L2-regularised problem
+  is strictly convex, so the optimum does not depend on the start, and a cold start keeps a
+  head a pure function of (labeled rows, labels, l2). That is what lets the agent resume after
+  a crash and get bit-for-bit the same heads without saving them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import importlib
+import os
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import minimize
+
+from alcli.errors import UsageError
+
+#: Rows per block when predicting; 64k x 1280 float32 is 320 MiB of input touched per block and
+#: the logits stay in L2/L3-friendly pieces.
+PREDICT_CHUNK_ROWS = 65_536
+#: Bins of the expected calibration error (Guo et al., 2017 use 15).
+ECE_BINS = 15
+#: Default L-BFGS iteration cap. A standardized 10k x 1280, 10-class problem reaches the
+#: tolerance below in well under this; the cap bounds a round's cost on hard, near-separable
+#: data where the last iterations only polish weights that no longer change a prediction.
+DEFAULT_MAX_ITER = 300
+#: Relative decrease of the objective (scipy's ``ftol``) at which L-BFGS stops. The gradient is
+#: computed in float32, so asking for much less than 1e-7 only spends line searches on noise.
+DEFAULT_TOL = 1e-7
+
+
+#: Below this many elements in the training matrix (rows x dim), numpy's matrix products also
+#: run on one thread. Measured on this 2-core machine while others were using it: 1,000 x 1280
+#: trains in 0.25 s on one thread against 0.8-1.2 s on two; 10,000 x 1280 in 2.8-3.1 s against
+#: 4.0-4.6 s (on an idle machine two threads win, 1.4 s against 1.9 s). One thread is the
+#: choice that degrades least; bigger heads (50k rows) keep numpy's threads.
+SERIAL_BELOW = 16_000_000
+
+
+@functools.cache
+def _blas_thread_setter(package: str) -> Callable[[int], int] | None:
+    """``openblas_set_num_threads_local`` of the OpenBLAS a wheel bundles, if there is one.
+
+    numpy and scipy wheels each ship their own copy (``numpy.libs`` / ``scipy.libs``), already
+    loaded once the package is imported, so this only looks the symbol up. Other builds
+    (system BLAS, MKL) get None and keep their own threading.
+    """
+    location = importlib.import_module(package).__file__
+    if location is None:
+        return None
+    folder = os.path.join(os.path.dirname(os.path.dirname(location)), f"{package}.libs")
+    for path in sorted(glob.glob(os.path.join(folder, "lib*openblas*.so*"))):
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+        return fn
+    return None
+
+
+@contextmanager
+def _serial_blas(packages: Sequence[str]) -> Iterator[None]:
+    """Run the named packages' BLAS on one thread, for the calling thread only, in the block."""
+    restore: list[tuple[Callable[[int], int], int]] = []
+    for package in packages:
+        setter = _blas_thread_setter(package)
+        if setter is not None:
+            restore.append((setter, setter(1)))
+    try:
+        yield
+    finally:
+        for setter, previous in reversed(restore):
+            setter(previous)
+
+
+@dataclass(frozen=True, slots=True)
+class Scaler:
+    """Per-feature standardization ``(x - mean) / scale``.
+
+    Fit it once on the whole pool's embeddings, not on the labeled rows: it is unsupervised,
+    so using every row is legitimate, and it then stays the same from round to round, which
+    keeps heads (and their regularisation) comparable across rounds and strategies.
+    """
+
+    mean: NDArray[np.float32]
+    scale: NDArray[np.float32]
+
+    def transform(self, X: ArrayLike) -> NDArray[np.float32]:
+        """Standardized float32 copy of ``X``."""
+        arr = np.asarray(X, dtype=np.float32)
+        return (arr - self.mean) / self.scale
+
+
+def fit_scaler(X: ArrayLike, *, chunk_rows: int | None = None) -> Scaler:
+    """Mean and standard deviation of every column, in float64, one block of rows at a time.
+
+    Blockwise (32 MiB of float64 per block by default) so a float16 memmap of a million rows
+    is never materialised at once. Constant columns get scale 1 (they carry no information;
+    dividing by 0 would make NaNs).
+    """
+    arr = np.asarray(X)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise UsageError(f"cannot fit a scaler on an array of shape {arr.shape}; need [n>0, d]")
+    n, d = arr.shape
+    chunk_rows = chunk_rows or max(1, (4 << 20) // max(d, 1))
+    total = np.zeros(d, dtype=np.float64)
+    total_sq = np.zeros(d, dtype=np.float64)
+    for start in range(0, n, chunk_rows):
+        block = arr[start : start + chunk_rows].astype(np.float64)
+        total += block.sum(axis=0)
+        total_sq += np.einsum("ij,ij->j", block, block)
+    mean = total / n
+    var = np.maximum(total_sq / n - mean * mean, 0.0)
+    scale = np.sqrt(var)
+    scale[scale < 1e-12] = 1.0
+    return Scaler(mean=mean.astype(np.float32), scale=scale.astype(np.float32))
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A multinomial logistic regression in the raw embedding space.
+
+    ``weights`` [d, C] and ``bias`` [C] already include the standardization the head was
+    trained with, so ``predict_proba`` takes raw embeddings. ``classes`` are the sorted unique
+    training labels; column j of the probabilities is ``classes[j]``.
+    """
+
+    classes: NDArray[Any]
+    weights: NDArray[np.float32]
+    bias: NDArray[np.float32]
+    n_iter: int = 0
+    converged: bool = True
+    train_seconds: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    def predict_proba(
+        self, X: ArrayLike, *, chunk_rows: int = PREDICT_CHUNK_ROWS
+    ) -> NDArray[np.float32]:
+        """Class probabilities [n, C] float32, computed block by block (bounded memory)."""
+        arr = np.asarray(X)
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise UsageError(
+                f"embeddings have shape {arr.shape}; this head expects [n, {self.dim}]"
+            )
+        n = arr.shape[0]
+        n_classes = len(self.classes)
+        out = np.empty((n, n_classes), dtype=np.float32)
+        if n_classes == 1:
+            out.fill(1.0)
+            return out
+        for start in range(0, n, chunk_rows):
+            block = arr[start : start + chunk_rows]
+            if block.dtype != np.float32:
+                block = block.astype(np.float32)
+            logits = out[start : start + len(block)]
+            np.matmul(block, self.weights, out=logits)
+            logits += self.bias
+            _softmax_inplace(logits)
+        return out
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """The most probable label of every row (ties: the class that sorts first)."""
+        return self.classes[np.argmax(self.predict_proba(X), axis=1)]
+
+    def save(self, path: str) -> None:
+        """Write the head as an ``.npz`` (classes, weights, bias)."""
+        np.savez(path, classes=self.classes, weights=self.weights, bias=self.bias)
+
+
+def load_head(path: str) -> Head:
+    """Read a head written by ``Head.save``."""
+    with np.load(path, allow_pickle=False) as data:
+        return Head(classes=data["classes"], weights=data["weights"], bias=data["bias"])
+
+
+def _softmax_inplace(logits: NDArray[np.float32]) -> None:
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+
+
+def _encode_labels(y: Sequence[Hashable] | ArrayLike) -> tuple[NDArray[Any], NDArray[np.intp]]:
+    """Sorted unique labels and each row's index into them."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise UsageError(f"labels must be one-dimensional, got shape {arr.shape}")
+    try:
+        classes, codes = np.unique(arr, return_inverse=True)
+    except TypeError as exc:  # e.g. a mix of str and int
+        raise UsageError(
+            "labels must be all strings or all numbers", hint="write every label as text"
+        ) from exc
+    return classes, codes.astype(np.intp)
+
+
+class _Objective:
+    """Mean cross-entropy + (l2 / 2n)·‖W‖² and its gradient; float32 maths, float64 interface.
+
+    Dividing the sklearn-style ``sum(CE) + l2/2·‖W‖²`` by n keeps the objective O(1), so one
+    tolerance works for 50 labels and for 50,000. The bias is not penalised.
+    """
+
+    def __init__(self, Xs: NDArray[np.float32], codes: NDArray[np.intp], n_classes: int, l2: float):
+        self.X = Xs
+        self.codes = codes
+        self.rows = np.arange(len(codes))
+        self.n, self.d = Xs.shape
+        self.C = n_classes
+        self.l2 = l2
+
+    def __call__(self, w: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+        d, C, n = self.d, self.C, self.n
+        W = w[: d * C].reshape(d, C).astype(np.float32)
+        b = w[d * C :].astype(np.float32)
+        Z = self.X @ W
+        Z += b
+        Z -= Z.max(axis=1, keepdims=True)
+        E = np.exp(Z)
+        S = E.sum(axis=1, dtype=np.float64)
+        nll = float(np.log(S).sum() - Z[self.rows, self.codes].sum(dtype=np.float64))
+        P = E
+        P /= S.astype(np.float32)[:, None]
+        P[self.rows, self.codes] -= 1.0
+        grad_W = self.X.T @ P
+        grad_W += self.l2 * W
+        grad = np.empty(d * C + C, dtype=np.float64)
+        grad[: d * C] = grad_W.ravel()
+        grad[d * C :] = P.sum(axis=0, dtype=np.float64)
+        grad /= n
+        reg = 0.5 * self.l2 * float(np.dot(w[: d * C], w[: d * C]))
+        return (nll + reg) / n, grad
+
+
+def train_head(
+    X: ArrayLike,
+    y: Sequence[Hashable] | ArrayLike,
+    *,
+    l2: float = 1.0,
+    seed: int = 0,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    scaler: Scaler | None = None,
+) -> Head:
+    """Fit a multinomial logistic regression with L2 penalty ``l2`` on (standardized) ``X``.
+
+    ``y`` may hold strings or numbers. ``scaler`` should be the pool's (see ``Scaler``); when it
+    is None one is fitted on ``X``. A single class in ``y`` gives a head that predicts that
+    class with probability 1: there is nothing to discriminate, and a cold-start round with one
+    class seen must not crash the run. The fit starts from zeros and draws no random numbers,
+    so it is deterministic; ``seed`` is accepted for symmetry with ``train_committee``.
+    """
+    del seed  # deterministic: L-BFGS from a zero start on a strictly convex objective
+    started = time.perf_counter()
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise UsageError(f"embeddings must be [n, d], got shape {arr.shape}")
+    classes, codes = _encode_labels(y)
+    if len(codes) != arr.shape[0]:
+        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
+    if len(codes) == 0:
+        raise UsageError("cannot train a head on zero labeled items", hint="label some items")
+    if l2 <= 0:
+        raise UsageError(f"l2 must be > 0, got {l2}")
+    d = arr.shape[1]
+    n_classes = len(classes)
+    if n_classes == 1:
+        return Head(
+            classes=classes,
+            weights=np.zeros((d, 1), dtype=np.float32),
+            bias=np.zeros(1, dtype=np.float32),
+            train_seconds=time.perf_counter() - started,
+        )
+    scaler = scaler if scaler is not None else fit_scaler(arr)
+    Xs = np.ascontiguousarray(scaler.transform(arr))
+    objective = _Objective(Xs, codes, n_classes, l2)
+    serial = ("scipy", "numpy") if Xs.size < SERIAL_BELOW else ("scipy",)
+    with _serial_blas(serial):
+        result = minimize(
+            objective,
+            np.zeros(d * n_classes + n_classes, dtype=np.float64),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-6, "maxcor": 20},
+        )
+    W = result.x[: d * n_classes].reshape(d, n_classes)
+    b = result.x[d * n_classes :]
+    # Fold the standardization in: ((x - m) / s) @ W + b == x @ (W / s) + (b - (m / s) @ W).
+    W_raw = W / scaler.scale.astype(np.float64)[:, None]
+    b_raw = b - scaler.mean.astype(np.float64) @ W_raw
+    return Head(
+        classes=classes,
+        weights=np.ascontiguousarray(W_raw, dtype=np.float32),
+        bias=b_raw.astype(np.float32),
+        n_iter=int(result.nit),
+        # A line search that cannot improve on float32 noise is convergence, not failure.
+        converged=bool(result.success) or int(result.nit) < max_iter,
+        train_seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Committee:
+    """K heads trained on bootstrap resamples; the disagreement that BALD-like strategies use."""
+
+    heads: list[Head]
+    classes: NDArray[Any]
+
+    def proba(self, X: ArrayLike) -> NDArray[np.float32]:
+        """[K, n, C] probabilities, columns aligned to ``classes`` (the union of all heads').
+
+        A head that never saw a class gives it probability 0.
+        """
+        arr = np.asarray(X)
+        out = np.zeros((len(self.heads), arr.shape[0], len(self.classes)), dtype=np.float32)
+        for k, head in enumerate(self.heads):
+            columns = np.searchsorted(self.classes, head.classes)
+            probs = head.predict_proba(arr)
+            if len(columns) == len(self.classes):
+                out[k] = probs
+            else:
+                out[k][:, columns] = probs
+        return out
+
+
+def _stratified_bootstrap(codes: NDArray[np.intp], rng: np.random.Generator) -> NDArray[np.intp]:
+    """Resample each class's rows with replacement to its own count: every class stays in."""
+    parts = []
+    for c in np.unique(codes):
+        members = np.flatnonzero(codes == c)
+        parts.append(rng.choice(members, size=len(members), replace=True))
+    return np.sort(np.concatenate(parts))
+
+
+def train_committee(
+    X: ArrayLike,
+    y: Sequence[Hashable] | ArrayLike,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    l2: float = 1.0,
+    max_iter: int = DEFAULT_MAX_ITER,
+    scaler: Scaler | None = None,
+) -> Committee:
+    """``k`` heads, each on a stratified bootstrap resample drawn from a ``seed``-ed generator.
+
+    Stratified (each class resampled within itself) so every resample contains every class:
+    a member that never saw a class would disagree for a meaningless reason.
+    """
+    if k < 1:
+        raise UsageError(f"a committee needs k >= 1 heads, got {k}")
+    arr = np.asarray(X)
+    classes, codes = _encode_labels(y)
+    if len(codes) != arr.shape[0]:
+        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
+    scaler = scaler if scaler is not None else fit_scaler(arr)
+    rngs = np.random.default_rng(seed).spawn(k)
+    heads = []
+    for rng in rngs:
+        rows = _stratified_bootstrap(codes, rng)
+        heads.append(
+            train_head(arr[rows], classes[codes[rows]], l2=l2, max_iter=max_iter, scaler=scaler)
+        )
+    return Committee(heads=heads, classes=classes)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """How good a head is on a labeled set."""
+
+    accuracy: float
+    per_class: dict[Any, float]
+    ece: float
+    n: int
+    support: dict[Any, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: labels become strings, floats stay floats."""
+        return {
+            "accuracy": self.accuracy,
+            "ece": self.ece,
+            "n": self.n,
+            "per_class": {str(k): v for k, v in self.per_class.items()},
+            "support": {str(k): v for k, v in self.support.items()},
+        }
+
+
+def expected_calibration_error(
+    confidence: NDArray[np.floating[Any]], correct: NDArray[np.bool_], *, bins: int = ECE_BINS
+) -> float:
+    """Σ_b |B_b|/n · |accuracy(B_b) − mean confidence(B_b)| over equal-width bins (lo, hi]."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hits = np.asarray(correct, dtype=np.float64)
+    if conf.size == 0:
+        return 0.0
+    which = np.clip(np.ceil(conf * bins).astype(np.intp) - 1, 0, bins - 1)
+    conf_sum = np.bincount(which, weights=conf, minlength=bins)
+    hit_sum = np.bincount(which, weights=hits, minlength=bins)
+    return float(np.abs(hit_sum - conf_sum).sum() / conf.size)
+
+
+def evaluate(head: Head, X: ArrayLike, y: Sequence[Hashable] | ArrayLike) -> Evaluation:
+    """Accuracy, per-class accuracy (recall of each true class) and 15-bin ECE of ``head``.
+
+    A true label the head never saw counts as a miss for that class.
+    """
+    truth = np.asarray(y)
+    if truth.shape[0] == 0:
+        raise UsageError("the evaluation set is empty", hint="give an eval set with labels")
+    probs = head.predict_proba(X)
+    if probs.shape[0] != truth.shape[0]:
+        raise UsageError(f"{probs.shape[0]} embeddings but {truth.shape[0]} labels to evaluate")
+    best = np.argmax(probs, axis=1)
+    predicted = head.classes[best]
+    correct = np.asarray(predicted == truth, dtype=bool)
+    confidence = probs[np.arange(len(best)), best]
+    per_class: dict[Any, float] = {}
+    support: dict[Any, int] = {}
+    labels, codes = _encode_labels(truth)
+    for j, label in enumerate(labels.tolist()):
+        members = codes == j
+        support[label] = int(members.sum())
+        per_class[label] = float(correct[members].mean())
+    return Evaluation(
+        accuracy=float(correct.mean()),
+        per_class=per_class,
+        ece=expected_calibration_error(confidence, correct),
+        n=int(truth.shape[0]),
+        support=support,
+    )

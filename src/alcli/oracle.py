@@ -1,0 +1,340 @@
+"""Who answers labels: a labels file, a command, or a person working through a folder.
+
+Every oracle has one method, ``label(uris) -> {uri: label}``, so a labeling service can be
+plugged in later without touching the agent. It either answers every URI it was asked, or
+raises ``OracleError`` (it cannot answer: the run stops, everything bought so far is saved),
+or raises ``PendingLabels`` (it will answer later: a person is labeling; the agent saves its
+state and exits cleanly, and ``alcli auto --resume DIR`` asks again).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from alcli.errors import LabelsError, OracleError
+
+
+def _resolve_normalizer() -> Callable[[str], str]:
+    """``alcli.sources.normalize_uri`` (how pool items spell URIs), or a local stand-in."""
+    try:
+        from alcli.sources import normalize_uri
+    except ImportError:  # pragma: no cover - only while sources.py is being written
+        return _fallback_normalize
+    return normalize_uri
+
+
+def _fallback_normalize(uri: str) -> str:
+    uri = uri.strip()
+    if "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+normalize = _resolve_normalizer()
+
+
+def _first_few(uris: Iterable[str], count: int = 3) -> str:
+    shown: list[str] = []
+    for uri in uris:
+        if len(shown) == count:
+            break
+        shown.append(uri)
+    return ", ".join(shown)
+
+
+class PendingLabels(Exception):  # noqa: N818 - a state to wait for, not a failure
+    """The labels will come later: a person has ``batch_path`` to label into ``labels_path``.
+
+    Not an ``AlcliError``: nothing went wrong. The agent saves its state before this reaches
+    the CLI, which prints what to do and exits 0.
+    """
+
+    def __init__(self, batch_path: Path, labels_path: Path, count: int) -> None:
+        self.batch_path = batch_path
+        self.labels_path = labels_path
+        self.count = count
+        super().__init__(
+            f"{count} items to label: {batch_path}; write {labels_path} (uri,label) "
+            "and resume with alcli auto --resume"
+        )
+
+
+@runtime_checkable
+class Oracle(Protocol):
+    """Anything that can label pool items."""
+
+    def label(self, uris: Sequence[str]) -> dict[str, str]:
+        """A label for every URI in ``uris``; raise ``OracleError`` or ``PendingLabels``."""
+        ...
+
+
+def load_labels_csv(path: str | os.PathLike[str], *, normalize_uris: bool = True) -> dict[str, str]:
+    """``uri -> label`` from a CSV with a ``uri,label`` header (other columns are ignored).
+
+    URIs are normalised like pool items (``alcli.sources.normalize_uri``: relative local
+    paths against the current directory) unless ``normalize_uris`` is false. A row without a
+    URI or a label, or a URI given twice with different labels, is a ``LabelsError`` naming
+    its line.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return _parse_labels(f, str(path), normalize_uris=normalize_uris)
+    except FileNotFoundError:
+        raise LabelsError(f"labels file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    except OSError as exc:
+        raise LabelsError(f"{path}: cannot read labels file: {exc.strerror}") from None
+
+
+def _parse_labels(lines: Iterable[str], name: str, *, normalize_uris: bool) -> dict[str, str]:
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    columns = [c.strip().lower() for c in header] if header else []
+    if "uri" not in columns or "label" not in columns:
+        raise LabelsError(
+            f"{name}: line 1 must be a header with 'uri' and 'label' columns, got {header}",
+            hint="write the file as CSV starting with the line uri,label",
+        )
+    uri_col, label_col = columns.index("uri"), columns.index("label")
+    labels: dict[str, str] = {}
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) <= max(uri_col, label_col):
+                raise LabelsError(f"{name}: line {line}: expected uri,label, got {row}")
+            uri, label = row[uri_col].strip(), row[label_col].strip()
+            if not uri:
+                raise LabelsError(f"{name}: line {line}: empty uri")
+            if not label:
+                raise LabelsError(f"{name}: line {line}: no label for {uri}")
+            key = normalize(uri) if normalize_uris else uri
+            if labels.get(key, label) != label:
+                raise LabelsError(
+                    f"{name}: line {line}: {uri} labeled {label!r} here and {labels[key]!r} before"
+                )
+            labels[key] = label
+    except csv.Error as exc:
+        raise LabelsError(f"{name}: line {reader.line_num}: bad CSV: {exc}") from None
+    return labels
+
+
+class LabelsFileOracle:
+    """Answers from a ``uri,label`` CSV: a simulation, or a team that labeled everything."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self.labels = load_labels_csv(path)
+
+    def label(self, uris: Sequence[str]) -> dict[str, str]:
+        answer: dict[str, str] = {}
+        missing: list[str] = []
+        for uri in uris:
+            label = self.labels.get(normalize(uri))
+            if label is None:
+                missing.append(uri)
+            else:
+                answer[uri] = label
+        if missing:
+            raise OracleError(
+                f"labels file {self.path} has no label for {len(missing)} URIs "
+                f"(first: {_first_few(missing)})",
+                hint="add them to the file or remove them from the pool",
+            )
+        return answer
+
+
+class CommandOracle:
+    """Runs a program (no shell) that reads URIs on stdin and writes ``uri,label`` lines.
+
+    The program gets every URI of one request, one per line, and must answer each of them;
+    a header line ``uri,label`` in its output is allowed. Use it to wrap a labeling service's
+    client, or a script that looks labels up somewhere.
+    """
+
+    def __init__(self, argv: Sequence[str] | str, *, timeout_s: float = 600.0) -> None:
+        self.argv = shlex.split(argv) if isinstance(argv, str) else list(argv)
+        if not self.argv:
+            raise OracleError("the oracle command is empty", hint="give a program to run")
+        self.timeout_s = timeout_s
+
+    def label(self, uris: Sequence[str]) -> dict[str, str]:
+        if not uris:
+            return {}
+        name = self.argv[0]
+        try:
+            done = subprocess.run(
+                self.argv,
+                input="".join(f"{uri}\n" for uri in uris),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise OracleError(f"oracle command not found: {name}") from None
+        except PermissionError:
+            raise OracleError(f"oracle command is not executable: {name}") from None
+        except subprocess.TimeoutExpired as exc:
+            raise OracleError(
+                f"oracle command {name} timed out after {self.timeout_s:g} s"
+                f"{_last_line(exc.stderr)}",
+                hint="raise the oracle timeout or make the command faster",
+            ) from None
+        if done.returncode != 0:
+            raise OracleError(
+                f"oracle command {name} exited with status {done.returncode}"
+                f"{_last_line(done.stderr)}"
+            )
+        return self._parse_answer(done.stdout, uris, done.stderr)
+
+    def _parse_answer(self, stdout: str, uris: Sequence[str], stderr: str) -> dict[str, str]:
+        name = self.argv[0]
+        asked = {uri: uri for uri in uris}
+        by_canonical: dict[str, str] | None = None  # built only if an answer is spelled differently
+        answer: dict[str, str] = {}
+        unknown: list[str] = []
+        for number, row in enumerate(csv.reader(io.StringIO(stdout)), start=1):
+            if not row or (number == 1 and [c.strip().lower() for c in row] == ["uri", "label"]):
+                continue
+            if len(row) != 2 or not row[1].strip():
+                raise OracleError(
+                    f"oracle command {name}: output line {number} is not uri,label: "
+                    f"{','.join(row)[:200]}{_last_line(stderr)}"
+                )
+            uri = asked.get(row[0])
+            if uri is None:
+                if by_canonical is None:
+                    by_canonical = {normalize(u): u for u in uris}
+                uri = by_canonical.get(normalize(row[0]))
+            if uri is None:
+                unknown.append(row[0])
+                continue
+            answer[uri] = row[1].strip()
+        if unknown:
+            raise OracleError(
+                f"oracle command {name} answered {len(unknown)} URIs it was not asked "
+                f"(first: {_first_few(unknown)})"
+            )
+        missing = [uri for uri in uris if uri not in answer]
+        if missing:
+            raise OracleError(
+                f"oracle command {name} gave no label for {len(missing)} of {len(uris)} URIs "
+                f"(first: {_first_few(missing)}){_last_line(stderr)}"
+            )
+        return answer
+
+
+def _last_line(stderr: str | bytes | None) -> str:
+    """``: <last non-empty stderr line>`` for an error message, or nothing."""
+    if not stderr:
+        return ""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f": {lines[-1][:300]}" if lines else ""
+
+
+_BATCH_NAME = re.compile(r"^batch-(\d{3,})\.csv$")
+
+
+class DirectoryOracle:
+    """A person in the loop, through files in ``path``.
+
+    Asked for labels, it writes ``batch-NNN.csv`` (a ``uri,label`` file with empty labels) and
+    ``batch-NNN.labelstudio.json`` (a Label Studio import) and raises ``PendingLabels``. When
+    ``batch-NNN.labels.csv`` exists, asking for the same URIs again returns its labels.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def label(self, uris: Sequence[str]) -> dict[str, str]:
+        if not uris:
+            return {}
+        batch = self._find_batch(uris)
+        if batch is None:
+            batch = self._write_batch(uris)
+        labels_path = batch.with_name(batch.stem + ".labels.csv")
+        if not labels_path.exists():
+            raise PendingLabels(batch, labels_path, len(uris))
+        labels = load_labels_csv(labels_path, normalize_uris=False)
+        labels.update({normalize(uri): label for uri, label in list(labels.items())})
+        answer = {uri: labels[uri] for uri in uris if uri in labels}
+        missing = [uri for uri in uris if uri not in answer]
+        if missing:
+            raise OracleError(
+                f"{labels_path} has no label for {len(missing)} of {len(uris)} URIs "
+                f"(first: {_first_few(missing)})",
+                hint="label every row of the batch, then resume",
+            )
+        return answer
+
+    def _batches(self) -> list[tuple[int, Path]]:
+        if not self.path.is_dir():
+            return []
+        found = []
+        for entry in self.path.iterdir():
+            match = _BATCH_NAME.match(entry.name)
+            if match:
+                found.append((int(match.group(1)), entry))
+        return sorted(found)
+
+    def _find_batch(self, uris: Sequence[str]) -> Path | None:
+        """The batch already written for exactly these URIs, if any (the resume case)."""
+        wanted = set(uris)
+        for _, path in self._batches():
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))[1:]
+            if {row[0] for row in rows if row} == wanted:
+                return path
+        return None
+
+    def _write_batch(self, uris: Sequence[str]) -> Path:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OracleError(
+                f"cannot create labeling folder {self.path}: {exc.strerror}"
+            ) from None
+        batches = self._batches()
+        number = batches[-1][0] + 1 if batches else 1
+        batch = self.path / f"batch-{number:03d}.csv"
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["uri", "label"])
+        writer.writerows([uri, ""] for uri in uris)
+        studio = json.dumps([{"data": {"image": uri}} for uri in uris], indent=1)
+        # The Label Studio file first: the CSV's existence is what marks the batch as written.
+        write_atomic(batch.with_name(batch.stem + ".labelstudio.json"), studio + "\n")
+        write_atomic(batch, buffer.getvalue())
+        return batch
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: all or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def format_labels_csv(labels: Mapping[str, str]) -> str:
+    """``uri,label`` CSV text (header included) for ``labels``, quoted as CSV needs."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["uri", "label"])
+    writer.writerows(labels.items())
+    return buffer.getvalue()
