@@ -472,3 +472,25 @@ def test_writers_killed_mid_store_lose_nothing_committed(tmp_path: Path) -> None
         embeddings, found = c.lookup(FP, keys_for(range(25), prefix=0))
         assert found.all()
         np.testing.assert_array_equal(embeddings, rows_for(range(25)))
+
+
+def test_in_order_run_of_one_segment_is_a_zero_copy_memmap(cache: EmbeddingCache) -> None:
+    for start in range(0, 300, 100):  # pipeline-sized batches, then one compacted segment
+        cache.store(FP, keys_for(range(start, start + 100)), rows_for(range(start, start + 100)))
+    cache.compact(FP)
+    got, found = cache.lookup(FP, keys_for(range(300)))
+    assert found.all()
+    assert isinstance(got, np.memmap)
+    assert not got.flags.writeable
+    np.testing.assert_array_equal(got, rows_for(range(300)))
+    part, _ = cache.lookup(FP, keys_for(range(50, 120)))
+    assert isinstance(part, np.memmap)
+    np.testing.assert_array_equal(part, rows_for(range(50, 120)))
+    # Any other shape of request gets a fresh, writable array with the same rows.
+    order = [5, 3, 4]
+    other, _ = cache.lookup(FP, keys_for(order))
+    assert not isinstance(other, np.memmap)
+    np.testing.assert_array_equal(other, rows_for(order))
+    with_missing, found = cache.lookup(FP, keys_for([1, 2, 999]))
+    assert not isinstance(with_missing, np.memmap)
+    assert found.tolist() == [True, True, False]

@@ -619,3 +619,21 @@ def test_items_are_hashable_values():
     item = Item("/a.png", "0" * 32)
     assert {item, Item("/a.png", "0" * 32)} == {item}
     assert not item.unreadable
+
+
+def test_inventory_bulk_path_gives_the_general_paths_keys(tmp_path: Path) -> None:
+    rows = [(f"s3://bkt/img/{i:04d}.jpg", str(100 + i), f"{i:032x}") for i in range(50)]
+    fast = tmp_path / "fast.csv"
+    fast.write_text(
+        "uri,size,last_modified,etag\n"
+        + "".join(f"{u},{s},2026-11-01T00:00:00Z,{e}\n" for u, s, e in rows)
+    )
+    # Quoted ETags (as some exports write them) take the general, line-by-line path.
+    general = tmp_path / "general.csv"
+    general.write_text(
+        "uri,size,last_modified,etag\n"
+        + "".join(f'{u},{s},2026-11-01T00:00:00Z,"""{e}"""\n' for u, s, e in rows)
+    )
+    a, b = resolve_pool(str(fast)), resolve_pool(str(general))
+    assert [i.uri for i in a.items] == [u for u, _, _ in rows]
+    assert [i.key for i in a.items] == [i.key for i in b.items]

@@ -83,7 +83,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from alcli import strategies
+import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
 from alcli.errors import LabelsError, OracleError, UsageError
 from alcli.learner import Head, Scaler, evaluate, fit_scaler, train_committee, train_head
 from alcli.oracle import Oracle, format_labels_csv, write_atomic

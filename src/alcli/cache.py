@@ -655,7 +655,9 @@ class EmbeddingCache:
     def lookup(self, fingerprint: str, keys: Sequence[str]) -> tuple[Array, Array]:
         """(embeddings [n, D] float32 with zero rows where missing, found mask [n]).
 
-        When nothing is cached for the fingerprint, the embeddings are an [n, 0] array.
+        When nothing is cached for the fingerprint, the embeddings are an [n, 0] array. When
+        every key is found as one in-order run of one segment, the result is a read-only
+        memmap of that segment (zero copy); otherwise a fresh array. Do not write into it.
         """
         _check_fingerprint(fingerprint)
         groups = _encode_keys(keys)
@@ -816,6 +818,10 @@ class EmbeddingCache:
             if index is not None:
                 gids[group.positions] = index.find(group.words)
         found = gids >= 0
+        if n and found.all():
+            mapped = self._mapped_run(fingerprint, view, gids)
+            if mapped is not None:
+                return mapped, found
         out = np.zeros((n, dim), dtype=np.float32)
         queries = np.flatnonzero(found)
         wanted = gids[queries]
@@ -828,6 +834,26 @@ class EmbeddingCache:
             if a < b:
                 self._read_rows(fingerprint, entry, wanted[a:b] - view.bases[i], queries[a:b], out)
         return out, found
+
+    def _mapped_run(
+        self, fingerprint: str, view: _View, gids: npt.NDArray[np.int64]
+    ) -> Array | None:
+        """A read-only memmap of the rows when the keys are one run of one float32 segment.
+
+        That is the common warm case (a pool embedded in order, then compacted), and on this
+        kind of VM it matters: faulting in a fresh 2 GiB array costs 5-9 s, while mapping the
+        page-cached segment costs about 1.3 s for the first full pass over it.
+        """
+        first, last = int(gids[0]), int(gids[-1])
+        if last - first != len(gids) - 1 or (len(gids) > 1 and not (np.diff(gids) == 1).all()):
+            return None
+        i = int(view.segment_of(np.array([first]))[0])
+        entry = view.embedding_segments[i]
+        start = first - int(view.bases[i])
+        if start + len(gids) > entry.rows or _DTYPES[entry.dtype_code] != np.dtype("<f4"):
+            return None
+        with _Segment(self._segment_path(fingerprint, entry.name), entry) as segment:
+            return segment.memmap()[start : start + len(gids)]
 
     def _read_rows(
         self,

@@ -619,7 +619,7 @@ def strategies(
 ) -> None:
     """List the strategy zoo: name, family, what it needs, cost, reference."""
     out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
-    from alcli import strategies as zoo
+    import alcli.strategies as zoo
 
     found = zoo.available(pattern)
     if pattern and not found:

@@ -141,6 +141,8 @@ def embed(
                 if progress is not None:
                     progress(len(rows) + len(bad))
             stages = batches.stats.as_dict()
+        # One in-order segment lets the next warm run map the pool instead of copying it.
+        store.compact(fingerprint)
     failures.sort(key=lambda f: f.index)
     usable = np.flatnonzero(found)
     return EmbedResult(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from alcli import strategies
+import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
 from alcli.errors import LabelsError, StrategyError
 from alcli.learner import fit_scaler, train_committee, train_head
 

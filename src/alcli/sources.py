@@ -380,10 +380,26 @@ def _canonical_remote(protocol: str, path: str) -> str:
     return f"{names[0]}://{stripped}"
 
 
+def _is_plain_s3(uri: str) -> bool:
+    """Already canonical S3 URI (``s3://bucket/key``): the bulk of an inventory manifest.
+
+    Checked with string tests only, because fsspec's generic path parsing costs tens of
+    microseconds a URI, which is most of resolving a million-line manifest.
+    """
+    return (
+        uri.startswith("s3://")
+        and not uri.endswith("/")
+        and "//" not in uri[5:]
+        and not any(c in uri for c in "?#\\")
+    )
+
+
 def _canonical(uri: str, base: str | None) -> str:
     """Canonical URI; relative paths join ``base`` (a local folder or a remote folder URI)."""
     if not uri:
         raise _BadEntryError("empty URI")
+    if _is_plain_s3(uri):
+        return uri
     protocol, path = _split(uri)
     if protocol is not None:
         return _canonical_remote(protocol, path)
@@ -571,6 +587,9 @@ class _Resolver:
         text = self._read_manifest(uri)
         lower = uri.lower()
         if lower.endswith(".csv"):
+            inventory = _inventory_items(text)
+            if inventory is not None:
+                return inventory
             records = _parse_csv(text, uri)
         elif lower.endswith(".jsonl"):
             records = _parse_jsonl(text, uri)
@@ -612,12 +631,14 @@ class _Resolver:
             except _BadEntryError as error:
                 self.pool.skipped.append(f"{where}: {error}")
                 continue
+            etag = _normalize_etag(record.get("etag"))
             entries.append(
                 _Entry(
                     uri,
-                    etag=_normalize_etag(record.get("etag")),
+                    etag=etag,
                     size=_to_size(record.get("size")),
-                    mtime_ns=_to_ns(record.get("last_modified")),
+                    # The key uses the ETag when there is one: skip parsing the time then.
+                    mtime_ns=None if etag else _to_ns(record.get("last_modified")),
                 )
             )
         return entries
@@ -630,7 +651,8 @@ class _Resolver:
         local: list[int] = []
         remote: dict[str, list[int]] = {}
         for index, entry in enumerate(entries):
-            protocol, _ = _split(entry.uri)
+            # Entries are canonical: local ones are absolute paths, remote ones proto://...
+            protocol = entry.uri.split("://", 1)[0] if "://" in entry.uri else None
             if protocol is None:
                 local.append(index)
             elif entry.etag or (entry.size is not None and entry.mtime_ns is not None):
@@ -814,6 +836,43 @@ def _parse_lines(lines: Iterable[str], name: str) -> Iterator[tuple[str, Mapping
         text = line.strip()
         if text and not text.startswith("#"):
             yield f"{name}:{number}", {"uri": text}
+
+
+#: Over URIs joined by newlines: a line that is not a plain ``s3://bucket/key`` (see
+#: ``_is_plain_s3``); one regex pass in C instead of a Python test per URI.
+_NOT_PLAIN_S3 = re.compile(r"^(?!s3://[^/\n])|^s3://[^\n]*//|/$|[?#\\\r]", re.MULTILINE)
+#: Over ETags joined by newlines: an empty, quoted, weak or padded one.
+_ODD_ETAG = re.compile(r'^$|^W/|[" \t]', re.MULTILINE)
+
+
+def _inventory_items(text: str) -> list[Item] | None:
+    """Bulk path for the S3-Inventory shape: every row a plain ``s3://`` URI with an ETag.
+
+    Gives exactly the keys the general path gives (``_remote_key(uri, etag, ...)``), without a
+    function call per field, so a million-line inventory resolves in about a second. Anything
+    unusual (another column layout, a blank or odd row, a quoted ETag) returns None and takes
+    the general path, which reports problems line by line.
+    """
+    rows = list(csv.reader(io.StringIO(text)))
+    if len(rows) < 2:
+        return None
+    columns = [column.strip().lower() for column in rows[0]]
+    if "uri" not in columns or "etag" not in columns:
+        return None
+    u, e = columns.index("uri"), columns.index("etag")
+    width = len(columns)
+    body = rows[1:]
+    if any(len(row) != width for row in body):
+        return None
+    uris = [row[u] for row in body]
+    etags = [row[e] for row in body]
+    if _NOT_PLAIN_S3.search("\n".join(uris)) or _ODD_ETAG.search("\n".join(etags)):
+        return None
+    prefix = b"etag\0"
+    return [
+        Item(uri, hashlib.blake2b(prefix + f"{uri}\0{tag}".encode(), digest_size=16).hexdigest())
+        for uri, tag in zip(uris, etags, strict=True)
+    ]
 
 
 def _parse_csv(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
