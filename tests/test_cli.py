@@ -28,7 +28,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     return CliRunner()
 
 
-def run(runner: CliRunner, *args: str, input: str | None = None):  # noqa: A002
+def run(runner: CliRunner, *args: str, input: str | None = None):
     return runner.invoke(app, list(args), input=input)
 
 
@@ -138,4 +138,5 @@ def test_real_subprocess_json_and_exit_codes(png_pool, tmp_path):
     )
     assert bad.returncode == 2
     assert bad.stdout == ""
-    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("alcli: error:")
+    assert bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("alcli: error:")
