@@ -1,0 +1,410 @@
+"""The strategy registry: names, metadata, plugins, and the one entry point that runs them.
+
+Strategies register timm-style with :func:`register`; third-party ones arrive through the
+``alcli.strategies`` entry-point group and are imported lazily, only when a name is not built
+in (or when :func:`available` lists everything), so a broken plugin costs nothing until asked
+for and never hides the built-ins. ``run`` validates inputs once, checks the strategy's
+declared needs (with advice on what could run instead), calls it, and checks what it returned,
+so every strategy, built-in or not, honours the same contract.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib.metadata
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from alcli.errors import RunError, StrategyError
+
+from ._select import (
+    NEEDS,
+    FloatArray,
+    Picks,
+    SelectionContext,
+    as_float_array,
+    as_generator,
+    check_budget,
+    check_finite,
+    check_probabilities,
+    labeled_mask,
+    no_scores,
+    pool_size,
+)
+
+ENTRY_POINT_GROUP = "alcli.strategies"
+
+#: The order families are listed in; plugin families follow alphabetically.
+FAMILY_ORDER = ("baselines", "uncertainty", "disagreement", "diversity", "hybrid")
+
+StrategyFn = Callable[[SelectionContext], "Picks | npt.NDArray[np.integer[Any]]"]
+F = TypeVar("F", bound=StrategyFn)
+
+#: What to run instead when there are no labels yet (see the ``labeled`` need).
+_COLD_START_ADVICE = "typiclust, kmeans, coreset or random"
+
+
+class PluginWarning(UserWarning):
+    """A third-party strategy plugin could not be loaded; the others still work."""
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyInfo:
+    """Everything the CLI, the agent and error messages need to know about a strategy.
+
+    ``needs`` ⊆ {"probs", "committee", "embeddings", "labeled"}; ``cost`` is big-O in n, d,
+    C, K, b; ``cold_start`` says it is usable with no labels; ``origin`` is "alcli" or the
+    distribution a plugin came from; ``fn`` maps a SelectionContext to picks.
+    """
+
+    name: str
+    family: str
+    needs: frozenset[str]
+    cost: str
+    reference: str
+    summary: str
+    fn: StrategyFn = field(repr=False, compare=False)
+    aliases: tuple[str, ...] = ()
+    cold_start: bool = True
+    origin: str = "alcli"
+
+
+def normalize_name(name: str) -> str:
+    """``Least-Confidence`` and ``least_confidence`` name the same strategy."""
+    return name.strip().lower().replace("-", "_")
+
+
+class Registry:
+    """Strategies by name and alias, plus the state of plugin loading."""
+
+    def __init__(self) -> None:
+        self._infos: dict[str, StrategyInfo] = {}
+        self._aliases: dict[str, str] = {}
+        self._plugins_loaded = False
+        self._plugin_failures: dict[str, str] = {}
+        self._loading_origin: str | None = None
+
+    def copy_builtins(self) -> Registry:
+        """A registry with this one's non-plugin strategies and no plugins loaded (tests)."""
+        clone = Registry()
+        for info in self._infos.values():
+            if info.origin == "alcli":
+                clone.add(info)
+        return clone
+
+    def add(self, info: StrategyInfo) -> None:
+        for key in (info.name, *info.aliases):
+            if key in self._infos or key in self._aliases:
+                owner = self._aliases.get(key, key)
+                raise StrategyError(
+                    f"strategy name {key!r} is already registered by "
+                    f"{self._infos[owner].origin} ({owner})",
+                    hint="register the strategy under another name",
+                )
+        self._infos[info.name] = info
+        for alias in info.aliases:
+            self._aliases[alias] = info.name
+
+    def register(
+        self,
+        name: str,
+        *,
+        family: str,
+        needs: Iterable[str],
+        cost: str,
+        reference: str,
+        summary: str | None = None,
+        aliases: Iterable[str] = (),
+        cold_start: bool | None = None,
+    ) -> Callable[[F], F]:
+        needs_set = frozenset(needs)
+        unknown = needs_set - NEEDS
+        if unknown:
+            raise StrategyError(
+                f"strategy {name!r} declares unknown needs {sorted(unknown)}",
+                hint=f"needs must be drawn from {sorted(NEEDS)}",
+            )
+
+        def decorate(fn: F) -> F:
+            doc = (fn.__doc__ or "").strip()
+            info = StrategyInfo(
+                name=normalize_name(name),
+                family=family,
+                needs=needs_set,
+                cost=cost,
+                reference=reference,
+                summary=summary if summary is not None else doc.split("\n", 1)[0],
+                aliases=tuple(normalize_name(a) for a in aliases),
+                cold_start=("labeled" not in needs_set) if cold_start is None else cold_start,
+                origin=self._loading_origin or "alcli",
+                fn=fn,
+            )
+            self.add(info)
+            return fn
+
+        return decorate
+
+    def lookup(self, name: str) -> StrategyInfo | None:
+        key = normalize_name(name)
+        return self._infos.get(self._aliases.get(key, key))
+
+    def get(self, name: str) -> StrategyInfo:
+        info = self.lookup(name)
+        if info is None:
+            self.load_plugins()
+            info = self.lookup(name)
+        if info is None:
+            raise self._unknown(name)
+        return info
+
+    def available(self, pattern: str | None = None) -> list[StrategyInfo]:
+        self.load_plugins()
+        infos = list(self._infos.values())
+        if pattern is not None:
+            pat = normalize_name(pattern)
+            infos = [
+                info
+                for info in infos
+                if any(fnmatch.fnmatchcase(key, pat) for key in (info.name, *info.aliases))
+                or fnmatch.fnmatchcase(info.family, pat)
+            ]
+        return sorted(infos, key=_listing_order)
+
+    def load_plugins(self) -> None:
+        """Import every ``alcli.strategies`` entry point once; warn and skip broken ones."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = entry.dist.name if entry.dist is not None else "an unknown distribution"
+            self._loading_origin = dist
+            try:
+                entry.load()
+            except Exception as exc:
+                reason = (
+                    f"strategy plugin {entry.name!r} from distribution {dist!r} failed to load "
+                    f"({type(exc).__name__}: {exc}); skipped it — fix or uninstall {dist}"
+                )
+                self._plugin_failures[normalize_name(entry.name)] = reason
+                warnings.warn(reason, PluginWarning, stacklevel=3)
+                continue
+            finally:
+                self._loading_origin = None
+            if self.lookup(entry.name) is None:
+                reason = (
+                    f"strategy plugin {entry.name!r} from distribution {dist!r} loaded "
+                    f"{entry.value!r} but registered no strategy named {entry.name!r}"
+                )
+                self._plugin_failures[normalize_name(entry.name)] = reason
+                warnings.warn(reason, PluginWarning, stacklevel=3)
+
+    def _unknown(self, name: str) -> StrategyError:
+        key = normalize_name(name)
+        if key in self._plugin_failures:
+            return StrategyError(self._plugin_failures[key])
+        known = sorted([*self._infos, *self._aliases])
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = (
+            f"did you mean {' or '.join(repr(c) for c in close)}?"
+            if close
+            else "run `alcli strategies` to list them"
+        )
+        if self._plugin_failures:
+            hint += f"; {len(self._plugin_failures)} strategy plugin(s) failed to load: " + (
+                ", ".join(sorted(self._plugin_failures))
+            )
+        return StrategyError(f"unknown strategy {name!r}", hint=hint)
+
+    def runnable_with(self, given: set[str]) -> list[str]:
+        """Names whose needs are met by ``given`` (the arrays passed, plus "labeled")."""
+        return [
+            info.name
+            for info in sorted(self._infos.values(), key=_listing_order)
+            if info.needs <= given
+        ]
+
+
+def _listing_order(info: StrategyInfo) -> tuple[int, str, str]:
+    family_rank = (
+        FAMILY_ORDER.index(info.family) if info.family in FAMILY_ORDER else len(FAMILY_ORDER)
+    )
+    return (family_rank, info.family, info.name)
+
+
+_REGISTRY = Registry()
+
+
+def register(
+    name: str,
+    *,
+    family: str,
+    needs: Iterable[str],
+    cost: str,
+    reference: str,
+    summary: str | None = None,
+    aliases: Iterable[str] = (),
+    cold_start: bool | None = None,
+) -> Callable[[F], F]:
+    """Decorator adding a strategy function to the zoo.
+
+    The function takes a :class:`SelectionContext` and returns pool indices in pick order,
+    or ``Picks(indices, scores)``. ``needs`` is a subset of ``{"probs", "committee",
+    "embeddings", "labeled"}``; ``cold_start`` defaults to "does not need labeled". ``cost``
+    is a big-O string in n, d, C, K, b; ``summary`` defaults to the docstring's first line.
+    """
+    return _REGISTRY.register(
+        name,
+        family=family,
+        needs=needs,
+        cost=cost,
+        reference=reference,
+        summary=summary,
+        aliases=aliases,
+        cold_start=cold_start,
+    )
+
+
+def get(name: str) -> StrategyInfo:
+    """The strategy called ``name`` (or an alias); StrategyError with suggestions if none."""
+    return _REGISTRY.get(name)
+
+
+def available(pattern: str | None = None) -> list[StrategyInfo]:
+    """Registered strategies (plugins included), by family then name.
+
+    ``pattern`` is an fnmatch pattern matched against names, aliases and the family, so
+    ``"*margin*"`` and ``"uncertainty"`` both work.
+    """
+    return _REGISTRY.available(pattern)
+
+
+def run(
+    name: str,
+    *,
+    budget: int,
+    probs: npt.ArrayLike | None = None,
+    committee: npt.ArrayLike | None = None,
+    embeddings: npt.ArrayLike | None = None,
+    labeled: npt.ArrayLike | None = None,
+    seed: int | np.random.Generator = 0,
+) -> npt.NDArray[np.int64]:
+    """Pick up to ``budget`` unlabeled pool items with strategy ``name``.
+
+    Returns int64 pool indices in pick order: unique, none labeled, ``min(budget, unlabeled
+    count)`` long. ``probs`` is n x C, ``committee`` K x n x C, ``embeddings`` n x d;
+    ``labeled`` is a boolean mask of length n or an array of indices. ``seed`` is an int or
+    a ``numpy.random.Generator``; the same inputs and seed give the same picks.
+    """
+    return run_with_scores(
+        name,
+        budget=budget,
+        probs=probs,
+        committee=committee,
+        embeddings=embeddings,
+        labeled=labeled,
+        seed=seed,
+    ).indices
+
+
+def run_with_scores(
+    name: str,
+    *,
+    budget: int,
+    probs: npt.ArrayLike | None = None,
+    committee: npt.ArrayLike | None = None,
+    embeddings: npt.ArrayLike | None = None,
+    labeled: npt.ArrayLike | None = None,
+    seed: int | np.random.Generator = 0,
+) -> Picks:
+    """Like :func:`run`, but also each pick's score (float64, NaN where the strategy has none).
+
+    The score is the quantity the strategy ranked by when it made the pick (margin, entropy,
+    distance to the nearest centre, ...); see each strategy's docstring.
+    """
+    info = get(name)
+    requested = check_budget(budget)
+    arrays: dict[str, FloatArray] = {}
+    for key, value, ndim in (
+        ("probs", probs, 2),
+        ("committee", committee, 3),
+        ("embeddings", embeddings, 2),
+    ):
+        if value is not None:
+            arrays[key] = as_float_array(value, key, ndim)
+    n = pool_size(arrays, labeled)
+    mask = labeled_mask(labeled, n)
+    _check_needs(info, arrays, mask)
+    for key in info.needs & arrays.keys():
+        check_finite(arrays[key], key)
+        if key in ("probs", "committee"):
+            check_probabilities(arrays[key], key)
+    unlabeled = np.flatnonzero(~mask).astype(np.int64)
+    clipped = min(requested, int(unlabeled.size))
+    if clipped == 0:
+        return no_scores(np.empty(0, dtype=np.int64))
+    ctx = SelectionContext(
+        budget=clipped,
+        n=n,
+        labeled=mask,
+        unlabeled=unlabeled,
+        rng=as_generator(seed),
+        probs=arrays.get("probs") if "probs" in info.needs else None,
+        committee=arrays.get("committee") if "committee" in info.needs else None,
+        embeddings=arrays.get("embeddings") if "embeddings" in info.needs else None,
+    )
+    return _checked_output(info, ctx, info.fn(ctx))
+
+
+def _check_needs(info: StrategyInfo, arrays: dict[str, FloatArray], mask: np.ndarray) -> None:
+    given = set(arrays)
+    if mask.any():
+        given.add("labeled")
+    missing = sorted((info.needs - given) - {"labeled"})
+    if missing:
+        what = " and ".join(missing)
+        instead = [n for n in _REGISTRY.runnable_with(given) if n != info.name]
+        hint = (
+            f"with what you passed you can run: {', '.join(instead)}" if instead else f"pass {what}"
+        )
+        raise StrategyError(f"{info.name} needs {what}, which was not given", hint=hint)
+    if "labeled" in info.needs and "labeled" not in given:
+        raise StrategyError(
+            f"{info.name} needs at least one labeled item: its "
+            f"{'committee' if 'committee' in info.needs else 'probabilities'} come from a "
+            "model trained on the labels, and with none they mean nothing",
+            hint=f"for a cold start use {_COLD_START_ADVICE}",
+        )
+
+
+def _checked_output(
+    info: StrategyInfo, ctx: SelectionContext, output: Picks | npt.NDArray[np.integer[Any]]
+) -> Picks:
+    """Hold every strategy, plugins included, to the documented output contract."""
+    picks = output if isinstance(output, Picks) else no_scores(np.asarray(output))
+    indices = np.asarray(picks.indices)
+    scores = np.asarray(picks.scores, dtype=np.float64)
+    problem = None
+    if indices.ndim != 1 or indices.dtype.kind not in "iu":
+        problem = f"returned indices of dtype {indices.dtype} and shape {indices.shape}"
+    elif indices.size != ctx.budget:
+        problem = f"returned {indices.size} picks instead of {ctx.budget}"
+    elif scores.shape != indices.shape:
+        problem = f"returned {scores.size} scores for {indices.size} picks"
+    elif indices.min() < 0 or indices.max() >= ctx.n:
+        problem = "returned indices outside the pool"
+    elif np.unique(indices).size != indices.size:
+        problem = "returned the same item twice"
+    elif ctx.labeled[indices].any():
+        problem = "returned an already labeled item"
+    if problem is not None:
+        raise RunError(
+            f"strategy {info.name} ({info.origin}) {problem}",
+            hint="this is a bug in the strategy; report it to its authors",
+        )
+    return Picks(indices.astype(np.int64, copy=False), scores)
