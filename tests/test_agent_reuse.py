@@ -1,0 +1,103 @@
+"""The agent never fits the same head twice nor predicts the pool twice under one head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from alcli import agent
+from alcli.agent import AutoConfig, EvalSet, run_auto
+from alcli.learner import Head, train_head
+from alcli.oracle import load_labels_csv
+
+N_POOL = 500
+
+
+def blobs(seed: int = 0) -> tuple[list[str], np.ndarray, dict[str, str], EvalSet]:
+    """Overlapping Gaussian blobs: heads keep improving, so every round trains real heads."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(4, 8)) * 3
+
+    def draw(count: int) -> tuple[np.ndarray, list[str]]:
+        y = rng.integers(0, 4, size=count)
+        X = (centers[y] + rng.normal(size=(count, 8)) * 2.2).astype(np.float32)
+        return X, [f"c{v}" for v in y]
+
+    X, y = draw(N_POOL)
+    eval_X, eval_y = draw(200)
+    uris = [f"s3://pool/{i:04d}.png" for i in range(N_POOL)]
+    eval_set = EvalSet([f"s3://eval/{i}.png" for i in range(200)], eval_X, eval_y)
+    return uris, X, dict(zip(uris, y, strict=True)), eval_set
+
+
+class DictOracle:
+    def __init__(self, truth: dict[str, str]) -> None:
+        self.truth = truth
+
+    def label(self, uris: list[str]) -> dict[str, str]:
+        return {u: self.truth[u] for u in uris}
+
+
+@pytest.mark.parametrize("spend", ["shared", "paper"])
+def test_the_final_head_is_the_last_fit_not_a_second_one(tmp_path, monkeypatch, spend) -> None:
+    uris, X, truth, eval_set = blobs()
+    fits: list[int] = []
+
+    def counting_train_head(Xs: Any, y: Any, **kwargs: Any) -> Head:
+        fits.append(len(y))
+        return train_head(Xs, y, **kwargs)
+
+    monkeypatch.setattr(agent, "train_head", counting_train_head)
+    cfg = AutoConfig(
+        target_accuracy=0.99,
+        budget=160,
+        strategies=("margin", "entropy"),
+        initial=40,
+        round_size=30,
+        spend=spend,
+        plateau_rounds=50,
+    )
+    report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
+    assert report.stop_reason == "budget"
+    # shared: the last round's head on every label is the final head; paper: the winner's
+    assert fits.count(report.final_labels) == 1
+    bought = load_labels_csv(tmp_path / "labeled.csv", normalize_uris=False)
+    labeled = sorted(uris.index(u) for u in bought)
+    assert len(labeled) == report.final_labels
+    assert report.final_head is not None
+    if spend == "shared":
+        rows = np.array(labeled)
+        fresh = train_head(X[rows], [truth[uris[r]] for r in rows], scaler=agent.fit_scaler(X))
+        np.testing.assert_array_equal(report.final_head.weights, fresh.weights)
+        np.testing.assert_array_equal(report.final_head.bias, fresh.bias)
+
+
+def test_survivors_sharing_the_initial_head_share_one_pool_prediction(
+    tmp_path, monkeypatch
+) -> None:
+    uris, X, truth, eval_set = blobs(seed=1)
+    pool_predictions: list[int] = []
+    real = Head.predict_proba
+
+    def counting_predict(self: Head, X_: Any, **kwargs: Any) -> Any:
+        if len(X_) == N_POOL:
+            pool_predictions.append(id(self))
+        return real(self, X_, **kwargs)
+
+    monkeypatch.setattr(Head, "predict_proba", counting_predict)
+    cfg = AutoConfig(
+        target_accuracy=0.99,
+        budget=400,
+        strategies=("margin", "entropy", "least_confidence"),
+        initial=40,
+        round_size=30,
+        max_rounds=2,
+        plateau_rounds=50,
+    )
+    report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
+    assert report.rounds == 2
+    # round 1: one head (the initial one) for all three; round 2: two survivors, two heads
+    assert len(pool_predictions) == 1 + 2
+    assert len(set(pool_predictions[1:])) == 2
