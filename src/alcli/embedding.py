@@ -7,6 +7,10 @@ interrupted run keeps what it paid for. A warm run builds no model and reads no 
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import json
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from alcli import __version__
 from alcli.cache import EmbeddingCache
-from alcli.models import load_backbone, model_fingerprint
-from alcli.pipeline import Failure, run_pipeline
+from alcli.pipeline import Failure
 from alcli.sources import Item, Pool, resolve_pool
 
 #: Failure reasons that depend on the bytes, not on the network: safe to remember, so a warm
@@ -92,7 +96,7 @@ def embed(
     if not isinstance(pool, Pool):
         pool = resolve_pool(pool, content_hash=content_hash, storage_options=storage_options)
     store = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
-    fingerprint = model_fingerprint(opts.model, opts.weights, opts.image_size)
+    fingerprint = cached_fingerprint(opts, store.directory)
     keys = [item.key for item in pool.items]
     vectors, found = store.lookup(fingerprint, keys)
     known_bad = store.lookup_failures(
@@ -109,6 +113,9 @@ def embed(
         progress(cached + len(failures))
     stages: dict[str, Any] = {}
     if todo:
+        from alcli.models import load_backbone
+        from alcli.pipeline import run_pipeline
+
         backbone = load_backbone(opts.model, opts.weights, opts.image_size, device=opts.device)
         if vectors.shape[1] != backbone.dim:
             vectors = np.zeros((len(keys), backbone.dim), dtype=np.float32)
@@ -156,6 +163,43 @@ def embed(
         seconds=time.perf_counter() - start,
         stages=stages,
     )
+
+
+def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:
+    """``models.model_fingerprint``, remembered in the cache folder.
+
+    Computing it imports torch and torchvision (3-6 s here, most of a warm ``select``). The
+    fingerprint is a pure function of the request below (model, weights, image size, the
+    torchvision and alcli versions, and a checkpoint file's path, size and mtime), so a warm
+    run reads it from ``fingerprints.json`` and never imports torch.
+    """
+    request: dict[str, Any] = {
+        "model": options.model,
+        "weights": options.weights,
+        "image_size": options.image_size,
+        "alcli": __version__,
+        "torchvision": importlib.metadata.version("torchvision"),
+    }
+    if options.weights and os.path.isfile(options.weights):
+        info = os.stat(options.weights)
+        request["file"] = [os.path.realpath(options.weights), info.st_size, info.st_mtime_ns]
+    memo_key = json.dumps(request, sort_keys=True)
+    path = Path(directory) / "fingerprints.json"
+    memo: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        memo = json.loads(path.read_text())
+    if isinstance(memo, dict) and isinstance(memo.get(memo_key), str):
+        return memo[memo_key]
+    from alcli.models import model_fingerprint
+
+    fingerprint = model_fingerprint(options.model, options.weights, options.image_size)
+    memo = {**(memo if isinstance(memo, dict) else {}), memo_key: fingerprint}
+    with contextlib.suppress(OSError):  # a read-only cache still works, only slower
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".fingerprints.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo, indent=1))
+        tmp.replace(path)
+    return fingerprint
 
 
 def uris_to_rows(result: EmbedResult, uris: Sequence[str]) -> dict[str, int]:

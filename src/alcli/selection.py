@@ -69,6 +69,8 @@ def match_labels(
     A URI that the pool lacks is an error (a typo or the wrong pool is far more likely than
     an intended extra), naming how many and the first few.
     """
+    if not labels:
+        return np.zeros(0, dtype=np.int64), []
     index = {uri: row for row, uri in enumerate(uris)}
     missing = [uri for uri in labels if uri not in index]
     if missing:
