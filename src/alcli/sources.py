@@ -56,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache, partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol
@@ -88,9 +88,12 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One pool item: where it is and the key its embedding is cached under."""
+class Item(NamedTuple):
+    """One pool item: where it is and the key its embedding is cached under.
+
+    A named tuple rather than a frozen dataclass: a pool of a million items builds a million
+    of these, and a tuple is built about twice as fast.
+    """
 
     uri: str
     key: str
@@ -838,11 +841,33 @@ def _parse_lines(lines: Iterable[str], name: str) -> Iterator[tuple[str, Mapping
             yield f"{name}:{number}", {"uri": text}
 
 
-#: Over URIs joined by newlines: a line that is not a plain ``s3://bucket/key`` (see
-#: ``_is_plain_s3``); one regex pass in C instead of a Python test per URI.
-_NOT_PLAIN_S3 = re.compile(r"^(?!s3://[^/\n])|^s3://[^\n]*//|/$|[?#\\\r]", re.MULTILINE)
-#: Over ETags joined by newlines: an empty, quoted, weak or padded one.
-_ODD_ETAG = re.compile(r'^$|^W/|[" \t]', re.MULTILINE)
+def _all_plain_s3(uris: list[str]) -> bool:
+    """``_is_plain_s3`` for every URI, by counting over the joined text (C speed): each starts
+    with ``s3://`` and a bucket, holds no other ``//``, no trailing slash and no ``?#\\``."""
+    text = "\n".join(uris)
+    n = len(uris)
+    return (
+        text.startswith("s3://")
+        and text.count("\ns3://") == n - 1
+        and text.count("//") == n
+        and "s3:///" not in text
+        and "/\n" not in text
+        and not text.endswith("/")
+        and not any(c in text for c in "?#\\\r")
+    )
+
+
+def _all_plain_etags(etags: list[str]) -> bool:
+    """No ETag empty, quoted, weak (``W/``) or padded; counted over the joined text."""
+    text = "\n".join(etags)
+    return (
+        all(etags[:1])
+        and "\n\n" not in text
+        and not text.endswith("\n")
+        and not text.startswith("W/")
+        and "\nW/" not in text
+        and not any(c in text for c in '" \t')
+    )
 
 
 def _inventory_items(text: str) -> list[Item] | None:
@@ -853,7 +878,11 @@ def _inventory_items(text: str) -> list[Item] | None:
     unusual (another column layout, a blank or odd row, a quoted ETag) returns None and takes
     the general path, which reports problems line by line.
     """
-    rows = list(csv.reader(io.StringIO(text)))
+    # Inventory exports rarely quote; without quotes a plain split is a CSV parse, 4x faster.
+    if '"' in text:
+        rows = list(csv.reader(io.StringIO(text)))
+    else:
+        rows = [line.split(",") for line in text.splitlines() if line]
     if len(rows) < 2:
         return None
     columns = [column.strip().lower() for column in rows[0]]
@@ -866,7 +895,7 @@ def _inventory_items(text: str) -> list[Item] | None:
         return None
     uris = [row[u] for row in body]
     etags = [row[e] for row in body]
-    if _NOT_PLAIN_S3.search("\n".join(uris)) or _ODD_ETAG.search("\n".join(etags)):
+    if not _all_plain_s3(uris) or not _all_plain_etags(etags):
         return None
     prefix = b"etag\0"
     return [
@@ -913,6 +942,8 @@ def _parse_jsonl(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]
 
 def _drop_duplicates(items: list[Item], duplicates: list[str]) -> list[Item]:
     """First occurrence kept; each repeated URI reported once, in order of first repeat."""
+    if len({item.uri for item in items}) == len(items):
+        return items  # the usual case, checked in one pass
     seen: set[str] = set()
     reported: set[str] = set()
     kept: list[Item] = []
