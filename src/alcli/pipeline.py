@@ -1,0 +1,738 @@
+"""The embedding pipeline: prefetch -> preprocess -> infer, each stage on its own threads.
+
+This is the paper's stage-level parallelism. Reading (network or disk, GIL released) runs on
+many I/O threads; decoding (PIL and numpy, GIL mostly released) on a few decode threads; one
+thread owns the model and feeds it full batches. While the model works on batch k, batches
+k+1.. are being read and decoded, so a run costs about max(stage costs) per item instead of
+their sum.
+
+Memory stays bounded whatever the pool size: an item takes a slot of a window of
+``max_inflight_batches * batch_size`` when its read starts and gives it back when its batch is
+handed to the consumer (or, for a failed item, as soon as the failure is recorded). Batches
+come out in input order. The stages are plain callables, so the same functions can later be
+mapped by a distributed engine.
+
+All coordination goes through one lock and a few conditions; every wait also wakes on a
+short timeout to notice a stop, so no thread can outlive ``close()`` by more than that, except
+one stuck inside a ``read`` call, which is daemonic and abandoned.
+
+CPU threads. torch's intra-op thread count is process-wide (``torch.set_num_threads`` from
+the model thread changes it for every thread), so the model thread sets it for the run and
+the run restores it. Which count is best is not fixed: on an idle 2-core machine two threads
+make mobilenet_v2 ~1.5x faster than one, but when other work wants the cores, OpenMP's
+per-layer barriers make two threads slower than one (measured down to 0.3-0.5x). Decoding
+an MNIST PNG costs ~0.3 ms of one core against ~9 ms of core time for the model, yet
+without care our own decode threads cost far more than that: see ``lower_thread_priority``.
+Other processes compete too, so ``ThreadTuner`` measures one thread against all on the
+run's own batches (the default, ``torch_threads="auto"``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alcli.errors import ItemError, RunError, UsageError
+
+if TYPE_CHECKING:  # torch is imported when a run starts: a warm run never loads it
+    import torch
+
+STAGES = ("prefetch", "preprocess", "infer")
+THREAD_PREFIX = "alcli-pipeline"
+#: How often a waiting thread re-checks an external stop event nobody notified it about.
+_POLL_S = 0.1
+#: How long close() waits for the threads before abandoning (daemonic) stragglers.
+_JOIN_TIMEOUT_S = 5.0
+#: Finished batches that may wait for the consumer before the model thread pauses.
+_OUTPUT_DEPTH = 1
+
+
+@dataclass(slots=True)
+class Failure:
+    """One pool item that was skipped, and why."""
+
+    index: int
+    uri: str
+    reason: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Embeddings for ``indices`` (positions in the input), plus the items skipped meanwhile.
+
+    Every batch has ``batch_size`` rows except the last, which may even have none when the
+    last items all failed: it then only carries their failures.
+    """
+
+    indices: np.ndarray  # int64 [n]
+    embeddings: np.ndarray  # float32 [n, dim]
+    failures: list[Failure]
+
+
+class StageError(RunError):
+    """A stage raised something other than ItemError: a bug or a broken model, not a bad item."""
+
+    def __init__(self, stage: str, where: str, error: BaseException) -> None:
+        detail = str(error).splitlines()[0] if str(error) else ""
+        super().__init__(
+            f"{stage} stage failed on {where}: {type(error).__name__}: {detail}".rstrip(": "),
+            hint="this is not a bad image; the run was stopped",
+        )
+        self.stage = stage
+        self.where = where
+        self.__cause__ = error
+
+
+@dataclass(slots=True)
+class StageStats:
+    """Items a stage finished and the seconds its threads spent working on them."""
+
+    threads: int
+    items: int = 0
+    busy_s: float = 0.0
+
+    def as_dict(self, wall_s: float) -> dict[str, float]:
+        return {
+            "threads": self.threads,
+            "items": self.items,
+            "busy_s": round(self.busy_s, 4),
+            # items per second over the run: equal across stages when the pipeline flows
+            "items_per_s": round(self.items / wall_s, 2) if wall_s > 0 else 0.0,
+            # what one busy thread of this stage sustains: the stage's own speed
+            "items_per_busy_s": round(self.items / self.busy_s, 2) if self.busy_s > 0 else 0.0,
+            # share of the stage's thread-time spent working: near 1.0 marks the bottleneck
+            "utilization": round(self.busy_s / (wall_s * self.threads), 3) if wall_s > 0 else 0.0,
+        }
+
+
+@dataclass
+class PipelineStats:
+    """Per-stage counters plus wall time; ``as_dict()`` is what ``--json`` summaries print."""
+
+    stages: dict[str, StageStats]
+    started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None
+    items_done: int = 0
+    failures: int = 0
+    stopped: bool = False
+    torch_threads: int | None = None  # what the model ran with (the tuner's final choice)
+
+    @property
+    def wall_s(self) -> float:
+        return (self.ended if self.ended is not None else time.perf_counter()) - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        wall = self.wall_s
+        return {
+            "wall_s": round(wall, 4),
+            "items": self.items_done,
+            "failures": self.failures,
+            "items_per_s": round(self.items_done / wall, 2) if wall > 0 else 0.0,
+            "stopped": self.stopped,
+            "torch_threads": self.torch_threads,
+            "stages": {name: stage.as_dict(wall) for name, stage in self.stages.items()},
+        }
+
+
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (Linux, where each thread has its
+    own; elsewhere the call could hit the whole process, so it does nothing).
+
+    The I/O and decode threads do this: when one of them takes a core from the model's
+    OpenMP workers mid-layer, the other worker waits at the layer's barrier, so a slice of
+    decoding stalls both cores. At a lower priority they run in the gaps instead. Measured on
+    2 cores, 1000 MNIST PNGs: pipeline/model-only 0.72-0.79 at nice 0, 0.89-0.97 at 5-19.
+    """
+    if increment <= 0 or sys.platform != "linux":
+        return
+    try:
+        thread_id = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread_id)
+        os.setpriority(os.PRIO_PROCESS, thread_id, min(19, current + increment))
+    except OSError:
+        pass  # not allowed here: run at normal priority
+
+
+class ThreadTuner:
+    """Picks torch's intra-op thread count from the model thread's own batches.
+
+    On an idle 2-core machine two threads run mobilenet_v2 ~1.7x faster than one, but when
+    another process wants the cores, OpenMP workers wait on each other at every layer and
+    two threads can be several times slower than one. Which case holds is a property of the
+    moment, so the tuner watches: it runs all threads, and a batch during which this process
+    got less than ``contended_share`` of the CPU time those threads could use is evidence of
+    competition; then one batch runs on one thread, and the faster per item is kept. While on
+    one thread, all threads are retried every ``explore_every`` batches. On an idle machine
+    nothing is ever tried: a trial batch on the slower count costs ~5 % of a 1000-item run.
+    """
+
+    def __init__(
+        self, threads: int, *, explore_every: int = 32, contended_share: float = 0.85
+    ) -> None:
+        self.many = threads
+        self.explore_every = explore_every
+        self.contended_share = contended_share
+        self.chosen = threads
+        self.seconds_per_item: dict[int, float] = {}  # running estimate per thread count
+        self._trial: int | None = None  # a count to try on the next batch
+        self._warming_up = True
+        self._since_trial = explore_every  # batches since the last trial
+        self._last_threads = threads
+
+    def next_threads(self) -> int:
+        """The thread count for the next batch."""
+        if (
+            self._trial is None
+            and self.chosen != self.many
+            and self._since_trial >= (self.explore_every)
+        ):
+            self._trial = self.many
+        return self._trial if self._trial is not None else self.chosen
+
+    def record(
+        self, threads: int, seconds: float, items: int, *, full: bool, cpu_seconds: float
+    ) -> None:
+        """One embed call: its wall time, and the CPU time this whole process used meanwhile.
+
+        Only full batches are comparable; the first one is not (it builds the kernels).
+        """
+        self._since_trial += 1
+        if self._trial == threads:
+            self._trial = None
+            self._since_trial = 0
+        if not full or items == 0 or seconds <= 0:
+            return
+        if self._warming_up:
+            self._warming_up = False
+            return
+        sample = seconds / items
+        previous = self.seconds_per_item.get(threads)
+        if previous is None or threads != self._last_threads:  # a fresh run: old data is stale
+            self.seconds_per_item[threads] = sample
+        else:
+            self.seconds_per_item[threads] = (previous + sample) / 2
+        self._last_threads = threads
+        self.chosen = min(self.seconds_per_item, key=self.seconds_per_item.__getitem__)
+        contended = cpu_seconds < self.contended_share * seconds * threads
+        if (
+            threads == self.many > 1
+            and contended
+            and self._trial is None
+            and self._since_trial >= self.explore_every
+        ):
+            self._trial = 1
+
+
+class _Collator:
+    """Stacks CHW tensors into an NCHW batch laid out channels_last (NHWC in memory).
+
+    channels_last is what the backbone runs in; stacking straight into it costs one copy,
+    where stacking NCHW and converting costs two (measured 1.7 ms against 7.2 ms for 64
+    images of 112 px), on the model's own thread. When feeding a GPU the batch goes into a
+    reused pinned buffer, so the host-to-device copy can be asynchronous.
+    """
+
+    def __init__(self, pin_memory: bool) -> None:
+        import torch
+
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self._buffer: torch.Tensor | None = None
+
+    def __call__(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        if tensors[0].dim() != 3:  # not images: plain stacking
+            return torch.stack(tensors)
+        hwc = [tensor.permute(1, 2, 0) for tensor in tensors]
+        if not self.pin_memory:
+            return torch.stack(hwc).permute(0, 3, 1, 2)
+        shape = (len(hwc), *hwc[0].shape)
+        buffer = self._buffer
+        if buffer is None or buffer.shape[1:] != shape[1:] or buffer.shape[0] < shape[0]:
+            buffer = self._buffer = torch.empty(shape, dtype=hwc[0].dtype).pin_memory()
+        # embed() returns host arrays, so the previous non_blocking copy has completed.
+        return torch.stack(hwc, out=buffer[: shape[0]]).permute(0, 3, 1, 2)
+
+
+class _Engine:
+    """The shared state and the stage threads. Holds no reference to the consumer's iterator,
+    so dropping the iterator (a ``break``) lets its finaliser stop everything."""
+
+    def __init__(
+        self,
+        uris: Iterable[str],
+        *,
+        read: Callable[[str], bytes],
+        preprocess: Callable[[bytes], torch.Tensor],
+        embed: Callable[[torch.Tensor], np.ndarray],
+        batch_size: int,
+        io_threads: int,
+        decode_threads: int,
+        stop: threading.Event | None,
+        pin_memory: bool,
+        max_inflight_batches: int,
+        torch_threads: int | str | None,
+        worker_nice: int,
+    ) -> None:
+        self._source = iter(uris)
+        self._read = read
+        self._preprocess = preprocess
+        self._embed = embed
+        self._batch_size = batch_size
+        self._window = max_inflight_batches * batch_size
+        self._external_stop = stop
+        self._collate = _Collator(pin_memory)
+        self._worker_nice = worker_nice
+        import torch
+
+        self._torch_threads_before = torch.get_num_threads()
+        self._tuner: ThreadTuner | None = None
+        self._fixed_threads: int | None = None
+        if torch_threads == "auto":
+            if self._torch_threads_before > 1:
+                self._tuner = ThreadTuner(self._torch_threads_before)
+        elif isinstance(torch_threads, int):
+            self._fixed_threads = torch_threads
+
+        self._lock = threading.Lock()
+        self._can_read = threading.Condition(self._lock)
+        self._can_decode = threading.Condition(self._lock)
+        self._can_collect = threading.Condition(self._lock)
+        self._output_ready = threading.Condition(self._lock)
+        self._output_space = threading.Condition(self._lock)
+        self._stop = threading.Event()
+
+        self._next_index = 0  # next position to take from the source
+        self._source_done = False
+        self._total: int | None = None  # known once the source is exhausted
+        self._in_flight = 0  # window slots taken
+        self._reads_pending = 0  # taken from the source, not yet read
+        self._decode_heap: list[tuple[int, str, bytes]] = []  # earliest index decoded first
+        self._results: dict[int, torch.Tensor | Failure] = {}
+        self._collect_index = 0  # next position the infer thread needs
+        self._output: deque[BatchResult] = deque()
+        self._finished = False
+        self.error: BaseException | None = None
+
+        self.stats = PipelineStats(
+            stages={
+                "prefetch": StageStats(io_threads),
+                "preprocess": StageStats(decode_threads),
+                "infer": StageStats(1),
+            }
+        )
+        self._threads = [
+            *(self._thread(self._prefetch_worker, f"prefetch-{i}") for i in range(io_threads)),
+            *(
+                self._thread(self._preprocess_worker, f"preprocess-{i}")
+                for i in range(decode_threads)
+            ),
+            self._thread(self._infer_worker, "infer"),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        name = f"{THREAD_PREFIX}-{name}"
+        return threading.Thread(target=self._guarded(target), name=name, daemon=True)
+
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as error:  # a bug in the engine itself: never die silently
+                self._fail(StageError("pipeline", threading.current_thread().name, error))
+
+        return run
+
+    # ------------------------------------------------------------------ shared helpers
+
+    def stopping(self) -> bool:
+        return self._stop.is_set() or (
+            self._external_stop is not None and self._external_stop.is_set()
+        )
+
+    def _wake_all(self) -> None:
+        for condition in (
+            self._can_read,
+            self._can_decode,
+            self._can_collect,
+            self._output_ready,
+            self._output_space,
+        ):
+            condition.notify_all()
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            self._fail_locked(error)
+
+    def _fail_locked(self, error: BaseException) -> None:
+        """Record the first error and stop every stage. Called with the lock held."""
+        if self.error is None:
+            self.error = error
+        self._stop.set()
+        self._wake_all()
+
+    def _put_result(self, index: int, outcome: torch.Tensor | Failure) -> None:
+        """Called with the lock held."""
+        self._results[index] = outcome
+        if index == self._collect_index:
+            self._can_collect.notify()
+
+    # ------------------------------------------------------------------ stages
+
+    def _prefetch_worker(self) -> None:
+        lower_thread_priority(self._worker_nice)
+        stats = self.stats.stages["prefetch"]
+        while True:
+            with self._lock:
+                while (
+                    not self.stopping()
+                    and not self._source_done
+                    and self._in_flight >= self._window
+                ):
+                    self._can_read.wait(_POLL_S)
+                if self.stopping() or self._source_done:
+                    return
+                index = self._next_index
+                try:
+                    uri = next(self._source)
+                except StopIteration:
+                    self._source_done = True
+                    self._total = index
+                    self._wake_all()
+                    return
+                except Exception as error:
+                    self._fail_locked(StageError("prefetch", f"the item list at {index}", error))
+                    return
+                self._next_index += 1
+                self._in_flight += 1
+                self._reads_pending += 1
+            started = time.perf_counter()
+            outcome: bytes | Failure
+            try:
+                outcome = self._read(uri)
+            except ItemError as error:
+                outcome = Failure(index, uri, error.reason)
+            except BaseException as error:
+                self._fail(StageError("prefetch", f"item {index} ({uri})", error))
+                return
+            busy = time.perf_counter() - started
+            with self._lock:
+                stats.items += 1
+                stats.busy_s += busy
+                self._reads_pending -= 1
+                if isinstance(outcome, Failure):
+                    self._put_result(index, outcome)
+                else:
+                    heapq.heappush(self._decode_heap, (index, uri, outcome))
+                    self._can_decode.notify()
+                if self._source_done and self._reads_pending == 0:
+                    self._can_decode.notify_all()  # idle decoders may now exit
+
+    def _preprocess_worker(self) -> None:
+        lower_thread_priority(self._worker_nice)
+        stats = self.stats.stages["preprocess"]
+        while True:
+            with self._lock:
+                while (
+                    not self.stopping()
+                    and not self._decode_heap
+                    and not (self._source_done and self._reads_pending == 0)
+                ):
+                    self._can_decode.wait(_POLL_S)
+                if self.stopping() or not self._decode_heap:
+                    return
+                index, uri, data = heapq.heappop(self._decode_heap)
+            started = time.perf_counter()
+            outcome: torch.Tensor | Failure
+            try:
+                outcome = self._preprocess(data)
+            except ItemError as error:
+                outcome = Failure(index, uri, error.reason)
+            except BaseException as error:
+                self._fail(StageError("preprocess", f"item {index} ({uri})", error))
+                return
+            del data
+            busy = time.perf_counter() - started
+            with self._lock:
+                stats.items += 1
+                stats.busy_s += busy
+                self._put_result(index, outcome)
+
+    def _collect_batch(self) -> tuple[list[int], list[torch.Tensor], list[Failure]] | None:
+        """Take the next results in input order until a batch is full or the input ends.
+
+        Returns None when stopping. Failed items free their window slot at once, so a long run
+        of bad items can never fill the window and stall the pipeline.
+        """
+        indices: list[int] = []
+        tensors: list[torch.Tensor] = []
+        failures: list[Failure] = []
+        with self._lock:
+            while len(tensors) < self._batch_size:
+                while (
+                    not self.stopping()
+                    and self._collect_index not in self._results
+                    and self._total != self._collect_index
+                ):
+                    self._can_collect.wait(_POLL_S)
+                if self.stopping():
+                    return None
+                if self._collect_index not in self._results:
+                    break  # the input is exhausted
+                outcome = self._results.pop(self._collect_index)
+                if isinstance(outcome, Failure):
+                    failures.append(outcome)
+                    self._in_flight -= 1
+                    self._can_read.notify()
+                else:
+                    indices.append(self._collect_index)
+                    tensors.append(outcome)
+                self._collect_index += 1
+        return indices, tensors, failures
+
+    def _infer_worker(self) -> None:
+        import torch
+
+        if self._fixed_threads is not None:
+            torch.set_num_threads(self._fixed_threads)
+        stats = self.stats.stages["infer"]
+        dim: int | None = None
+        while True:
+            collected = self._collect_batch()
+            if collected is None:
+                return
+            indices, tensors, failures = collected
+            if not indices and not failures:
+                break
+            if tensors:
+                where = f"items {indices[0]}..{indices[-1]}"
+                if self._tuner is not None:
+                    threads = self._tuner.next_threads()
+                    if threads != torch.get_num_threads():
+                        torch.set_num_threads(threads)
+                started, cpu_started = time.perf_counter(), time.process_time()
+                try:
+                    embeddings = np.asarray(self._embed(self._collate(tensors)), dtype=np.float32)
+                except BaseException as error:
+                    self._fail(StageError("infer", where, error))
+                    return
+                busy = time.perf_counter() - started
+                if self._tuner is not None:
+                    self._tuner.record(
+                        threads,
+                        busy,
+                        len(indices),
+                        full=len(indices) == self._batch_size,
+                        cpu_seconds=time.process_time() - cpu_started,
+                    )
+                del tensors
+                if embeddings.ndim != 2 or embeddings.shape[0] != len(indices):
+                    shape = tuple(embeddings.shape)
+                    bad = ValueError(f"embed returned shape {shape} for {len(indices)} images")
+                    self._fail(StageError("infer", where, bad))
+                    return
+                dim = embeddings.shape[1]
+            else:
+                busy = 0.0
+                embeddings = np.empty((0, dim or 0), dtype=np.float32)
+            result = BatchResult(np.asarray(indices, dtype=np.int64), embeddings, failures)
+            with self._lock:
+                stats.items += len(indices)
+                stats.busy_s += busy
+                while not self.stopping() and len(self._output) >= _OUTPUT_DEPTH:
+                    self._output_space.wait(_POLL_S)
+                if self.stopping():
+                    return
+                self._output.append(result)
+                self._output_ready.notify()
+        with self._lock:
+            self._finished = True
+            self._output_ready.notify_all()
+
+    # ------------------------------------------------------------------ consumer side
+
+    def next_batch(self) -> BatchResult | None:
+        """The next batch in order; None at the end or on a stop. Raises a stage's error."""
+        with self._lock:
+            while (
+                not self._output
+                and not self._finished
+                and self.error is None
+                and not self.stopping()
+            ):
+                self._output_ready.wait(_POLL_S)
+            if self.error is not None:
+                raise self.error
+            if not self._output:
+                self.stats.stopped = not self._finished
+                return None
+            result = self._output.popleft()
+            self._output_space.notify()
+            self._in_flight -= len(result.indices)
+            self._can_read.notify(len(result.indices))
+            self.stats.items_done += len(result.indices) + len(result.failures)
+            self.stats.failures += len(result.failures)
+            return result
+
+    def close(self) -> None:
+        """Stop every stage, drop pending work and wait (bounded) for the threads."""
+        with self._lock:
+            self._stop.set()
+            self._decode_heap.clear()
+            self._results.clear()
+            self._wake_all()
+        deadline = time.monotonic() + _JOIN_TIMEOUT_S
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        if self.stats.ended is None:
+            self.stats.ended = time.perf_counter()
+        if self._tuner is not None:
+            self.stats.torch_threads = self._tuner.chosen
+        else:
+            self.stats.torch_threads = self._fixed_threads or self._torch_threads_before
+        if self._tuner is not None or self._fixed_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._torch_threads_before)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self._threads)
+
+
+class PipelineRun:
+    """The consumer's handle: iterate for BatchResults, read ``.stats``, ``close()`` any time.
+
+    Usable as a context manager. Dropping it (for example, breaking out of a ``for`` loop over
+    it) also stops the pipeline, because the stage threads do not reference it.
+    """
+
+    def __init__(self, engine: _Engine, progress: Callable[[int], None] | None) -> None:
+        self._engine = engine
+        self._progress = progress
+        self._closed = False
+
+    @property
+    def stats(self) -> PipelineStats:
+        return self._engine.stats
+
+    @property
+    def stopped(self) -> bool:
+        """True when an external stop event ended the run before the input did."""
+        return self._engine.stats.stopped
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return self._engine.threads
+
+    def __iter__(self) -> Iterator[BatchResult]:
+        return self
+
+    def __next__(self) -> BatchResult:
+        if self._closed:
+            raise StopIteration
+        try:
+            result = self._engine.next_batch()
+            if result is not None and self._progress is not None:
+                self._progress(self._engine.stats.items_done)
+        except BaseException:  # a stage's error, KeyboardInterrupt, a failing callback
+            self.close()
+            raise
+        if result is None:
+            self.close()
+            raise StopIteration
+        return result
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.close()
+
+    def __enter__(self) -> PipelineRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def run_pipeline(
+    uris: Iterable[str],
+    *,
+    read: Callable[[str], bytes],
+    preprocess: Callable[[bytes], torch.Tensor],
+    embed: Callable[[torch.Tensor], np.ndarray],
+    batch_size: int = 64,
+    io_threads: int = 16,
+    decode_threads: int = 2,
+    stop: threading.Event | None = None,
+    pin_memory: bool = False,
+    max_inflight_batches: int = 4,
+    progress: Callable[[int], None] | None = None,
+    torch_threads: int | str | None = "auto",
+    worker_nice: int = 10,
+) -> PipelineRun:
+    """Start the stages over ``uris`` and return the handle that yields ordered BatchResults.
+
+    ``uris`` is consumed lazily, under the pipeline's lock: pass a list or a cheap iterator.
+
+    ``read(uri) -> bytes`` and ``preprocess(bytes) -> CHW tensor`` raise ItemError for a bad
+    item (recorded as a Failure, skipped); anything else they or ``embed`` raise stops the run
+    and is re-raised to the consumer as a StageError. ``stop`` ends the run early (iteration
+    just ends, ``.stopped`` is True). ``progress(n)`` gets the number of items done (embedded
+    or failed) after each batch.
+
+    ``torch_threads``: torch's intra-op thread count for the model. It is process-wide in
+    torch (setting it from the model thread changes it for all), so the run restores the
+    previous value when it ends. ``"auto"`` (default) lets ``ThreadTuner`` measure one thread
+    against torch's current count on the run's own batches; a number fixes it; None leaves
+    torch alone. ``worker_nice``: how much lower the I/O and decode threads run than the
+    model thread (Linux; 0 keeps them equal), see ``lower_thread_priority``.
+    """
+    for label, value in (
+        ("batch size", batch_size),
+        ("I/O threads", io_threads),
+        ("decode threads", decode_threads),
+        ("max in-flight batches", max_inflight_batches),
+    ):
+        if value < 1:
+            raise UsageError(f"{label} must be at least 1, got {value}")
+    fixed = isinstance(torch_threads, int) and torch_threads > 0
+    if not (fixed or torch_threads in (None, "auto")):
+        raise UsageError(f"torch threads must be a positive number or auto, not {torch_threads!r}")
+    engine = _Engine(
+        uris,
+        read=read,
+        preprocess=preprocess,
+        embed=embed,
+        batch_size=batch_size,
+        io_threads=io_threads,
+        decode_threads=decode_threads,
+        stop=stop,
+        pin_memory=pin_memory,
+        max_inflight_batches=max_inflight_batches,
+        torch_threads=torch_threads,
+        worker_nice=worker_nice,
+    )
+    return PipelineRun(engine, progress)

@@ -1,0 +1,504 @@
+"""pipeline.py: ordered, bounded, fault-tolerant prefetch -> preprocess -> infer."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alcli.errors import ItemError, RunError, UsageError
+from alcli.models import load_backbone
+from alcli.pipeline import (
+    THREAD_PREFIX,
+    BatchResult,
+    PipelineRun,
+    StageError,
+    ThreadTuner,
+    run_pipeline,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Two intra-op threads crawl when other processes share the two cores; one does not."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def pipeline_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+def wait_for_no_pipeline_threads(timeout: float = 1.0) -> list[threading.Thread]:
+    deadline = time.monotonic() + timeout
+    while pipeline_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pipeline_threads()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    assert not pipeline_threads(), "a previous test leaked pipeline threads"
+    yield
+    assert not wait_for_no_pipeline_threads(), "pipeline threads still alive after the test"
+
+
+def index_read(uri: str) -> bytes:
+    return uri.encode()
+
+
+def index_preprocess(data: bytes) -> torch.Tensor:
+    """A 2-value 'image' that carries its own index, so outputs can be checked."""
+    index = float(data.decode())
+    return torch.tensor([index, -index])
+
+
+def index_embed(batch: torch.Tensor) -> np.ndarray:
+    return batch.numpy().copy()
+
+
+def collect(run: PipelineRun) -> list[BatchResult]:
+    with run:
+        return list(run)
+
+
+def check_ordered_batches(batches: list[BatchResult], n: int, batch_size: int) -> list[int]:
+    """Indices ascend, embeddings belong to their index, every batch but the last is full."""
+    seen = [int(i) for batch in batches for i in batch.indices]
+    failed = [f.index for batch in batches for f in batch.failures]
+    assert seen == sorted(seen)
+    assert sorted(seen + failed) == list(range(n))
+    for batch in batches[:-1]:
+        assert len(batch.indices) == batch_size
+    for batch in batches:
+        assert batch.embeddings.dtype == np.float32
+        np.testing.assert_array_equal(batch.embeddings[:, 0], batch.indices)
+    return seen
+
+
+def test_order_is_input_order_under_random_delays() -> None:
+    n, batch_size = 300, 16
+    rng = np.random.default_rng(5)
+    read_delay = rng.uniform(0, 0.004, n)
+    decode_delay = rng.uniform(0, 0.002, n)
+
+    def read(uri: str) -> bytes:
+        time.sleep(read_delay[int(uri)])
+        return uri.encode()
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        time.sleep(decode_delay[int(data.decode())])
+        return index_preprocess(data)
+
+    run = run_pipeline(
+        (str(i) for i in range(n)),  # any iterable, not only a list
+        read=read,
+        preprocess=preprocess,
+        embed=index_embed,
+        batch_size=batch_size,
+        io_threads=8,
+        decode_threads=3,
+    )
+    batches = collect(run)
+    assert check_ordered_batches(batches, n, batch_size) == list(range(n))
+    assert len(batches) == -(-n // batch_size)
+
+
+def test_bad_items_are_skipped_with_reasons_without_holes(
+    png_pool: Callable[..., list[Path]], broken_images: Callable[..., dict[str, Path]]
+) -> None:
+    good = png_pool(10, size=20)
+    broken = broken_images()
+    missing = good[0].parent / "gone.png"
+    uris = [str(p) for p in good[:3]] + [str(broken["corrupt"]), str(missing)]
+    uris += [str(p) for p in good[3:7]] + [str(broken["empty"]), str(broken["text"])]
+    uris += [str(p) for p in good[7:]]
+    backbone = load_backbone("shufflenet_v2_x0_5", weights="none", image_size=32)
+
+    def read(uri: str) -> bytes:
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise ItemError("missing") from None
+
+    batches = collect(
+        run_pipeline(
+            uris, read=read, preprocess=backbone.preprocess, embed=backbone.embed, batch_size=4
+        )
+    )
+    reasons = {f.uri: f.reason for batch in batches for f in batch.failures}
+    assert reasons.pop(str(missing)) == "missing"
+    assert reasons.pop(str(broken["empty"])) == "empty file"
+    assert reasons.pop(str(broken["text"])) == "not an image"
+    assert reasons.pop(str(broken["corrupt"])).startswith("corrupt image: ")
+    assert not reasons
+    assert [len(b.indices) for b in batches] == [4, 4, 2]  # full batches, no holes
+    indices = np.concatenate([b.indices for b in batches])
+    assert [uris[i] for i in indices] == [str(p) for p in good]
+    embeddings = np.concatenate([b.embeddings for b in batches])
+    direct = backbone.embed(torch.stack([backbone.preprocess(p.read_bytes()) for p in good]))
+    np.testing.assert_allclose(embeddings, direct, rtol=1e-4, atol=1e-5)
+
+
+def test_all_items_failing_still_reports_each_failure() -> None:
+    def read(uri: str) -> bytes:
+        raise ItemError(f"unreadable {uri}")
+
+    batches = collect(
+        run_pipeline([str(i) for i in range(7)], read=read, preprocess=index_preprocess,
+                     embed=index_embed, batch_size=3, max_inflight_batches=1)
+    )  # fmt: skip
+    assert len(batches) == 1
+    assert batches[0].embeddings.shape[0] == 0
+    assert [(f.index, f.reason) for f in batches[0].failures] == [
+        (i, f"unreadable {i}") for i in range(7)
+    ]
+
+
+def test_empty_input_yields_nothing() -> None:
+    run = run_pipeline([], read=index_read, preprocess=index_preprocess, embed=index_embed)
+    assert collect(run) == []
+    assert run.stats.as_dict()["items"] == 0
+
+
+@pytest.mark.parametrize("stage", ["prefetch", "preprocess", "infer"])
+def test_a_bug_in_any_stage_is_re_raised_in_the_consumer(stage: str) -> None:
+    def read(uri: str) -> bytes:
+        if stage == "prefetch" and uri == "37":
+            raise KeyError("bug in read")
+        return index_read(uri)
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        if stage == "preprocess" and data == b"37":
+            _ = 1 / 0
+        return index_preprocess(data)
+
+    def embed(batch: torch.Tensor) -> np.ndarray:
+        if stage == "infer" and 37 in batch[:, 0].tolist():
+            raise RuntimeError("model exploded")
+        return index_embed(batch)
+
+    run = run_pipeline(
+        [str(i) for i in range(200)], read=read, preprocess=preprocess, embed=embed, batch_size=8
+    )
+    with pytest.raises(StageError) as caught:
+        collect(run)
+    error = caught.value
+    assert isinstance(error, RunError)
+    assert error.stage == stage
+    where = "items 32..39" if stage == "infer" else "item 37 (37)"
+    assert where in str(error)
+    expected = {"prefetch": KeyError, "preprocess": ZeroDivisionError, "infer": RuntimeError}
+    assert isinstance(error.__cause__, expected[stage])
+    assert not wait_for_no_pipeline_threads()
+
+
+def slow_read(uri: str) -> bytes:
+    time.sleep(0.01)
+    return uri.encode()
+
+
+def test_breaking_out_of_the_loop_stops_every_thread() -> None:
+    started = time.monotonic()
+    for number, _batch in enumerate(
+        run_pipeline(
+            [str(i) for i in range(100_000)],
+            read=slow_read,
+            preprocess=index_preprocess,
+            embed=index_embed,
+            batch_size=8,
+        )
+    ):
+        assert pipeline_threads()
+        if number == 2:
+            break
+    assert not wait_for_no_pipeline_threads(1.0)
+    assert time.monotonic() - started < 10
+
+
+def test_close_mid_stream_cancels_pending_work() -> None:
+    reads = []
+
+    def counted_read(uri: str) -> bytes:
+        reads.append(uri)
+        return slow_read(uri)
+
+    run = run_pipeline(
+        [str(i) for i in range(100_000)],
+        read=counted_read,
+        preprocess=index_preprocess,
+        embed=index_embed,
+        batch_size=8,
+    )
+    next(run)
+    closing = time.monotonic()
+    run.close()
+    assert time.monotonic() - closing < 1.0
+    assert not pipeline_threads()
+    done = len(reads)
+    time.sleep(0.1)
+    assert len(reads) == done < 1000  # nothing more is read once closed
+    with pytest.raises(StopIteration):
+        next(run)
+
+
+def test_stop_event_ends_the_iteration_early() -> None:
+    stop = threading.Event()
+    run = run_pipeline(
+        [str(i) for i in range(100_000)],
+        read=slow_read,
+        preprocess=index_preprocess,
+        embed=index_embed,
+        batch_size=8,
+        stop=stop,
+    )
+    received = 0
+    with run:
+        for batch in run:
+            received += len(batch.indices)
+            stop.set()
+    assert run.stopped
+    assert 8 <= received < 100
+    assert run.stats.as_dict()["stopped"] is True
+
+
+def test_keyboard_interrupt_in_the_consumer_shuts_down() -> None:
+    interrupted = threading.Event()
+
+    def read(uri: str) -> bytes:
+        if uri == "50" and not interrupted.is_set():
+            interrupted.set()
+            _thread.interrupt_main()  # what Ctrl-C does to the main thread
+        return slow_read(uri)
+
+    run = run_pipeline(
+        [str(i) for i in range(100_000)],
+        read=read,
+        preprocess=index_preprocess,
+        embed=index_embed,
+        batch_size=8,
+    )
+
+    def consume() -> None:
+        with run:  # Ctrl-C may land in the loop body, outside the pipeline's own code
+            for _ in run:
+                time.sleep(0.01)
+
+    with pytest.raises(KeyboardInterrupt):
+        consume()
+    assert interrupted.is_set()
+    assert not wait_for_no_pipeline_threads(1.0)
+
+
+def test_in_flight_items_stay_within_the_window() -> None:
+    n, batch_size, io_threads, max_inflight_batches = 400, 8, 6, 3
+    window = batch_size * max_inflight_batches
+    lock = threading.Lock()
+    reading = peak_reading = started = peak_ahead = 0
+    consumed = 0
+
+    def read(uri: str) -> bytes:
+        nonlocal reading, peak_reading, started, peak_ahead
+        with lock:
+            reading += 1
+            started += 1
+            peak_reading = max(peak_reading, reading)
+            peak_ahead = max(peak_ahead, started - consumed)
+        time.sleep(0.002)
+        with lock:
+            reading -= 1
+        if int(uri) % 10 == 3:
+            raise ItemError("flaky")
+        return uri.encode()
+
+    run = run_pipeline(
+        [str(i) for i in range(n)],
+        read=read,
+        preprocess=index_preprocess,
+        embed=index_embed,
+        batch_size=batch_size,
+        io_threads=io_threads,
+        max_inflight_batches=max_inflight_batches,
+    )
+    with run:
+        for batch in run:
+            with lock:
+                consumed += len(batch.indices) + len(batch.failures)
+            time.sleep(0.01)  # a slow consumer: the stages run ahead as far as allowed
+    assert consumed == n
+    assert peak_reading == io_threads
+    # A failed item frees its slot as soon as it is recorded, before its batch is delivered:
+    # the failures of the (at most two) undelivered batches may come on top of the window.
+    pending_failures = 2 * 2  # one in ten fails: at most two per batch of eight good ones
+    assert window <= peak_ahead <= window + pending_failures, peak_ahead
+
+
+def test_stats_and_progress() -> None:
+    n, batch_size = 100, 16
+    progress: list[int] = []
+
+    def read(uri: str) -> bytes:
+        if uri == "5":
+            raise ItemError("missing")
+        return slow_read(uri) if int(uri) % 10 == 0 else uri.encode()
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        if data == b"6":
+            raise ItemError("not an image")
+        return index_preprocess(data)
+
+    run = run_pipeline(
+        [str(i) for i in range(n)],
+        read=read,
+        preprocess=preprocess,
+        embed=index_embed,
+        batch_size=batch_size,
+        progress=progress.append,
+    )
+    batches = collect(run)
+    check_ordered_batches(batches, n, batch_size)
+    stats = run.stats.as_dict()
+    assert stats["items"] == n
+    assert stats["failures"] == 2
+    assert stats["wall_s"] > 0
+    stages = stats["stages"]
+    assert set(stages) == {"prefetch", "preprocess", "infer"}
+    assert [stages[s]["items"] for s in ("prefetch", "preprocess", "infer")] == [n, n - 1, n - 2]
+    assert stages["prefetch"]["busy_s"] >= 10 * 0.01 * 0.9  # ten slow reads
+    for stage in stages.values():
+        assert stage["items_per_s"] > 0
+        assert 0 < stage["utilization"] <= 1.0
+    assert progress == sorted(progress)
+    assert progress[-1] == n
+    assert len(progress) == len(batches)
+
+
+def test_invalid_settings_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="batch size must be at least 1"):
+        run_pipeline([], read=index_read, preprocess=index_preprocess, embed=index_embed,
+                     batch_size=0)  # fmt: skip
+
+
+def test_wrong_embedding_row_count_is_a_stage_error() -> None:
+    def embed(batch: torch.Tensor) -> np.ndarray:
+        return batch.numpy()[:-1]
+
+    run = run_pipeline(
+        [str(i) for i in range(10)], read=index_read, preprocess=index_preprocess, embed=embed
+    )
+    with pytest.raises(StageError, match=r"embed returned shape \(9, 2\) for 10 images"):
+        collect(run)
+
+
+def run_tuner(tuner: ThreadTuner, batches: int, speed: dict[int, float], share: float) -> list[int]:
+    """Feed the tuner batches of 64 at the given seconds per item; ``share`` of the CPU time
+    the threads could use is what this process got (below 0.85: another process competes)."""
+    used = []
+    for _ in range(batches):
+        threads = tuner.next_threads()
+        used.append(threads)
+        seconds = speed[threads] * 64
+        tuner.record(threads, seconds, 64, full=True, cpu_seconds=share * seconds * threads)
+    return used
+
+
+def test_thread_tuner_stays_on_all_threads_when_nothing_competes() -> None:
+    tuner = ThreadTuner(2, explore_every=4)
+    assert run_tuner(tuner, 12, {1: 0.010, 2: 0.006}, share=0.98) == [2] * 12
+    assert tuner.chosen == 2
+    assert 1 not in tuner.seconds_per_item  # no batch was spent on a trial
+
+
+def test_thread_tuner_tries_one_thread_under_competition_and_keeps_the_faster() -> None:
+    tuner = ThreadTuner(2, explore_every=4)
+    busy = {1: 0.010, 2: 0.030}  # another process: two threads crawl
+    used = run_tuner(tuner, 10, busy, share=0.5)
+    # warm-up, one contended sample, a trial of one thread; then one thread, with all
+    # threads retried every 4 batches
+    assert used == [2, 2, 1, 1, 1, 1, 1, 2, 1, 1]
+    assert tuner.chosen == 1
+    tuner.record(1, 999.0, 10, full=False, cpu_seconds=0.0)  # a short last batch: no sample
+    assert tuner.chosen == 1
+
+    idle = {1: 0.010, 2: 0.005}  # the other process ended: the next retry finds it
+    used = run_tuner(tuner, 8, idle, share=0.98)
+    assert tuner.chosen == 2
+    assert used[-3:] == [2, 2, 2]
+
+
+def test_thread_tuner_keeps_all_threads_if_one_is_slower_anyway() -> None:
+    tuner = ThreadTuner(2, explore_every=4)
+    used = run_tuner(tuner, 12, {1: 0.020, 2: 0.012}, share=0.7)
+    assert tuner.chosen == 2
+    assert used.count(1) == 2  # a trial, then another only explore_every batches later
+
+
+def test_auto_torch_threads_are_restored_after_the_run() -> None:
+    torch.set_num_threads(2)
+    run = run_pipeline(
+        [str(i) for i in range(64)],
+        read=index_read,
+        preprocess=index_preprocess,
+        embed=index_embed,
+        batch_size=4,
+        torch_threads="auto",
+    )
+    collect(run)
+    assert torch.get_num_threads() == 2
+    assert run.stats.as_dict()["torch_threads"] in (1, 2)
+
+
+def test_pin_memory_is_harmless_without_cuda() -> None:
+    run = run_pipeline(
+        [str(i) for i in range(10)],
+        read=index_read,
+        preprocess=index_preprocess,
+        embed=index_embed,
+        batch_size=4,
+        pin_memory=True,
+    )
+    assert all(thread.daemon for thread in run.threads)
+    batches = collect(run)
+    check_ordered_batches(batches, 10, 4)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_io_and_decode_threads_run_at_lower_priority() -> None:
+    seen: dict[str, int] = {}
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def read(uri: str) -> bytes:
+        seen["read"] = priority()
+        return index_read(uri)
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        seen["preprocess"] = priority()
+        return index_preprocess(data)
+
+    def embed(batch: torch.Tensor) -> np.ndarray:
+        seen["embed"] = priority()
+        return index_embed(batch)
+
+    base = priority()
+    collect(run_pipeline(["1", "2"], read=read, preprocess=preprocess, embed=embed, worker_nice=3))
+    assert seen == {"read": min(19, base + 3), "preprocess": min(19, base + 3), "embed": base}
+
+
+def test_importing_the_pipeline_does_not_import_torch() -> None:
+    """The embed API imports Failure from here on its warm path, which must stay torch-free."""
+    code = "import sys, alcli.pipeline; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
