@@ -16,14 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alcli import __version__
 from alcli.cache import EmbeddingCache
-from alcli.pipeline import Failure
 from alcli.sources import Item, Pool, resolve_pool
+
+if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
+    from alcli.pipeline import Failure
 
 #: Failure reasons that depend on the bytes, not on the network: safe to remember, so a warm
 #: run does not read a corrupt file again. Read errors are retried on the next run.
@@ -102,11 +104,15 @@ def embed(
     known_bad = store.lookup_failures(
         fingerprint, [k for k, f in zip(keys, found, strict=True) if not f]
     )
-    failures = [
-        Failure(i, pool.items[i].uri, known_bad[k])
-        for i, k in enumerate(keys)
-        if not found[i] and k in known_bad
-    ]
+    failures: list[Failure] = []
+    if known_bad:
+        from alcli.pipeline import Failure
+
+        failures = [
+            Failure(i, pool.items[i].uri, known_bad[k])
+            for i, k in enumerate(keys)
+            if not found[i] and k in known_bad
+        ]
     todo = [i for i, k in enumerate(keys) if not found[i] and k not in known_bad]
     cached = int(found.sum())
     if progress is not None and cached:
@@ -114,7 +120,7 @@ def embed(
     stages: dict[str, Any] = {}
     if todo:
         from alcli.models import load_backbone
-        from alcli.pipeline import run_pipeline
+        from alcli.pipeline import Failure, run_pipeline
 
         backbone = load_backbone(opts.model, opts.weights, opts.image_size, device=opts.device)
         if vectors.shape[1] != backbone.dim:
