@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from alcli import __version__
-from alcli.config import defaults_for, find_config, load_config
+from alcli.config import config_keys, defaults_for, find_config, load_config
 from alcli.errors import AlcliError, UsageError
 from alcli.output import Output
 
@@ -113,7 +113,12 @@ def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: str | No
     """Eager: turn alcli.toml / --config into this command's defaults before other options."""
     path = find_config(value)
     if path is not None:
-        names = [p.name for p in ctx.command.params if p.name]
+        names = {
+            key: p.name
+            for p in ctx.command.params
+            if p.name
+            for key in config_keys(getattr(p, "opts", []), p.name)
+        }
         defaults = defaults_for(load_config(path), ctx.info_name or "", names, path.parent)
         ctx.default_map = {**defaults, **(ctx.default_map or {})}
     return value
@@ -311,7 +316,8 @@ def select(
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not '{output_format}'")
     from alcli import selection
 
-    labels = _read_labels(labeled)
+    # Rows named by index (own arrays, no --uris) are matched as written, not as paths.
+    labels = _read_labels(labeled, normalize=bool(uris) or not (probs or embeddings))
     excluded = selection.read_uri_list(exclude) if exclude else []
     if probs or embeddings:
         names, prob_arr, emb_arr = _own_arrays(probs, embeddings, uris)
@@ -370,12 +376,12 @@ def _csv_lines(records: list[dict[str, Any]]) -> list[str]:
     return buffer.getvalue().splitlines()
 
 
-def _read_labels(path: str | None) -> dict[str, str]:
+def _read_labels(path: str | None, *, normalize: bool = True) -> dict[str, str]:
     if not path:
         return {}
     from alcli.oracle import load_labels_csv
 
-    return load_labels_csv(path)
+    return load_labels_csv(path, normalize_uris=normalize)
 
 
 def _own_arrays(

@@ -82,18 +82,19 @@ def _resolve_path(value: Any, base: Path) -> Any:
 
 
 def defaults_for(
-    config: Mapping[str, Any], command: str, params: Iterable[str], base: Path
+    config: Mapping[str, Any], command: str, params: Mapping[str, str], base: Path
 ) -> dict[str, Any]:
     """The ``default_map`` for one command: top-level keys it knows, then its own table.
 
-    Top-level keys a command does not have are ignored (they belong to other commands); an
-    unknown key inside the command's own table is an error with a suggestion.
+    ``params`` maps config keys (option names without dashes, ``-`` as ``_``: ``eval``,
+    ``image_size``) to the command's parameter names. Top-level keys a command does not have
+    are ignored (they belong to other commands); an unknown key inside the command's own
+    table is an error with a suggestion.
     """
-    known = set(params)
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = _normalise(key)
-        if isinstance(value, dict) or name not in known:
+        if isinstance(value, dict) or name not in params:
             continue
         out[name] = value
     table = config.get(command, {})
@@ -101,9 +102,17 @@ def defaults_for(
         raise UsageError(f"config: [{command}] must be a table")
     for key, value in table.items():
         name = _normalise(key)
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
+        if name not in params:
+            close = difflib.get_close_matches(name, sorted(params), n=1)
             hint = f"did you mean '{close[0]}'?" if close else None
             raise UsageError(f"config: [{command}] has no option '{key}'", hint=hint)
         out[name] = value
-    return {k: (_resolve_path(v, base) if k in PATH_KEYS else v) for k, v in out.items()}
+    return {
+        params[k]: (_resolve_path(v, base) if k in PATH_KEYS else v) for k, v in out.items()
+    }
+
+
+def config_keys(option_names: Iterable[str], param_name: str) -> list[str]:
+    """The config keys of one parameter: its long option names, and the parameter name."""
+    keys = [_normalise(o.lstrip("-")) for o in option_names if o.startswith("--")]
+    return [*keys, param_name]
