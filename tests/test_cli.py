@@ -134,7 +134,10 @@ def test_real_subprocess_json_and_exit_codes(png_pool, tmp_path):
     assert json.loads(done.stdout)["embedded"] == 3
     bad = subprocess.run(
         [sys.executable, "-m", "alcli", "embed", str(tmp_path / "nope")],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert bad.returncode == 2
     assert bad.stdout == ""

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from alcli.cli import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from examples.mnist_pool import make_pools  # noqa: E402
+from examples.mnist_pool import make_pools
 
 TINY = ["--model", "mobilenet_v3_small", "--weights", "none", "--image-size", "32"]
 
@@ -77,7 +77,8 @@ def test_select_cold_start_needs_no_labels_and_margin_explains(runner, mnist):
     assert len(cold.stdout.split()) == 5
     bad = invoke(runner, "select", pool, *TINY, "-s", "margin", "-b", "5")
     assert bad.exit_code == 2
-    assert "typiclust" in bad.stderr and "--labeled" in bad.stderr
+    assert "typiclust" in bad.stderr
+    assert "--labeled" in bad.stderr
 
 
 def test_select_as_typed_with_alcli_toml(runner, mnist, tmp_path):
@@ -94,8 +95,16 @@ def test_select_rejects_labels_outside_the_pool(runner, mnist, tmp_path):
     stray = tmp_path / "stray.csv"
     stray.write_text("uri,label\n/nowhere/a.png,1\n/nowhere/b.png,2\n")
     result = invoke(
-        runner, "select", mnist["pools"]["train"].directory, *TINY, "-s", "margin", "-b", "3",
-        "-l", stray,
+        runner,
+        "select",
+        mnist["pools"]["train"].directory,
+        *TINY,
+        "-s",
+        "margin",
+        "-b",
+        "3",
+        "-l",
+        stray,
     )
     assert result.exit_code == 2
     assert "2 labeled URIs are not in the pool" in result.stderr
@@ -105,8 +114,18 @@ def test_select_with_your_own_probabilities(runner, tmp_path):
     probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.5, 0.5], [0.7, 0.3]], dtype=np.float32)
     np.save(tmp_path / "p.npy", probs)
     (tmp_path / "lab.csv").write_text("uri,label\n0,a\n")
-    result = invoke(runner, "select", "--probs", tmp_path / "p.npy", "-s", "margin", "-b", "2",
-                    "-l", tmp_path / "lab.csv")
+    result = invoke(
+        runner,
+        "select",
+        "--probs",
+        tmp_path / "p.npy",
+        "-s",
+        "margin",
+        "-b",
+        "2",
+        "-l",
+        tmp_path / "lab.csv",
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == ["2", "1"]
 
@@ -120,12 +139,22 @@ def test_select_on_s3_and_warm_rerun_makes_no_get(runner, s3_bucket, s3_traffic,
     for path in png_pool(12):
         fs.put_file(str(path), f"{bucket}/imgs/{path.name}")
     endpoint = options["client_kwargs"]["endpoint_url"]
-    args = ["select", f"s3://{bucket}/imgs/", *TINY, "-s", "coreset", "-b", "4",
-            "--endpoint-url", endpoint]
+    args = [
+        "select",
+        f"s3://{bucket}/imgs/",
+        *TINY,
+        "-s",
+        "coreset",
+        "-b",
+        "4",
+        "--endpoint-url",
+        endpoint,
+    ]
     first = invoke(runner, *args)
     assert first.exit_code == 0, first.output
     picks = first.stdout.split()
-    assert len(picks) == 4 and all(p.startswith(f"s3://{bucket}/imgs/") for p in picks)
+    assert len(picks) == 4
+    assert all(p.startswith(f"s3://{bucket}/imgs/") for p in picks)
     s3_traffic.reset()
     again = invoke(runner, *args)
     assert again.stdout.split() == picks
@@ -135,7 +164,8 @@ def test_select_on_s3_and_warm_rerun_makes_no_get(runner, s3_bucket, s3_traffic,
 def test_strategies_command(runner):
     table = invoke(runner, "strategies")
     assert table.exit_code == 0
-    assert "margin" in table.stdout and "coreset" in table.stdout
+    assert "margin" in table.stdout
+    assert "coreset" in table.stdout
     listed = json.loads(invoke(runner, "strategies", "*margin*", "--json").stdout)
     assert {s["name"] for s in listed} == {"margin", "cluster_margin"}
     assert invoke(runner, "strategies", "nothing-like-this").exit_code == 2
@@ -164,21 +194,50 @@ def test_auto_as_typed_with_alcli_toml(runner, mnist, tmp_path):
 def test_auto_with_humans_in_the_loop_waits_then_resumes(runner, mnist, tmp_path):
     pools = mnist["pools"]
     truth = dict(list(csv.reader(pools["train"].labels_csv.open()))[1:])
-    args = ["auto", pools["train"].directory, *TINY, "--oracle", f"dir:{tmp_path / 'inbox'}",
-            "--eval", pools["test"].labels_csv, "--strategies", "margin", "--initial", "10",
-            "--round-size", "10", "--target-acc", "0.99", "--budget", "30", "--out",
-            tmp_path / "run", "--json"]
+    args = [
+        "auto",
+        pools["train"].directory,
+        *TINY,
+        "--oracle",
+        f"dir:{tmp_path / 'inbox'}",
+        "--eval",
+        pools["test"].labels_csv,
+        "--strategies",
+        "margin",
+        "--initial",
+        "10",
+        "--round-size",
+        "10",
+        "--target-acc",
+        "0.99",
+        "--budget",
+        "30",
+        "--out",
+        tmp_path / "run",
+        "--json",
+    ]
     for _ in range(10):
         result = invoke(runner, *args)
         assert result.exit_code == 0, result.output
         doc = json.loads(result.stdout)
         if doc.get("status") != "waiting_for_labels":
             break
-        batch = list(csv.DictReader(open(doc["batch"])))
+        with open(doc["batch"]) as f:
+            batch = list(csv.DictReader(f))
         with open(doc["labels"], "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["uri", "label"])
             writer.writerows((row["uri"], truth[row["uri"]]) for row in batch)
-        args = ["auto", pools["train"].directory, *TINY, "--oracle", f"dir:{tmp_path / 'inbox'}",
-                "--eval", pools["test"].labels_csv, "--resume", tmp_path / "run", "--json"]
+        args = [
+            "auto",
+            pools["train"].directory,
+            *TINY,
+            "--oracle",
+            f"dir:{tmp_path / 'inbox'}",
+            "--eval",
+            pools["test"].labels_csv,
+            "--resume",
+            tmp_path / "run",
+            "--json",
+        ]
     assert doc["labels_bought"] == 30

@@ -107,9 +107,7 @@ def defaults_for(
             hint = f"did you mean '{close[0]}'?" if close else None
             raise UsageError(f"config: [{command}] has no option '{key}'", hint=hint)
         out[name] = value
-    return {
-        params[k]: (_resolve_path(v, base) if k in PATH_KEYS else v) for k, v in out.items()
-    }
+    return {params[k]: (_resolve_path(v, base) if k in PATH_KEYS else v) for k, v in out.items()}
 
 
 def config_keys(option_names: Iterable[str], param_name: str) -> list[str]:
