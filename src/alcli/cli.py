@@ -197,14 +197,9 @@ def _require_pool(pool: str | None) -> str:
 
 
 def _storage_options(endpoint_url: str | None, anon: bool, profile: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": endpoint_url}
-    if anon:
-        options["anon"] = True
-    if profile:
-        options["profile"] = profile
-    return options
+    from alcli.sources import s3_options
+
+    return s3_options(endpoint_url=endpoint_url, profile=profile, anon=anon)
 
 
 def _not_implemented(name: str) -> NoReturn:
@@ -609,7 +604,7 @@ def auto(
 
 @app.command()
 def bench(ctx: typer.Context) -> None:
-    """Measure the pipeline and the strategies against a plain sequential loop."""
+    """Not implemented yet: the measurements live in benchmarks/ (see benchmarks/RESULTS.md)."""
     _not_implemented("bench")
 
 
