@@ -634,6 +634,9 @@ def test_inventory_bulk_path_gives_the_general_paths_keys(tmp_path: Path) -> Non
         "uri,size,last_modified,etag\n"
         + "".join(f'{u},{s},2026-11-01T00:00:00Z,"""{e}"""\n' for u, s, e in rows)
     )
-    a, b = resolve_pool(str(fast)), resolve_pool(str(general))
+    crlf = tmp_path / "crlf.csv"  # what Python's csv module writes by default
+    crlf.write_bytes(fast.read_bytes().replace(b"\n", b"\r\n"))
+    a, b, c = (resolve_pool(str(path)) for path in (fast, general, crlf))
     assert [i.uri for i in a.items] == [u for u, _, _ in rows]
-    assert [i.key for i in a.items] == [i.key for i in b.items]
+    assert [i.key for i in a.items] == [i.key for i in b.items] == [i.key for i in c.items]
+    assert [i.uri for i in c.items] == [i.uri for i in a.items]

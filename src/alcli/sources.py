@@ -878,10 +878,12 @@ def _inventory_items(text: str) -> list[Item] | None:
     unusual (another column layout, a blank or odd row, a quoted ETag) returns None and takes
     the general path, which reports problems line by line.
     """
+    if "\r\n" in text:  # Python's csv module (and Excel) end rows with CRLF
+        text = text.replace("\r\n", "\n")
     header, _, body = text.partition("\n")
-    columns = [column.strip().lower() for column in header.rstrip("\r").split(",")]
+    columns = [column.strip().lower() for column in header.split(",")]
     if '"' in text or "\r" in body or "uri" not in columns or "etag" not in columns:
-        return None  # quoting or CRLF: leave it to the csv module on the general path
+        return None  # quoting or stray CRs: leave it to the csv module on the general path
     u, e = columns.index("uri"), columns.index("etag")
     # Pull the two columns out of every row in one C-level pass; a row with another number
     # of fields does not match, and the count check below sends the file to the general path.
