@@ -3,9 +3,14 @@
 A backbone is a torchvision classification model (``--model NAME``) whose last ``nn.Linear``
 (the classifier) is replaced by ``nn.Identity``, so its output is the globally pooled
 penultimate layer. Its weights are torchvision's (an enum name, looked up offline in torch.hub's
-checkpoint cache), random ("none"), or a local checkpoint file. Preprocessing reproduces the
-weights' own transform (resize the shorter side, center-crop, normalise) with PIL and numpy,
-because that runs on decode threads without touching torch's intra-op thread pool.
+checkpoint cache; nothing is ever downloaded), random ("none"), or a local checkpoint file.
+For speed the frozen model folds BatchNorm into the convolutions before it and runs in
+channels_last; embeddings match torchvision's own model to float rounding.
+
+Preprocessing reproduces the weights' own transform (resize the shorter side, center-crop,
+normalise) bit for bit, with PIL and numpy, because that runs on decode threads without
+touching torch's intra-op thread pool. ``image_size`` S changes the input resolution and
+keeps the weights' ratio: resize the shorter side to round(S * resize / crop), crop S.
 
 ``model_fingerprint`` names everything that changes an embedding (model, weights,
 preprocessing, layer) without building a model, so a warm run can check its cache for free.

@@ -7,8 +7,11 @@ k+1.. are being read and decoded, so a run costs about max(stage costs) per item
 their sum.
 
 Memory stays bounded whatever the pool size: an item takes a slot of a window of
-``max_inflight_batches * batch_size`` when its read starts and gives it back when its batch is
-handed to the consumer (or, for a failed item, as soon as the failure is recorded). Batches
+``max_inflight_batches * batch_size`` when its read starts and gives it back once it is
+stacked into a batch (a failed item, as soon as the failure is recorded); one batch in the
+model and one waiting for the consumer come on top. Slots come back while the model runs, not
+at the batch boundary, so the refill (reads and decodes, which need the GIL) overlaps the
+forward pass instead of delaying the model thread's own collecting and stacking. Batches
 come out in input order. The stages are plain callables, so the same functions can later be
 mapped by a distributed engine.
 
@@ -163,30 +166,62 @@ def lower_thread_priority(increment: int) -> None:
         pass  # not allowed here: run at normal priority
 
 
+def machine_idle_seconds() -> float | None:
+    """Idle CPU seconds of the whole machine since boot, summed over cores (Linux), else None.
+
+    The difference over a batch tells whether a core sat idle while the model ran.
+    """
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = stat.readline().split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 6 or fields[0] != b"cpu":
+        return None
+    return (int(fields[4]) + int(fields[5])) / ticks  # idle + iowait
+
+
 class ThreadTuner:
     """Picks torch's intra-op thread count from the model thread's own batches.
 
     On an idle 2-core machine two threads run mobilenet_v2 ~1.7x faster than one, but when
     another process wants the cores, OpenMP workers wait on each other at every layer and
-    two threads can be several times slower than one. Which case holds is a property of the
-    moment, so the tuner watches: it runs all threads, and a batch during which this process
-    got less than ``contended_share`` of the CPU time those threads could use is evidence of
-    competition; then one batch runs on one thread, and the faster per item is kept. While on
-    one thread, all threads are retried every ``explore_every`` batches. On an idle machine
-    nothing is ever tried: a trial batch on the slower count costs ~5 % of a 1000-item run.
+    two threads can be several times slower than one. Which case holds changes by the
+    minute on a shared machine, so the tuner watches each batch:
+
+    - on all threads, a batch during which this process got less than ``contended_share`` of
+      the CPU time those threads could use means another process competes: the next batch
+      tries one thread (at most once every ``retry_after`` batches);
+    - on one thread, a batch during which the machine left ``idle_share`` of its CPU time
+      idle means a core is free: the next batch tries all threads (at most once every
+      ``min_gap`` batches); without that signal (not Linux), every ``retry_after`` batches.
+
+    The faster per item (running average, reset when a count comes back) is kept. On an idle
+    machine nothing is tried: a trial batch at the slow count costs ~5 % of a 1000-item run.
     """
 
     def __init__(
-        self, threads: int, *, explore_every: int = 32, contended_share: float = 0.85
+        self,
+        threads: int,
+        *,
+        cores: int | None = None,
+        retry_after: int = 16,
+        min_gap: int = 4,
+        contended_share: float = 0.85,
+        idle_share: float = 0.25,
     ) -> None:
         self.many = threads
-        self.explore_every = explore_every
+        self.cores = cores or os.cpu_count() or threads
+        self.retry_after = retry_after
+        self.min_gap = min_gap
         self.contended_share = contended_share
+        self.idle_share = idle_share
         self.chosen = threads
         self.seconds_per_item: dict[int, float] = {}  # running estimate per thread count
         self._trial: int | None = None  # a count to try on the next batch
         self._warming_up = True
-        self._since_trial = explore_every  # batches since the last trial
+        self._since_trial = retry_after  # batches since the last trial
         self._last_threads = threads
 
     def next_threads(self) -> int:
@@ -194,15 +229,23 @@ class ThreadTuner:
         if (
             self._trial is None
             and self.chosen != self.many
-            and self._since_trial >= (self.explore_every)
+            and self._since_trial >= (self.retry_after)
         ):
             self._trial = self.many
         return self._trial if self._trial is not None else self.chosen
 
     def record(
-        self, threads: int, seconds: float, items: int, *, full: bool, cpu_seconds: float
+        self,
+        threads: int,
+        seconds: float,
+        items: int,
+        *,
+        full: bool,
+        cpu_seconds: float,
+        idle_seconds: float | None = None,
     ) -> None:
-        """One embed call: its wall time, and the CPU time this whole process used meanwhile.
+        """One embed call: its wall time, the CPU time this whole process used meanwhile and
+        the machine's idle CPU time meanwhile (None when unknown).
 
         Only full batches are comparable; the first one is not (it builds the kernels).
         """
@@ -223,14 +266,22 @@ class ThreadTuner:
             self.seconds_per_item[threads] = (previous + sample) / 2
         self._last_threads = threads
         self.chosen = min(self.seconds_per_item, key=self.seconds_per_item.__getitem__)
-        contended = cpu_seconds < self.contended_share * seconds * threads
-        if (
-            threads == self.many > 1
-            and contended
-            and self._trial is None
-            and self._since_trial >= self.explore_every
-        ):
-            self._trial = 1
+        if self._trial is not None or self.many == 1:
+            return
+        if threads == self.many:
+            contended = cpu_seconds < self.contended_share * seconds * threads
+            if contended and self._since_trial >= self.retry_after:
+                self._trial = 1
+            return
+        core_free = idle_seconds is not None and (
+            idle_seconds >= self.idle_share * seconds * self.cores
+        )
+        if core_free and self._since_trial >= self.min_gap:
+            self._trial = self.many
+
+
+def _difference(now: float | None, before: float | None) -> float | None:
+    return None if now is None or before is None else now - before
 
 
 class _Collator:
@@ -284,6 +335,8 @@ class _Engine:
         torch_threads: int | str | None,
         worker_nice: int,
     ) -> None:
+        import torch
+
         self._source = iter(uris)
         self._read = read
         self._preprocess = preprocess
@@ -293,8 +346,6 @@ class _Engine:
         self._external_stop = stop
         self._collate = _Collator(pin_memory)
         self._worker_nice = worker_nice
-        import torch
-
         self._torch_threads_before = torch.get_num_threads()
         self._tuner: ThreadTuner | None = None
         self._fixed_threads: int | None = None
@@ -382,6 +433,12 @@ class _Engine:
             self.error = error
         self._stop.set()
         self._wake_all()
+
+    def _release(self, slots: int) -> None:
+        """Give window slots back, so the I/O threads may start that many more reads."""
+        with self._lock:
+            self._in_flight -= slots
+            self._can_read.notify(slots)
 
     def _put_result(self, index: int, outcome: torch.Tensor | Failure) -> None:
         """Called with the lock held."""
@@ -523,8 +580,13 @@ class _Engine:
                     if threads != torch.get_num_threads():
                         torch.set_num_threads(threads)
                 started, cpu_started = time.perf_counter(), time.process_time()
+                idle_started = machine_idle_seconds() if self._tuner is not None else None
                 try:
-                    embeddings = np.asarray(self._embed(self._collate(tensors)), dtype=np.float32)
+                    batch = self._collate(tensors)
+                    del tensors
+                    self._release(len(indices))
+                    embeddings = np.asarray(self._embed(batch), dtype=np.float32)
+                    del batch
                 except BaseException as error:
                     self._fail(StageError("infer", where, error))
                     return
@@ -536,8 +598,8 @@ class _Engine:
                         len(indices),
                         full=len(indices) == self._batch_size,
                         cpu_seconds=time.process_time() - cpu_started,
+                        idle_seconds=_difference(machine_idle_seconds(), idle_started),
                     )
-                del tensors
                 if embeddings.ndim != 2 or embeddings.shape[0] != len(indices):
                     shape = tuple(embeddings.shape)
                     bad = ValueError(f"embed returned shape {shape} for {len(indices)} images")
@@ -580,8 +642,6 @@ class _Engine:
                 return None
             result = self._output.popleft()
             self._output_space.notify()
-            self._in_flight -= len(result.indices)
-            self._can_read.notify(len(result.indices))
             self.stats.items_done += len(result.indices) + len(result.failures)
             self.stats.failures += len(result.failures)
             return result
