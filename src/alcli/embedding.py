@@ -101,9 +101,8 @@ def embed(
     fingerprint = cached_fingerprint(opts, store.directory)
     keys = [item.key for item in pool.items]
     vectors, found = store.lookup(fingerprint, keys)
-    known_bad = store.lookup_failures(
-        fingerprint, [k for k, f in zip(keys, found, strict=True) if not f]
-    )
+    missing = [] if found.all() else [keys[i] for i in np.flatnonzero(~found)]
+    known_bad = store.lookup_failures(fingerprint, missing) if missing else {}
     failures: list[Failure] = []
     if known_bad:
         from alcli.pipeline import Failure
@@ -113,7 +112,7 @@ def embed(
             for i, k in enumerate(keys)
             if not found[i] and k in known_bad
         ]
-    todo = [i for i, k in enumerate(keys) if not found[i] and k not in known_bad]
+    todo = [int(i) for i in np.flatnonzero(~found) if keys[i] not in known_bad]
     cached = int(found.sum())
     if progress is not None and cached:
         progress(cached + len(failures))
@@ -157,11 +156,12 @@ def embed(
         # One in-order segment lets the next warm run map the pool instead of copying it.
         store.compact(fingerprint)
     failures.sort(key=lambda f: f.index)
+    everything = bool(found.all())
     usable = np.flatnonzero(found)
     return EmbedResult(
         pool=pool,
-        items=[pool.items[i] for i in usable],
-        embeddings=vectors[usable] if len(usable) < len(keys) else vectors,
+        items=list(pool.items) if everything else [pool.items[i] for i in usable],
+        embeddings=vectors if everything else vectors[usable],
         failures=failures,
         fingerprint=fingerprint,
         cached=cached,

@@ -901,10 +901,11 @@ def _inventory_items(text: str) -> list[Item] | None:
     if not _all_plain_s3(uris) or not _all_plain_etags(etags):
         return None
     prefix = b"etag\0"
-    return [
-        Item(uri, hashlib.blake2b(prefix + f"{uri}\0{tag}".encode(), digest_size=16).hexdigest())
+    keys = [
+        hashlib.blake2b(prefix + f"{uri}\0{tag}".encode(), digest_size=16).hexdigest()
         for uri, tag in zip(uris, etags, strict=True)
     ]
+    return list(map(Item._make, zip(uris, keys, strict=True)))
 
 
 def _parse_csv(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
