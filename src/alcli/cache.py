@@ -714,20 +714,9 @@ class EmbeddingCache:
         if len(keys) == 0:
             return
         _encode_keys(keys)  # validates
-        payload = json.dumps(
-            {"keys": [str(k).lower() for k in keys], "reasons": [str(r) for r in reasons]}
-        ).encode()
         with self._lock, self._writing():
-            entry = _write_segment(
-                self._segment_dir(fingerprint),
-                kind=_FAILURES,
-                raw_keys=None,
-                rows=len(keys),
-                dim=0,
-                dtype_code=0,
-                payload=[payload],
-                payload_bytes=len(payload),
-                durable=self._durable,
+            entry = self._write_failures(
+                fingerprint, [str(k).lower() for k in keys], [str(r) for r in reasons]
             )
             try:
                 manifest = self._append(fingerprint, [entry], None)
@@ -1134,25 +1123,27 @@ class EmbeddingCache:
                 )
                 merged.append((entry, _words_of(raw)))
             if failures and any(e.kind == _FAILURES for e in members):
-                payload = json.dumps(
-                    {"keys": list(failures), "reasons": list(failures.values())}
-                ).encode()
-                entry = _write_segment(
-                    self._segment_dir(fingerprint),
-                    kind=_FAILURES,
-                    raw_keys=None,
-                    rows=len(failures),
-                    dim=0,
-                    dtype_code=0,
-                    payload=[payload],
-                    payload_bytes=len(payload),
-                    durable=self._durable,
-                )
+                entry = self._write_failures(fingerprint, list(failures), list(failures.values()))
                 merged.append((entry, None))
         except BaseException:
             self._delete_files(fingerprint, [e.name for e, _ in merged])
             raise
         return merged
+
+    def _write_failures(self, fingerprint: str, keys: list[str], reasons: list[str]) -> _Entry:
+        """One failure-record segment (JSON keys and reasons), written atomically."""
+        payload = json.dumps({"keys": keys, "reasons": reasons}).encode()
+        return _write_segment(
+            self._segment_dir(fingerprint),
+            kind=_FAILURES,
+            raw_keys=None,
+            rows=len(keys),
+            dim=0,
+            dtype_code=0,
+            payload=[payload],
+            payload_bytes=len(payload),
+            durable=self._durable,
+        )
 
     def _winning_rows(
         self,

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,9 +206,3 @@ def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:
         tmp.write_text(json.dumps(memo, indent=1))
         tmp.replace(path)
     return fingerprint
-
-
-def uris_to_rows(result: EmbedResult, uris: Sequence[str]) -> dict[str, int]:
-    """Row of each URI in ``result`` (for labels files); URIs not present are left out."""
-    index = {uri: row for row, uri in enumerate(result.uris)}
-    return {uri: index[uri] for uri in uris if uri in index}
