@@ -248,6 +248,11 @@ def test_shared_run_writes_outputs_and_trains_on_every_label(tmp_path) -> None:
     assert saved["stop_reason"] == "budget"
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert (tmp_path / "head.npz").exists()
+    # the heads a resume could start from: each survivor's and the shared one, no stale ones
+    state = json.loads((tmp_path / "state.json").read_text())
+    saved_heads = {path.stem for path in (tmp_path / "heads").glob("*.npz")}
+    assert state["shared_head"] in saved_heads
+    assert len(saved_heads) <= len(state["alive"]) + 1
     assert set(report.timings) >= {"heads", "forecasts", "selection", "overhead"}
     assert report.final_accuracy > report.rows[0].accuracy
 

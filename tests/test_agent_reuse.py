@@ -69,9 +69,12 @@ def test_the_final_head_is_the_last_fit_not_a_second_one(tmp_path, monkeypatch, 
     assert report.final_head is not None
     if spend == "shared":
         rows = np.array(labeled)
-        fresh = train_head(X[rows], [truth[uris[r]] for r in rows], scaler=agent.fit_scaler(X))
-        np.testing.assert_array_equal(report.final_head.weights, fresh.weights)
-        np.testing.assert_array_equal(report.final_head.bias, fresh.bias)
+        # Warm-started from the last round's shared head, it is the same convex optimum as a
+        # cold fit up to L-BFGS's tolerance: same predictions on (nearly) every pool row.
+        cold = train_head(X[rows], [truth[uris[r]] for r in rows], scaler=agent.fit_scaler(X))
+        agree = np.mean(report.final_head.predict(X) == cold.predict(X))
+        assert agree >= 0.99
+        assert report.final_head.n_iter < cold.n_iter
 
 
 def test_survivors_sharing_the_initial_head_share_one_pool_prediction(

@@ -68,6 +68,32 @@ def test_training_is_deterministic() -> None:
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 
+def test_warm_start_reaches_the_cold_optimum_in_fewer_iterations() -> None:
+    X, y = blobs(1200, d=32, n_classes=4, spread=3.0, seed=2)  # overlapping: a real fit
+    scaler = fit_scaler(X)
+    previous = train_head(X[:1000], y[:1000], scaler=scaler)
+    cold = train_head(X, y, scaler=scaler)
+    warm = train_head(X, y, scaler=scaler, init=previous)
+    assert warm.n_iter < cold.n_iter
+    assert np.mean(warm.predict(X) == cold.predict(X)) >= 0.99
+    np.testing.assert_allclose(warm.predict_proba(X), cold.predict_proba(X), atol=0.02)
+    again = train_head(X, y, scaler=scaler, init=previous)  # deterministic given the start
+    np.testing.assert_array_equal(again.weights, warm.weights)
+
+
+def test_warm_start_from_a_head_missing_a_class_or_of_another_dimension() -> None:
+    X, y = blobs(300, n_classes=3)
+    scaler = fit_scaler(X)
+    two = train_head(X[y < 2], y[y < 2], scaler=scaler)
+    head = train_head(X, y, scaler=scaler, init=two)  # class 2 starts at zero
+    assert head.classes.tolist() == [0, 1, 2]
+    assert evaluate(head, X, y).accuracy == 1.0
+    single = train_head(X[y == 0], y[y == 0], scaler=scaler)  # one class: a zero start
+    assert evaluate(train_head(X, y, scaler=scaler, init=single), X, y).accuracy == 1.0
+    with pytest.raises(UsageError, match="dimension"):
+        train_head(X[:, :8], y, init=two)
+
+
 def test_folded_scaler_equals_predicting_on_standardized_rows() -> None:
     X, y = blobs(300, spread=2.0)
     scaler = fit_scaler(X)

@@ -55,17 +55,23 @@ winner's set), ``eval.csv`` (bought eval labels), ``rounds.csv``, ``report.json`
 ``curves.png`` and ``head.npz`` (the final head, ``alcli.learner.load_head``).
 
 Cost. Heads dominate the agent's own time on real features (MNIST, 50k x 1280: about half of
-it, the rest in the strategies), so none is fitted twice: ``train`` remembers the last few
-heads by their training rows (a head is a pure function of rows, labels and l2), which makes
-the final head (the last round's shared head, or the winner's) free; and survivors that share
-a head object (round 1: the initial head) share one prediction over the pool. Strategies
-receive the same probabilities array and must not write to it (they are pure functions).
+it, the rest in the strategies). Each head starts from the one it succeeds (a strategy's
+head from its previous round's, the shared head from the last shared head, a committee from
+its strategy's head): a round adds a few hundred rows, so L-BFGS needs about a third of the
+iterations of a cold start (``alcli.learner``). None is fitted twice: ``train`` looks a head
+up by its training rows first, which makes the final head (the last round's shared head, or
+the winner's) free; and survivors that share a head object (round 1: the initial head) share
+one prediction over the pool. Strategies receive the same probabilities array and must not
+write to it (they are pure functions).
 
 Crash safety. ``out_dir/state.json`` is rewritten atomically (temp file + ``os.replace``)
 after selection, as soon as the oracle answers (before any training) and after each round.
-Every random draw comes from a seed derived from (seed, round, strategy, purpose), and heads
-are deterministic, so a run killed at any moment and resumed with the same inputs buys no
-label twice and ends with the same report as an uninterrupted run. (The one window: a kill
+Every random draw comes from a seed derived from (seed, round, strategy, purpose). A head is
+a deterministic function of its rows and its starting head, and every head is written to
+``out_dir/heads/<rows digest>.npz`` (atomically) as soon as it is trained, so a resumed run
+finds the exact heads the interrupted one started from; heads no saved state refers to are
+deleted after each round. So a run killed at any moment and resumed with the same inputs buys
+no label twice and ends with the same report as an uninterrupted run. (The one window: a kill
 between the oracle's answer and that write loses the answer, and resuming asks again.) An
 oracle that answers later (``PendingLabels``) leaves the state saved with the picks it was
 given, so the resumed run asks for exactly the same items.
@@ -94,11 +100,21 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
 from alcli.errors import LabelsError, OracleError, UsageError
-from alcli.learner import Head, Scaler, evaluate, fit_scaler, train_committee, train_head
+from alcli.learner import (
+    Head,
+    Scaler,
+    evaluate,
+    fit_scaler,
+    load_head,
+    train_committee,
+    train_head,
+)
 from alcli.oracle import Oracle, format_labels_csv, write_atomic
 
 SPEND_MODES = ("shared", "paper")
 STATE_FILE = "state.json"
+#: Folder of ``out_dir`` holding every head the saved state may start a later head from.
+HEADS_DIR = "heads"
 STATE_VERSION = 1
 #: Environment variable naming a checkpoint at which the process SIGKILLs itself (tests only).
 CRASH_ENV = "ALCLI_TEST_CRASH_AT"
@@ -443,6 +459,11 @@ def _read_state(out_dir: Path) -> dict[str, Any]:
     return state
 
 
+def _rows_key(rows: NDArray[np.int64]) -> str:
+    """A head's name: the digest of its training rows, in order (labels never change)."""
+    return hashlib.sha256(rows.tobytes()).hexdigest()
+
+
 def _derive_seed(seed: int, *parts: int | str) -> int:
     """A seed from (seed, parts): independent of how many draws came before (crash-safe)."""
     words = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
@@ -520,6 +541,7 @@ class _Agent:
             "alive": list(self.config.strategies),
             "rows": [],
             "shared": [],
+            "shared_head": None,  # digest of the last shared head's rows (HEADS_DIR)
             "best": [],
             "forecasts": {},
             "curves": {},
@@ -570,26 +592,72 @@ class _Agent:
 
     # -- heads --
 
-    def train(self, rows: Sequence[int]) -> Head:
-        """The head on ``rows`` (in that order), reused when the same rows were just trained.
+    def train(self, rows: Sequence[int], init: Head | None = None) -> Head:
+        """The head on ``rows`` (in that order), started from ``init``; each is fitted once.
 
-        A head is a pure function of (rows, their labels, l2) and a label never changes once
-        bought, so the memo returns exactly what training would: the final head (the last
-        round's shared head, or the winner's) and a set that gained nothing cost no second fit.
+        Looked up first in memory, then in ``out_dir/heads`` (a resumed run): whatever started
+        it, a head trained on these rows is a valid one, and returning the saved one is what
+        keeps a resumed run identical. A label never changes once bought, so the final head
+        (the last round's shared head, or the winner's) and a set that gained nothing cost no
+        second fit. A new head is saved before it is used.
         """
         rows_arr = np.asarray(rows, dtype=np.int64)
-        key = hashlib.sha256(rows_arr.tobytes()).hexdigest()
-        if key in self.head_memo:
-            return self.head_memo[key]
-        started = time.perf_counter()
-        head = train_head(
-            self.X[rows_arr], self.label_of(rows), l2=self.config.l2, scaler=self.scaler
-        )
-        self.tick("heads", started)
+        key = _rows_key(rows_arr)
+        head = self.head_memo.get(key) or self.load_head(key)
+        if head is None:
+            started = time.perf_counter()
+            head = train_head(
+                self.X[rows_arr],
+                self.label_of(rows),
+                l2=self.config.l2,
+                scaler=self.scaler,
+                init=init,
+            )
+            self.tick("heads", started)
+            self.store_head(key, head)
         self.head_memo[key] = head
         while len(self.head_memo) > HEAD_MEMO_SIZE:
             del self.head_memo[next(iter(self.head_memo))]
         return head
+
+    def load_head(self, key: str) -> Head | None:
+        path = self.out_dir / HEADS_DIR / f"{key}.npz"
+        try:
+            return load_head(str(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:  # torn or foreign file: train again
+            warnings.warn(f"{path}: unreadable saved head ({exc}); training it again", stacklevel=2)
+            return None
+
+    def store_head(self, key: str, head: Head) -> None:
+        started = time.perf_counter()
+        folder = self.out_dir / HEADS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp.npz"
+        head.save(str(tmp))
+        os.replace(tmp, folder / f"{key}.npz")
+        self.tick("io", started)
+
+    def prune_heads(self) -> None:
+        """Delete saved heads that the saved state can no longer start from."""
+        state = self.state
+        keep = {
+            _rows_key(np.asarray(state["sets"][name], dtype=np.int64)) for name in state["alive"]
+        }
+        if state.get("shared_head"):
+            keep.add(state["shared_head"])
+        folder = self.out_dir / HEADS_DIR
+        for path in folder.glob("*.npz"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
+
+    def shared_init(self) -> Head | None:
+        """The last shared head (the initial head before round 1), to start the next from."""
+        key = self.state.get("shared_head")
+        if not key:
+            return None
+        return self.head_memo.get(key) or self.load_head(key)
 
     def accuracy(self, head: Head) -> float:
         started = time.perf_counter()
@@ -656,6 +724,7 @@ class _Agent:
         initial = state["initial_rows"]
         self.buy(initial, state["labels"], "initial:after_oracle")
         head = self.train(initial)
+        state["shared_head"] = _rows_key(np.asarray(initial, dtype=np.int64))
         a0 = self.accuracy(head)
         bought = len(state["labels"])
         for name in config.strategies:
@@ -748,6 +817,7 @@ class _Agent:
                     seed=_derive_seed(config.seed, rnd, name, "committee"),
                     l2=config.l2,
                     scaler=self.scaler,
+                    init=self.head_for(name),
                 )
                 self.tick("heads", started)
                 started = time.perf_counter()
@@ -796,11 +866,12 @@ class _Agent:
         new_rows: list[dict[str, Any]] = []
         forecasts: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(state["alive"]):
+            previous = self.head_for(name)
             rows = state["sets"][name]
             have = set(rows)
             rows = rows + [r for r in picks[name] if r not in have]
             state["sets"][name] = rows
-            self.heads[name] = self.train(rows)
+            self.heads[name] = self.train(rows, init=previous)
             acc = self.accuracy(self.heads[name])
             if i == 0:
                 _checkpoint(f"round{rnd}:after_train")
@@ -819,7 +890,8 @@ class _Agent:
         shared_acc: float | None = None
         if config.spend == "shared":
             all_rows = sorted(self.row_of[uri] for uri in state["labels"])
-            shared_acc = self.accuracy(self.train(all_rows))
+            shared_acc = self.accuracy(self.train(all_rows, init=self.shared_init()))
+            state["shared_head"] = _rows_key(np.asarray(all_rows, dtype=np.int64))
             state["shared"].append({"round": rnd, "labels": bought, "accuracy": shared_acc})
             accuracies.append(shared_acc)
         state["rows"].extend(new_rows)
@@ -831,6 +903,7 @@ class _Agent:
         # Elimination decides who races in the next round: none when there is no next round.
         eliminated = self.eliminate(new_rows) if self.stop_reason() is None else None
         self.save()
+        self.prune_heads()
         _checkpoint(f"round{rnd}:after_round")
         self.report_progress(rnd, eliminated, shared_acc)
 

@@ -14,10 +14,13 @@ affordable because it is small and fast:
   the optimizer's bookkeeping 10-20x slower than the loss itself. It runs single-threaded
   (thread-locally, see ``_serial_blas``), and so do numpy's products for small heads
   (``SERIAL_BELOW``); big heads keep numpy's threads.
-* Training starts from zeros, not from the previous round's head: the L2-regularised problem
-  is strictly convex, so the optimum does not depend on the start, and a cold start keeps a
-  head a pure function of (labeled rows, labels, l2). That is what lets the agent resume after
-  a crash and get bit-for-bit the same heads without saving them.
+* Training starts from zeros unless ``init`` names a head to start from (the previous
+  round's). The L2-regularised problem is strictly convex, so the optimum does not depend on
+  the start; only the point where L-BFGS stops within its tolerance does (predictions agree
+  on 99.9 % of MNIST test rows). A round adds a few hundred rows to thousands, so the last
+  head is already close: measured on MNIST features, 5,120 rows train in 0.57 s / 30
+  iterations warm against 2.05 s / 112 cold. A warm head is a pure function of (rows, labels,
+  l2, init), which is why the agent saves every head it starts from (see agent.py).
 """
 
 from __future__ import annotations
@@ -270,16 +273,19 @@ def train_head(
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
     scaler: Scaler | None = None,
+    init: Head | None = None,
 ) -> Head:
     """Fit a multinomial logistic regression with L2 penalty ``l2`` on (standardized) ``X``.
 
     ``y`` may hold strings or numbers. ``scaler`` should be the pool's (see ``Scaler``); when it
     is None one is fitted on ``X``. A single class in ``y`` gives a head that predicts that
     class with probability 1: there is nothing to discriminate, and a cold-start round with one
-    class seen must not crash the run. The fit starts from zeros and draws no random numbers,
-    so it is deterministic; ``seed`` is accepted for symmetry with ``train_committee``.
+    class seen must not crash the run. The fit starts from zeros, or from ``init`` (a head of
+    the same dimension, trained with the same scaler; classes it lacks start at zero, classes
+    ``y`` lacks are dropped), and draws no random numbers, so it is deterministic; ``seed`` is
+    accepted for symmetry with ``train_committee``.
     """
-    del seed  # deterministic: L-BFGS from a zero start on a strictly convex objective
+    del seed  # deterministic: L-BFGS from a fixed start on a strictly convex objective
     started = time.perf_counter()
     arr = np.asarray(X)
     if arr.ndim != 2:
@@ -307,7 +313,7 @@ def train_head(
     with _serial_blas(serial):
         result = minimize(
             objective,
-            np.zeros(d * n_classes + n_classes, dtype=np.float64),
+            _start_point(init, classes, scaler, d),
             jac=True,
             method="L-BFGS-B",
             options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-6, "maxcor": 20},
@@ -326,6 +332,31 @@ def train_head(
         converged=bool(result.success) or int(result.nit) < max_iter,
         train_seconds=time.perf_counter() - started,
     )
+
+
+def _start_point(init: Head | None, classes: NDArray[Any], scaler: Scaler, d: int) -> NDArray[Any]:
+    """L-BFGS's start: zeros, or ``init``'s weights back in the standardized space.
+
+    Inverse of the fold in ``train_head``: W = W_raw · s, b = b_raw + m · W_raw, computed in
+    float64 from the head's float32 numbers, so a head saved and loaded gives the same start.
+    """
+    n_classes = len(classes)
+    start = np.zeros((d + 1, n_classes), dtype=np.float64)
+    if init is None or len(init.classes) < 2:  # one class: nothing learned to start from
+        return start.ravel()
+    if init.dim != d:
+        raise UsageError(f"the starting head has dimension {init.dim}; the embeddings have {d}")
+    W_raw = init.weights.astype(np.float64)
+    W = W_raw * scaler.scale.astype(np.float64)[:, None]
+    b = init.bias.astype(np.float64) + scaler.mean.astype(np.float64) @ W_raw
+    position = {label: j for j, label in enumerate(init.classes.tolist())}
+    for column, label in enumerate(classes.tolist()):
+        j = position.get(label)
+        if j is not None:
+            start[:d, column] = W[:, j]
+            start[d, column] = b[j]
+    # The objective's layout: W row-major [d, C], then the C biases.
+    return np.concatenate([start[:d].ravel(), start[d]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,11 +401,13 @@ def train_committee(
     l2: float = 1.0,
     max_iter: int = DEFAULT_MAX_ITER,
     scaler: Scaler | None = None,
+    init: Head | None = None,
 ) -> Committee:
     """``k`` heads, each on a stratified bootstrap resample drawn from a ``seed``-ed generator.
 
     Stratified (each class resampled within itself) so every resample contains every class:
-    a member that never saw a class would disagree for a meaningless reason.
+    a member that never saw a class would disagree for a meaningless reason. ``init`` (the
+    head on all the rows) is every member's starting point: a resample's optimum is near it.
     """
     if k < 1:
         raise UsageError(f"a committee needs k >= 1 heads, got {k}")
@@ -388,7 +421,14 @@ def train_committee(
     for rng in rngs:
         rows = _stratified_bootstrap(codes, rng)
         heads.append(
-            train_head(arr[rows], classes[codes[rows]], l2=l2, max_iter=max_iter, scaler=scaler)
+            train_head(
+                arr[rows],
+                classes[codes[rows]],
+                l2=l2,
+                max_iter=max_iter,
+                scaler=scaler,
+                init=init,
+            )
         )
     return Committee(heads=heads, classes=classes)
 
