@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
 
 from ._blas import single_threaded_blas
 from ._distances import FloatArray, nearest, squared_distances, squared_norms
@@ -205,6 +203,11 @@ def cluster_margin(ctx: SelectionContext) -> Picks:
 
 def _hac_labels(x: FloatArray, n_clusters: int, rng: np.random.Generator) -> I64:
     """Average-linkage cluster labels (0..k-1) of every row, HAC on at most HAC_MAX rows."""
+    # Imported here: scipy.cluster costs a third of a second, which every `alcli select`
+    # would otherwise pay at startup for a strategy it rarely runs.
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
     m = x.shape[0]
     if m > CLUSTER_MARGIN_HAC_MAX:
         sample = np.sort(rng.choice(m, size=CLUSTER_MARGIN_HAC_MAX, replace=False))

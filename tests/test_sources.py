@@ -640,3 +640,51 @@ def test_inventory_bulk_path_gives_the_general_paths_keys(tmp_path: Path) -> Non
     assert [i.uri for i in a.items] == [u for u, _, _ in rows]
     assert [i.key for i in a.items] == [i.key for i in b.items] == [i.key for i in c.items]
     assert [i.uri for i in c.items] == [i.uri for i in a.items]
+
+
+def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) -> None:
+    from alcli import sources
+
+    monkeypatch.setattr(sources, "MEMO_MIN_CHARS", 100)  # memoize this small one too
+    manifest = tmp_path / "inventory.csv"
+    rows = [(f"s3://bkt/img/{i:04d}.jpg", f"{i:032x}") for i in range(300)]
+    manifest.write_text("uri,etag\n" + "".join(f"{u},{e}\n" for u, e in rows))
+    memo = tmp_path / "memo"
+    plain = resolve_pool(str(manifest))
+    first = resolve_pool(str(manifest), memo_dir=memo)
+    assert len(list(memo.glob("*.items"))) == 1
+    parses: list[int] = []
+    real = sources._inventory_items
+    monkeypatch.setattr(sources, "_inventory_items", lambda text: parses.append(1) or real(text))
+    second = resolve_pool(str(manifest), memo_dir=memo)
+    assert parses == []  # read back, not parsed
+    assert second.items == first.items == plain.items
+    assert all(type(item) is Item for item in second.items)
+
+    # a torn memo is ignored and rewritten; a changed manifest gets its own memo
+    (path,) = memo.glob("*.items")
+    path.write_text(path.read_text()[:500])
+    assert resolve_pool(str(manifest), memo_dir=memo).items == plain.items
+    assert parses == [1]
+    manifest.write_text("uri,etag\n" + "".join(f"{u},{e}0\n" for u, e in rows))
+    changed = resolve_pool(str(manifest), memo_dir=memo)
+    assert [i.key for i in changed.items] != [i.key for i in plain.items]
+    assert len(list(memo.glob("*.items"))) == 2
+
+
+def test_manifest_memo_keeps_only_the_newest(tmp_path: Path, monkeypatch) -> None:
+    from alcli import sources
+
+    monkeypatch.setattr(sources, "MEMO_MIN_CHARS", 10)
+    memo = tmp_path / "memo"
+    for version in range(sources.MEMO_KEEP + 3):
+        manifest = tmp_path / f"inv{version}.csv"
+        manifest.write_text(f"uri,etag\ns3://bkt/{version}.jpg,{version:032x}\n")
+        resolve_pool(str(manifest), memo_dir=memo)
+    assert len(list(memo.glob("*.items"))) == sources.MEMO_KEEP
+    # a memo folder that cannot be written costs nothing but the memo
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    manifest = tmp_path / "late.csv"
+    manifest.write_text("uri,etag\ns3://bkt/late.jpg,abc\n")
+    assert len(resolve_pool(str(manifest), memo_dir=blocked).items) == 1

@@ -104,6 +104,11 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "alcli"
 
 
+def manifest_memo_dir(directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``resolve_pool`` remembers large manifests' items, inside the cache folder."""
+    return (Path(directory) if directory is not None else default_cache_dir()) / "manifests"
+
+
 class _Entry(NamedTuple):
     """One committed segment as the manifest lists it."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alcli import __version__
-from alcli.cache import EmbeddingCache
+from alcli.cache import EmbeddingCache, manifest_memo_dir
 from alcli.sources import Item, Pool, resolve_pool
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
@@ -95,9 +95,14 @@ def embed(
     """Embed every item of ``pool`` not yet cached; return all usable items' embeddings."""
     start = time.perf_counter()
     opts = options or EmbedOptions()
-    if not isinstance(pool, Pool):
-        pool = resolve_pool(pool, content_hash=content_hash, storage_options=storage_options)
     store = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
+    if not isinstance(pool, Pool):
+        pool = resolve_pool(
+            pool,
+            content_hash=content_hash,
+            storage_options=storage_options,
+            memo_dir=manifest_memo_dir(store.directory),
+        )
     fingerprint = cached_fingerprint(opts, store.directory)
     keys = [item.key for item in pool.items]
     vectors, found = store.lookup(fingerprint, keys)

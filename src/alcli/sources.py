@@ -32,6 +32,12 @@ URI + ETag (quotes stripped), else URI + size + modification time, taken from th
 that found them. The same object gets the same key from a listing, a glob or a manifest that
 carries its ETag.
 
+A million-line inventory still costs seconds of Python to parse and key, so with ``memo_dir``
+the items an inventory-shaped ``.csv`` gives are remembered under the digest of its text: the
+next resolution of the same text (a warm ``select`` every round) reads them back in a
+fraction of that. Keys there are a pure function of the text, so the memo cannot go stale;
+local items are never memoised (their keys come from ``stat``).
+
 S3 settings (endpoint, profile, credentials) come from the usual AWS environment and config
 files through botocore, which already honours ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``
 and ``AWS_PROFILE``; ``storage_options`` are passed as they are to every non-local
@@ -41,6 +47,7 @@ GET per remote item (s3fs would otherwise HEAD first) and a plain ``open().read(
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -145,18 +152,20 @@ def resolve_pool(
     storage_options: Mapping[str, Any] | None = None,
     stdin: Iterable[str] | None = None,
     io_threads: int = 32,
+    memo_dir: str | os.PathLike[str] | None = None,
 ) -> Pool:
     """Resolve a POOL spec into ordered, keyed items (see the module docstring for the forms).
 
     ``stdin`` replaces ``sys.stdin`` for the ``-`` spec. ``io_threads`` bounds the threads
-    used for remote metadata look-ups and for ``content_hash`` reads.
+    used for remote metadata look-ups and for ``content_hash`` reads. ``memo_dir`` (a folder,
+    created on demand) remembers large inventory manifests' items, see the module docstring.
     Raises ``PoolError`` when the spec as a whole cannot give any item.
     """
     spec = spec.strip()
     if not spec:
         raise PoolError("POOL is empty", hint="give a directory, a glob, a URI or a manifest")
     pool = Pool(spec=spec, items=[], storage_options=dict(storage_options or {}))
-    resolver = _Resolver(pool, max(1, io_threads))
+    resolver = _Resolver(pool, max(1, io_threads), None if memo_dir is None else str(memo_dir))
     if spec == "-":
         listed = resolver.from_stdin(sys.stdin if stdin is None else stdin)
     else:
@@ -450,9 +459,10 @@ class _Entry:
 class _Resolver:
     """Turns one spec into items; holds the pool (for its filesystems and skipped list)."""
 
-    def __init__(self, pool: Pool, threads: int) -> None:
+    def __init__(self, pool: Pool, threads: int, memo_dir: str | None = None) -> None:
         self.pool = pool
         self.threads = threads
+        self.memo_dir = memo_dir
 
     # dispatch
 
@@ -590,7 +600,7 @@ class _Resolver:
         text = self._read_manifest(uri)
         lower = uri.lower()
         if lower.endswith(".csv"):
-            inventory = _inventory_items(text)
+            inventory = _memoized(_inventory_items, text, self.memo_dir)
             if inventory is not None:
                 return inventory
             records = _parse_csv(text, uri)
@@ -906,6 +916,74 @@ def _inventory_items(text: str) -> list[Item] | None:
         for uri, tag in zip(uris, etags, strict=True)
     ]
     return list(map(Item._make, zip(uris, keys, strict=True)))
+
+
+#: Manifests shorter than this (characters, about 10,000 lines) are parsed every time: the
+#: memo would not pay for its file.
+MEMO_MIN_CHARS = 1 << 20
+#: Memo files kept (the most recently used); each is about 100 bytes per item.
+MEMO_KEEP = 8
+_MEMO_MAGIC = "alcli-items-v1"
+
+
+def _memoized(
+    parse: Callable[[str], list[Item] | None], text: str, memo_dir: str | None
+) -> list[Item] | None:
+    """``parse(text)``, read back from ``memo_dir`` when this exact text was parsed before.
+
+    A memo that cannot be read is ignored (and rewritten): it only ever saves time.
+    """
+    if memo_dir is None or len(text) < MEMO_MIN_CHARS:
+        return parse(text)
+    digest = hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+    path = os.path.join(memo_dir, f"{digest}.items")
+    try:
+        with open(path, encoding="utf-8", newline="\n") as handle:
+            items = _read_memo(handle.read())
+        os.utime(path)  # most recently used: kept by the pruning below
+        if items is not None:
+            return items
+    except OSError:
+        pass
+    items = parse(text)
+    if items is not None:
+        _write_memo(memo_dir, path, items)
+    return items
+
+
+def _read_memo(data: str) -> list[Item] | None:
+    head, _, rest = data.partition("\n")
+    magic, _, count_text = head.partition(" ")
+    fields = rest.split("\n")
+    if magic != _MEMO_MAGIC or not count_text.isdigit() or len(fields) != 2 * int(count_text):
+        return None
+    count = int(count_text)
+    return list(map(Item._make, zip(fields[:count], fields[count:], strict=True)))
+
+
+def _write_memo(memo_dir: str, path: str, items: list[Item]) -> None:
+    """Write atomically (temp file + rename); then drop all but the MEMO_KEEP newest memos."""
+    if any("\n" in item.uri for item in items):
+        return  # cannot happen for an inventory (one row per line), but the format needs it
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(memo_dir, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(f"{_MEMO_MAGIC} {len(items)}\n")
+            handle.write("\n".join(item.uri for item in items))
+            handle.write("\n")
+            handle.write("\n".join(item.key for item in items))
+        os.replace(tmp, path)
+        memos = sorted(
+            (entry for entry in os.scandir(memo_dir) if entry.name.endswith(".items")),
+            key=lambda entry: entry.stat().st_mtime_ns,
+            reverse=True,
+        )
+        for entry in memos[MEMO_KEEP:]:
+            os.unlink(entry.path)
+    except OSError:  # a read-only or full cache folder: resolving still worked
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _parse_csv(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
