@@ -28,16 +28,14 @@ Prints JSON (``--json``) or a table to stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +49,8 @@ sys.path.insert(0, str(ROOT / "examples"))  # mnist_pool.py: MNIST digits as PNG
 
 from mnist_pool import make_pools  # noqa: E402
 
-from alcli.embedding import EmbedOptions, EmbedResult, embed  # noqa: E402
+from alcli.bench import ModelOnly, in_fresh_thread, timed_embed  # noqa: E402
+from alcli.embedding import EmbedOptions, EmbedResult  # noqa: E402
 from alcli.models import load_backbone  # noqa: E402
 from alcli.sources import resolve_pool  # noqa: E402
 
@@ -78,84 +77,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - started
-
-
-def in_fresh_thread(function: Callable[[], Any]) -> Any:
-    """Run ``function`` on a new thread, as the pipeline runs its model.
-
-    On this 2-core machine, two OpenMP threads driven from the main thread measured 2x slower
-    under load than the same two driven from a fresh thread; measuring the baselines where the
-    pipeline runs its model keeps the comparison fair.
-    """
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = function()
-        except BaseException as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, name="bench-model")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-class ModelOnly:
-    """The bound: the model alone on tensors decoded and stacked beforehand.
-
-    Each measurement tries one torch thread and all cores and keeps the better, so the
-    pipeline's own thread choice cannot flatter the ratio.
-    """
-
-    def __init__(self, paths: list[Path], options: EmbedOptions) -> None:
-        self.backbone = load_backbone(
-            options.model, options.weights, options.image_size, options.device
-        )
-        tensors = [self.backbone.preprocess(path.read_bytes()) for path in paths]
-        size = options.batch_size
-        self.batches = [torch.stack(tensors[i : i + size]) for i in range(0, len(tensors), size)]
-        self.count = len(paths)
-        self.default_threads = torch.get_num_threads()
-        self.runs: list[dict[int, float]] = []
-
-    def _measure(self, threads: int) -> float:
-        torch.set_num_threads(threads)
-        try:
-            self.backbone.embed(self.batches[0])  # warm-up: oneDNN builds kernels on first use
-            started = time.perf_counter()
-            for batch in self.batches:
-                self.backbone.embed(batch)
-            return self.count / (time.perf_counter() - started)
-        finally:
-            torch.set_num_threads(self.default_threads)
-
-    def measure(self) -> dict[int, float]:
-        run = {
-            threads: float(in_fresh_thread(functools.partial(self._measure, threads)))
-            for threads in sorted({1, self.default_threads})
-        }
-        self.runs.append(run)
-        return run
-
-    @property
-    def best_threads(self) -> int:
-        totals = {t: sum(run[t] for run in self.runs) for t in self.runs[0]}
-        return max(totals, key=totals.__getitem__)
-
-
 def embed_ips(
     spec: str, options: EmbedOptions, cache_dir: Path, storage_options: dict[str, Any] | None
 ) -> tuple[float, EmbedResult]:
-    result, seconds = timed(
-        lambda: embed(spec, options=options, cache=cache_dir, storage_options=storage_options)
-    )
+    result, seconds = timed_embed(spec, options, cache_dir, storage_options)
     if result.failures:
         raise RuntimeError(f"{len(result.failures)} items failed, e.g. {result.failures[0]}")
     return len(result.items) / seconds, result
@@ -254,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     results: dict[str, float] = {}
     try:
-        bound = ModelOnly(paths, options)
+        bound = ModelOnly((path.read_bytes() for path in paths), options)
         s3_environment()
         with s3_server_process(args.delay_ms) as endpoint:
             log(f"uploading to a moto S3 server at {endpoint} ({args.delay_ms:g} ms per request)")

@@ -143,3 +143,19 @@ def test_real_subprocess_json_and_exit_codes(png_pool, tmp_path):
     assert bad.stdout == ""
     assert bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("alcli: error:")
+
+
+@pytest.mark.parametrize("args", [["strategies"], ["strategies", "--json"], ["bench", "--help"]])
+def test_a_reader_that_closes_early_gets_no_error(args) -> None:
+    """`alcli ... | head`: the reader going away is not an internal error."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alcli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # before the program writes anything
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in {0, 1, 141}
+    assert stderr == ""

@@ -6,6 +6,7 @@ Errors raised by the library are turned into one-line messages and exit codes in
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -22,7 +23,7 @@ from typer.core import TyperGroup
 from alcli import __version__
 from alcli.config import config_keys, defaults_for, find_config, load_config
 from alcli.errors import AlcliError, UsageError
-from alcli.output import Output
+from alcli.output import QUIET, Output
 
 # ---------------------------------------------------------------------------------------------
 # The group: one place for "did you mean" and for exceptions -> messages and exit codes.
@@ -48,6 +49,18 @@ def _fail(message: str, code: int, *, debug: bool) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _reader_went_away() -> NoReturn:
+    """stdout's reader closed early (``alcli select ... | head``): stop quietly, as ``yes`` does.
+
+    Exit 141 (128 + SIGPIPE), what a shell reports for a tool killed by SIGPIPE; stdout goes
+    to /dev/null first so the interpreter's final flush cannot raise again.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(128 + 13)
+
+
 class AlcliGroup(TyperGroup):
     """Typer group (which already suggests misspelled commands) with one exception mapping."""
 
@@ -68,6 +81,8 @@ class AlcliGroup(TyperGroup):
             _fail(f"error: {exc}", exc.exit_code, debug=_wants_debug(ctx))
         except KeyboardInterrupt:
             _fail("interrupted (everything computed so far is saved)", 130, debug=False)
+        except BrokenPipeError:
+            _reader_went_away()
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             target = f": {exc.filename}" if exc.filename else ""
             _fail(f"error: {exc.strerror or exc}{target}", 2, debug=_wants_debug(ctx))
@@ -200,10 +215,6 @@ def _storage_options(endpoint_url: str | None, anon: bool, profile: str | None) 
     from alcli.sources import s3_options
 
     return s3_options(endpoint_url=endpoint_url, profile=profile, anon=anon)
-
-
-def _not_implemented(name: str) -> NoReturn:
-    raise UsageError(f"'alcli {name}' is not implemented yet")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +445,7 @@ def _embed_for(
     storage_options: dict[str, Any],
 ) -> Any:
     """Embed what the cache lacks (shared by select and auto), with progress and notes."""
+    from alcli.cache import manifest_memo_dir
     from alcli.embedding import embed as embed_pool
     from alcli.sources import resolve_pool
 
@@ -442,6 +454,7 @@ def _embed_for(
         content_hash=content_hash,
         storage_options=storage_options,
         stdin=sys.stdin,
+        memo_dir=manifest_memo_dir(cache_dir),
     )
     with out.progress("embedding", len(resolved.items)) as advance:
         result = embed_pool(resolved, options=options, cache=cache_dir, progress=advance)
@@ -603,9 +616,113 @@ def auto(
 
 
 @app.command()
-def bench(ctx: typer.Context) -> None:
-    """Not implemented yet: the measurements live in benchmarks/ (see benchmarks/RESULTS.md)."""
-    _not_implemented("bench")
+def bench(
+    ctx: typer.Context,
+    pool: PoolArg = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="Measure on the pool's first N items.")
+    ] = 256,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="Cold pipeline + model-only rounds (median).")
+    ] = 1,
+    model: ModelOpt = "mobilenet_v2",
+    weights: WeightsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    io_threads: IoThreadsOpt = 16,
+    decode_threads: DecodeThreadsOpt = 2,
+    device: DeviceOpt = "cpu",
+    endpoint_url: EndpointOpt = None,
+    anon: AnonOpt = False,
+    profile: ProfileOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """How fast alcli embeds POOL here, and where the time goes (your cache is not touched)."""
+    out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
+    from alcli.bench import run_bench
+
+    options = _embed_options(
+        model, weights, image_size, batch_size, io_threads, decode_threads, device
+    )
+    report = run_bench(
+        _require_pool(pool),
+        options=options,
+        limit=limit,
+        rounds=rounds,
+        storage_options=_storage_options(endpoint_url, anon, profile),
+        stdin=sys.stdin,
+        progress=out.note,
+    )
+    data = report.as_dict()
+    if out.mode == QUIET:
+        out.lines([str(data["pipeline_ips"])])  # the key number: items/s a large pool runs at
+    else:
+        out.result(data, lambda console: _render_bench(data, console))
+
+
+def _render_bench(data: dict[str, Any], console: Any) -> None:
+    """The bench report as two small tables and a few lines (stdout)."""
+    from rich.table import Table
+
+    settings, machine, seconds = data["settings"], data["machine"], data["seconds"]
+    console.print(
+        f"{data['items']:,} of {data['pool_items']:,} items of {data['pool']}: "
+        f"{settings['model']} ({settings['weights'] or 'default weights'}), "
+        f"{settings['image_size']} px, batch {settings['batch_size']}, {machine['device']}",
+        markup=False,
+    )
+    bound = data["model_only_ips"]
+    speeds = Table(box=None, header_style="bold", pad_edge=False)
+    speeds.add_column("measure", no_wrap=True)
+    speeds.add_column("items/s", justify="right")
+    speeds.add_column("vs bound", justify="right")
+    for name, ips, vs_bound in (
+        ("model only (bound)", bound, True),
+        ("pipeline, cold", data["pipeline_ips"], True),
+        ("embed call, cold", data["cold_ips"], True),
+        ("embed call, warm", data["warm_ips"], False),
+    ):
+        speeds.add_row(name, f"{ips:,.1f}", f"{ips / bound:.2f}" if vs_bound and bound else "-")
+    console.print(speeds)
+    stages = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("stage", "threads", "busy s", "busy share", "items/busy s"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for name, stage in data["stages"].items():
+        stages.add_row(
+            name,
+            str(stage.get("threads", "")),
+            f"{stage.get('busy_s', 0.0):.2f}",
+            f"{stage.get('utilization', 0.0):.0%}",
+            f"{stage.get('items_per_busy_s', 0.0):,.0f}",
+        )
+    console.print(stages)
+    lines = [
+        f"listing {seconds['list']:.2f} s, fixed per call {seconds['fixed']:.2f} s (model "
+        f"build, cache); the whole pool, cold: about {_duration(seconds['estimate_cold_pool'])}",
+        f"threads: io {settings['io_threads']}, decode {settings['decode_threads']}, torch "
+        f"{machine['torch_threads']} (of {machine['cores']} cores); load average "
+        f"{', '.join(map(str, machine['load_average'])) or 'n/a'}",
+    ]
+    if data["failed"]:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in data["failure_reasons"].items())
+        lines.append(f"failed: {data['failed']:,} of {data['items']:,} ({kinds})")
+        lines.extend(f"  {f['uri']}: {f['reason']}" for f in data["failures"][:3])
+    lines.append(f"hint: {data['hint']}")
+    for line in lines:
+        console.print(line, markup=False)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 @app.command()
@@ -665,7 +782,11 @@ def strategies(
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="alcli")
+    try:
+        app(prog_name="alcli")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_went_away()
 
 
 if __name__ == "__main__":
