@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from alcli.embedding import EmbedOptions, cached_fingerprint, embed
 from alcli.models import model_fingerprint
@@ -53,3 +54,55 @@ def test_warm_path_never_imports_torch(png_pool, tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["2", "False"]
+
+
+def test_the_model_builds_while_the_first_images_are_read(
+    png_pool, tmp_path: Path, monkeypatch
+) -> None:
+    """The build waits for a read to happen: it can only finish if reads start without it."""
+    import threading
+
+    from alcli import models, sources
+
+    png_pool(8)
+    first_read = threading.Event()
+    real_read, real_load = sources.Pool.read, models.load_backbone
+
+    def read(self: sources.Pool, uri: str) -> bytes:
+        first_read.set()
+        return real_read(self, uri)
+
+    def load(*args: object, **kwargs: object) -> models.Backbone:
+        assert first_read.wait(30), "no image was read while the model was being built"
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sources.Pool, "read", read)
+    monkeypatch.setattr(models, "load_backbone", load)
+    result = embed(str(tmp_path / "pool"), options=TINY, cache=tmp_path / "cache")
+    assert (result.embedded, len(result.failures)) == (8, 0)
+    assert result.embeddings.shape == (8, 1024)  # mobilenet_v3_small
+
+
+def test_a_model_that_cannot_be_built_is_a_model_error(png_pool, tmp_path: Path) -> None:
+    """Not "the infer stage failed": the build's own one-line error, exit code 2."""
+    import torch
+    import torchvision
+
+    from alcli.errors import ModelError
+
+    png_pool(3)
+    other = tmp_path / "other.pt"
+    torch.save(torchvision.models.get_model("shufflenet_v2_x0_5").state_dict(), other)
+    options = EmbedOptions(model="resnet18", weights=str(other), image_size=32, batch_size=2)
+    with pytest.raises(ModelError, match="does not fit resnet18") as caught:
+        embed(str(tmp_path / "pool"), options=options, cache=tmp_path / "cache")
+    assert caught.value.exit_code == 2
+
+
+def test_every_item_bad_still_gives_the_models_width(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "a.png").write_bytes(b"not a png")
+    result = embed(str(pool), options=TINY, cache=tmp_path / "cache")
+    assert result.embeddings.shape == (0, 1024)
+    assert len(result.failures) == 1

@@ -123,43 +123,52 @@ def embed(
         progress(cached + len(failures))
     stages: dict[str, Any] = {}
     if todo:
-        from alcli.models import load_backbone
-        from alcli.pipeline import Failure, run_pipeline
+        from alcli.models import BackboneInBackground
+        from alcli.pipeline import StageError, run_pipeline
 
-        backbone = load_backbone(opts.model, opts.weights, opts.image_size, device=opts.device)
-        if vectors.shape[1] != backbone.dim:
-            vectors = np.zeros((len(keys), backbone.dim), dtype=np.float32)
-            found[:] = False  # nothing cached could be used with another dim
+        # The network builds while the first images are read and decoded.
+        backbone = BackboneInBackground(
+            opts.model, opts.weights, opts.image_size, device=opts.device
+        )
         uris = [pool.items[i].uri for i in todo]
-        with run_pipeline(
-            uris,
-            read=pool.read,
-            preprocess=backbone.preprocess,
-            embed=backbone.embed,
-            batch_size=opts.batch_size,
-            io_threads=opts.io_threads,
-            decode_threads=opts.decode_threads,
-            stop=stop,
-            pin_memory=backbone.device.type == "cuda",
-        ) as batches:
-            for batch in batches:
-                rows = np.asarray([todo[j] for j in batch.indices], dtype=np.int64)
-                if len(rows):
-                    store.store(fingerprint, [keys[r] for r in rows], batch.embeddings)
-                    vectors[rows] = batch.embeddings
-                    found[rows] = True
-                bad = [Failure(todo[f.index], f.uri, f.reason) for f in batch.failures]
-                remember = [f for f in bad if f.reason.startswith(_PERMANENT)]
-                if remember:
-                    store.store_failures(
-                        fingerprint, [keys[f.index] for f in remember], [f.reason for f in remember]
-                    )
-                failures.extend(bad)
-                if progress is not None:
-                    progress(len(rows) + len(bad))
-            stages = batches.stats.as_dict()
+        try:
+            run = run_pipeline(
+                uris,
+                read=pool.read,
+                preprocess=backbone.preprocess,
+                embed=backbone.embed,
+                batch_size=opts.batch_size,
+                io_threads=opts.io_threads,
+                decode_threads=opts.decode_threads,
+                stop=stop,
+                pin_memory=backbone.device.type == "cuda",
+            )
+        except BaseException:
+            backbone.result()  # a build error explains more than the pipeline's
+            raise
+        try:
+            with run as batches:
+                for batch in batches:
+                    rows = np.asarray([todo[j] for j in batch.indices], dtype=np.int64)
+                    if len(rows) and vectors.shape[1] != batch.embeddings.shape[1]:
+                        # nothing cached could be used with another dim
+                        vectors = np.zeros((len(keys), batch.embeddings.shape[1]), dtype=np.float32)
+                        found[:] = False
+                    _keep(batch, rows, todo, keys, fingerprint, store, vectors, found, failures)
+                    if progress is not None:
+                        progress(len(rows) + len(batch.failures))
+                stages = batches.stats.as_dict()
+        except StageError as error:
+            # The model could not be built (bad checkpoint, ...): say that, not "infer failed".
+            build_error = backbone.failed()
+            if build_error is not None and error.stage == "infer":
+                raise build_error from None
+            raise
+        if vectors.shape[1] == 0:  # nothing cached and nothing embedded: keep the model's width
+            vectors = np.zeros((len(keys), backbone.result().dim), dtype=np.float32)
         # One in-order segment lets the next warm run map the pool instead of copying it.
         store.compact(fingerprint)
+    failures.sort(key=lambda f: f.index)
     failures.sort(key=lambda f: f.index)
     everything = bool(found.all())
     usable = np.flatnonzero(found)
@@ -174,6 +183,33 @@ def embed(
         seconds=time.perf_counter() - start,
         stages=stages,
     )
+
+
+def _keep(
+    batch: Any,
+    rows: np.ndarray,
+    todo: list[int],
+    keys: list[str],
+    fingerprint: str,
+    store: EmbeddingCache,
+    vectors: np.ndarray,
+    found: np.ndarray,
+    failures: list[Any],
+) -> None:
+    """Store one batch's embeddings (and its permanent failures) before the next one comes."""
+    from alcli.pipeline import Failure
+
+    if len(rows):
+        store.store(fingerprint, [keys[r] for r in rows], batch.embeddings)
+        vectors[rows] = batch.embeddings
+        found[rows] = True
+    bad = [Failure(todo[f.index], f.uri, f.reason) for f in batch.failures]
+    remember = [f for f in bad if f.reason.startswith(_PERMANENT)]
+    if remember:
+        store.store_failures(
+            fingerprint, [keys[f.index] for f in remember], [f.reason for f in remember]
+        )
+    failures.extend(bad)
 
 
 def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:

@@ -482,6 +482,69 @@ def load_backbone(
     )
 
 
+class BackboneInBackground:
+    """A backbone being built on its own thread, usable by the pipeline right away.
+
+    Building mobilenet_v2 (weights read, BatchNorm folded, a probe forward) costs 0.2-0.3 s
+    of one core, about 3 % of a cold 1,000-image run. The transform needs none of it, so
+    reads and decodes start at once and the build overlaps them; only ``embed`` (the first
+    batch) waits for the network. Name and weights are checked before the thread starts, so
+    a typo still fails at once with its ``ModelError``.
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_MODEL,
+        weights: str | os.PathLike[str] | None = None,
+        image_size: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        weights_key = None if weights is None else os.fspath(weights)
+        _, params = _resolved(name, weights_key, image_size)
+        self.transform = ImageTransform(params)
+        self.device = resolve_device(device)
+        self._done = threading.Event()
+        self._backbone: Backbone | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._build,
+            args=(name, weights_key, image_size, self.device),
+            name="alcli-build-model",
+            daemon=True,  # a stopped run does not wait for a build nobody will use
+        )
+        self._thread.start()
+
+    def _build(
+        self, name: str, weights: str | None, image_size: int | None, device: torch.device
+    ) -> None:
+        try:
+            self._backbone = load_backbone(name, weights, image_size, device=device)
+        except BaseException as error:  # handed to whoever asks for the backbone
+            self._error = error
+        finally:
+            self._done.set()
+
+    def result(self) -> Backbone:
+        """The built backbone (waits for it); re-raises what the build raised."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._backbone is not None
+        return self._backbone
+
+    def failed(self) -> BaseException | None:
+        """What the build raised, once it is over (None while it runs or when it worked)."""
+        return self._error if self._done.is_set() else None
+
+    def preprocess(self, data: bytes) -> torch.Tensor:
+        """As ``Backbone.preprocess``; needs no network."""
+        return self.transform(data)
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        """As ``Backbone.embed``, once the build is done."""
+        return self.result().embed(batch)
+
+
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Run a burst of small tensor ops on one torch thread, then restore the count.
