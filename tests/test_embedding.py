@@ -106,3 +106,26 @@ def test_every_item_bad_still_gives_the_models_width(tmp_path: Path) -> None:
     result = embed(str(pool), options=TINY, cache=tmp_path / "cache")
     assert result.embeddings.shape == (0, 1024)
     assert len(result.failures) == 1
+
+
+def test_the_background_build_leaves_torchs_thread_count_alone(png_pool, tmp_path: Path) -> None:
+    """The build runs on one torch thread; the pipeline must still size the model by the
+    count the caller had. Called from a thread of its own (as ``alcli bench`` does), where
+    torch's count is that thread's: a build started first made the pipeline read one."""
+    import threading
+
+    png_pool(4)
+    seen: list[tuple[int, int]] = []
+
+    def run(attempt: int) -> None:
+        import torch
+
+        torch.set_num_threads(2)
+        result = embed(str(tmp_path / "pool"), options=TINY, cache=tmp_path / f"c{attempt}")
+        seen.append((result.stages["torch_threads"], torch.get_num_threads()))
+
+    for attempt in range(3):
+        worker = threading.Thread(target=run, args=(attempt,))
+        worker.start()
+        worker.join(120)
+    assert seen == [(2, 2)] * 3

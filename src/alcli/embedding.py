@@ -126,26 +126,24 @@ def embed(
         from alcli.models import BackboneInBackground
         from alcli.pipeline import StageError, run_pipeline
 
-        # The network builds while the first images are read and decoded.
+        # The network builds while the first images are read and decoded; the build starts
+        # after the pipeline has read torch's thread count (the build changes it meanwhile).
         backbone = BackboneInBackground(
             opts.model, opts.weights, opts.image_size, device=opts.device
         )
         uris = [pool.items[i].uri for i in todo]
-        try:
-            run = run_pipeline(
-                uris,
-                read=pool.read,
-                preprocess=backbone.preprocess,
-                embed=backbone.embed,
-                batch_size=opts.batch_size,
-                io_threads=opts.io_threads,
-                decode_threads=opts.decode_threads,
-                stop=stop,
-                pin_memory=backbone.device.type == "cuda",
-            )
-        except BaseException:
-            backbone.result()  # a build error explains more than the pipeline's
-            raise
+        run = run_pipeline(
+            uris,
+            read=pool.read,
+            preprocess=backbone.preprocess,
+            embed=backbone.embed,
+            batch_size=opts.batch_size,
+            io_threads=opts.io_threads,
+            decode_threads=opts.decode_threads,
+            stop=stop,
+            pin_memory=backbone.device.type == "cuda",
+        )
+        backbone.start()
         try:
             with run as batches:
                 for batch in batches:

@@ -488,8 +488,12 @@ class BackboneInBackground:
     Building mobilenet_v2 (weights read, BatchNorm folded, a probe forward) costs 0.2-0.3 s
     of one core, about 3 % of a cold 1,000-image run. The transform needs none of it, so
     reads and decodes start at once and the build overlaps them; only ``embed`` (the first
-    batch) waits for the network. Name and weights are checked before the thread starts, so
+    batch) waits for the network. Name and weights are checked here, before any thread, so
     a typo still fails at once with its ``ModelError``.
+
+    ``start()`` begins the build. The build runs its many tiny ops on one torch thread, and
+    torch's thread count is process-wide: start it only after whoever reads that count (the
+    pipeline, to size its model thread) has read it.
     """
 
     def __init__(
@@ -504,6 +508,8 @@ class BackboneInBackground:
         self.transform = ImageTransform(params)
         self.device = resolve_device(device)
         self._done = threading.Event()
+        self._starting = threading.Lock()
+        self._started = False
         self._backbone: Backbone | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -512,7 +518,14 @@ class BackboneInBackground:
             name="alcli-build-model",
             daemon=True,  # a stopped run does not wait for a build nobody will use
         )
-        self._thread.start()
+
+    def start(self) -> BackboneInBackground:
+        """Begin building (once, whoever calls first); returns self."""
+        with self._starting:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+        return self
 
     def _build(
         self, name: str, weights: str | None, image_size: int | None, device: torch.device
@@ -525,7 +538,8 @@ class BackboneInBackground:
             self._done.set()
 
     def result(self) -> Backbone:
-        """The built backbone (waits for it); re-raises what the build raised."""
+        """The built backbone (starts the build if needed, waits); re-raises what it raised."""
+        self.start()
         self._done.wait()
         if self._error is not None:
             raise self._error
