@@ -11,7 +11,9 @@ the same batch size and thread counts everywhere:
   (tests/s3server.py, run as its own process, as a store would be; it still takes its CPU
   from the same cores).
 - ``sequential_ips``: a plain loop over the S3 pool, one batch at a time: read each item,
-  decode each, then infer (how DeepAL-style tools do it), with the bound's thread count.
+  decode each, then infer (how DeepAL-style tools do it), with the bound's thread count
+  (``alcli.bench.sequential_ips``, which ``alcli bench`` runs too; here it lists the S3
+  prefix inside the timed loop, as a plain script would).
 - ``warm_ips``: ``embed`` rerun on the local folder with the cache now warm.
 
 Other processes share this machine's 2 cores and come and go, so the bound and both cold
@@ -34,7 +36,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -49,10 +50,8 @@ sys.path.insert(0, str(ROOT / "examples"))  # mnist_pool.py: MNIST digits as PNG
 
 from mnist_pool import make_pools  # noqa: E402
 
-from alcli.bench import ModelOnly, in_fresh_thread, timed_embed  # noqa: E402
+from alcli.bench import ModelOnly, sequential_ips, timed_embed  # noqa: E402
 from alcli.embedding import EmbedOptions, EmbedResult  # noqa: E402
-from alcli.models import load_backbone  # noqa: E402
-from alcli.sources import resolve_pool  # noqa: E402
 
 TARGETS = {
     "local_vs_bound": 0.90,
@@ -84,34 +83,6 @@ def embed_ips(
     if result.failures:
         raise RuntimeError(f"{len(result.failures)} items failed, e.g. {result.failures[0]}")
     return len(result.items) / seconds, result
-
-
-def sequential_ips(
-    spec: str, options: EmbedOptions, storage_options: dict[str, Any], threads: int
-) -> float:
-    """A plain loop, one batch at a time: read every item, decode every item, then infer.
-
-    Runs with the bound's best torch thread count, so the comparison is not flattered.
-    """
-    backbone = load_backbone(options.model, options.weights, options.image_size, options.device)
-
-    def run() -> float:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            started = time.perf_counter()
-            pool = resolve_pool(spec, storage_options=storage_options)
-            uris = pool.uris
-            for start in range(0, len(uris), options.batch_size):
-                chunk = uris[start : start + options.batch_size]
-                blobs = [pool.read(uri) for uri in chunk]
-                tensors = [backbone.preprocess(blob) for blob in blobs]
-                backbone.embed(torch.stack(tensors))
-            return len(uris) / (time.perf_counter() - started)
-        finally:
-            torch.set_num_threads(before)
-
-    return float(in_fresh_thread(run))
 
 
 def upload(paths: list[Path], endpoint_url: str, prefix: str) -> None:

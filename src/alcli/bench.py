@@ -1,19 +1,27 @@
-"""What ``alcli bench`` measures: how fast alcli embeds a user's pool on this machine, and why.
+"""What ``alcli bench`` measures: how fast alcli embeds and selects on this machine, and why.
 
-On the first ``limit`` items of the pool, each round measures two things:
+On the first ``limit`` items of the pool, each round measures three things:
 
 - the pipeline, cold: ``embedding.embed`` into a fresh throw-away cache, timed both as the
   pipeline's own wall time (its stats: the rate a large pool runs at) and as the whole call
   (model build and cache writes included, fixed costs that a large pool amortises);
-- the bound: the model alone on tensors decoded and stacked beforehand (``ModelOnly``).
+- the bound: the model alone on tensors decoded and stacked beforehand (``ModelOnly``);
+- the baseline: a plain sequential loop (``sequential_ips``), read, decode, infer one batch
+  at a time, the way DeepAL-style tools embed a pool; the pipeline has to beat it.
 
 One untimed batch first pays the process's one-time warm-up; a warm rerun on the last
 round's cache follows. The ratio pipeline / bound and the stages' busy seconds name the
 bottleneck (``diagnose``). The user's own cache is never opened: every cache lives in a
 temporary folder removed at the end.
 
+Then the strategies (``time_strategies``): each one once, at the size of the whole pool, on
+synthetic arrays of the model's embedding width (``synthetic_inputs``), so a user learns what
+``alcli select --strategy S --budget B`` costs here before running it. Arrays past
+``STRATEGY_INPUT_BYTES`` are not built: the largest row count that fits is timed and scaled
+linearly to the pool, flagged as an estimate.
+
 ``benchmarks/embed_throughput.py`` builds its MNIST, local-vs-S3 measurements from the same
-pieces (``ModelOnly``, ``in_fresh_thread``, ``timed_embed``).
+pieces (``ModelOnly``, ``in_fresh_thread``, ``timed_embed``, ``sequential_ips``).
 """
 
 from __future__ import annotations
@@ -36,8 +44,8 @@ import torch
 
 from alcli.cache import EmbeddingCache
 from alcli.embedding import EmbedOptions, EmbedResult, embed
-from alcli.errors import ItemError, PoolError, UsageError
-from alcli.models import load_backbone, model_fingerprint, resolve_device
+from alcli.errors import AlcliError, ItemError, PoolError, UsageError
+from alcli.models import Backbone, load_backbone, model_fingerprint, resolve_device
 from alcli.sources import Pool, resolve_pool
 
 T = TypeVar("T")
@@ -51,6 +59,16 @@ SATURATED = 0.8
 BOUND_TENSOR_BYTES = 512 << 20
 #: Failures listed one by one in the report (all are counted by reason).
 FAILURES_SHOWN = 20
+#: What ``alcli bench`` times by default: the cheap uncertainty pair, the two diversity
+#: costs (k-center, k-means) and two hybrids, a spread of the zoo's cost classes.
+DEFAULT_STRATEGIES = ("margin", "entropy", "coreset", "kmeans", "badge", "dbal")
+#: The synthetic strategy inputs (embeddings, probabilities, committee) stay under this; a
+#: pool whose arrays would not is timed on the rows that fit and scaled up (an estimate).
+STRATEGY_INPUT_BYTES = 1 << 30
+#: Blobs in the synthetic embeddings, and classes in the synthetic probabilities.
+STRATEGY_CLASSES = 10
+#: Committee members for bald / vote_entropy, as ``alcli select`` trains (selection.py).
+STRATEGY_COMMITTEE = 5
 
 
 def in_fresh_thread(function: Callable[[], T]) -> T:
@@ -147,6 +165,60 @@ def timed_embed(
     return result, time.perf_counter() - started
 
 
+def _or_none(function: Callable[[T], Any], argument: T) -> Any:
+    """``function(argument)``, or None for an item that cannot be read or decoded."""
+    try:
+        return function(argument)
+    except ItemError:
+        return None
+
+
+def sequential_ips(
+    pool: str | Pool,
+    options: EmbedOptions,
+    storage_options: dict[str, Any] | None = None,
+    threads: int | None = None,
+    *,
+    backbone: Backbone | None = None,
+) -> float:
+    """Items/s of a plain loop, one batch at a time: read every item, decode every item, infer.
+
+    How DeepAL-style tools embed a pool, with nothing overlapped: the baseline the pipeline
+    has to beat. Run it with the bound's best torch thread count (``threads``), so the
+    comparison is not flattered. A spec is listed inside the timed loop, as a plain script
+    would; a ``Pool`` is taken as listed. Unreadable or undecodable items are skipped but
+    counted, as the pipeline's own rate counts its failures. ``backbone`` reuses a built
+    model (no second build); none builds one from ``options``, outside the timing.
+    """
+    model = backbone or load_backbone(
+        options.model, options.weights, options.image_size, options.device
+    )
+
+    def run() -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            started = time.perf_counter()
+            listed = (
+                pool
+                if isinstance(pool, Pool)
+                else resolve_pool(pool, storage_options=storage_options)
+            )
+            uris = listed.uris
+            for start in range(0, len(uris), options.batch_size):
+                chunk = uris[start : start + options.batch_size]
+                blobs = [_or_none(listed.read, uri) for uri in chunk]
+                decoded = [_or_none(model.preprocess, blob) for blob in blobs if blob is not None]
+                tensors = [tensor for tensor in decoded if tensor is not None]
+                if tensors:
+                    model.embed(torch.stack(tensors))
+            return len(uris) / (time.perf_counter() - started)
+        finally:
+            torch.set_num_threads(before)
+
+    return float(in_fresh_thread(run))
+
+
 def diagnose(
     ratio: float,
     stages: Mapping[str, Mapping[str, float]],
@@ -201,7 +273,7 @@ def diagnose(
 
 @dataclass
 class Round:
-    """One round: the cold pipeline on the sample, then the bound right after it."""
+    """One round: the cold pipeline on the sample, then the bound and the plain loop."""
 
     pipeline_ips: float  # the pipeline's own wall time (its stats)
     cold_ips: float  # the whole embed call: model build and cache writes included
@@ -209,6 +281,7 @@ class Round:
     model_only_ips: float
     model_only_ips_by_torch_threads: dict[int, float]
     stats: dict[str, Any]
+    sequential_ips: float = 0.0  # the plain read/decode/infer loop on the same items
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -219,6 +292,7 @@ class Round:
             "model_only_ips_by_torch_threads": {
                 str(t): round(v, 2) for t, v in self.model_only_ips_by_torch_threads.items()
             },
+            "sequential_ips": round(self.sequential_ips, 2),
             "stats": self.stats,
         }
 
@@ -243,7 +317,9 @@ class BenchReport:
     bound_items: int
     cores: int
     torch_threads_default: int
+    sequential_threads: int = 1
     load_average: list[float] = field(default_factory=list)
+    strategies: StrategyBench | None = None
 
     @property
     def typical(self) -> Round:
@@ -262,6 +338,15 @@ class BenchReport:
     @property
     def model_only_ips(self) -> float:
         return float(np.median([r.model_only_ips for r in self.rounds]))
+
+    @property
+    def sequential_ips(self) -> float:
+        return float(np.median([r.sequential_ips for r in self.rounds]))
+
+    @property
+    def pipeline_vs_sequential(self) -> float:
+        """Each round against the plain loop run in it: how much the pipeline buys here."""
+        return float(np.median([r.pipeline_ips / r.sequential_ips for r in self.rounds]))
 
     @property
     def pipeline_vs_bound(self) -> float:
@@ -302,7 +387,7 @@ class BenchReport:
     def as_dict(self) -> dict[str, Any]:
         kind, hint = self.diagnosis()
         reasons = Counter(_reason_kind(reason) for _, reason in self.failures)
-        return {
+        report = {
             "pool": self.pool,
             "pool_items": self.pool_items,
             "items": self.items,
@@ -316,7 +401,9 @@ class BenchReport:
             "pipeline_ips": round(self.pipeline_ips, 2),
             "cold_ips": round(self.cold_ips, 2),
             "warm_ips": round(self.warm_ips, 2),
+            "sequential_ips": round(self.sequential_ips, 2),
             "pipeline_vs_bound": round(self.pipeline_vs_bound, 3),
+            "pipeline_vs_sequential": round(self.pipeline_vs_sequential, 3),
             "bottleneck": kind,
             "hint": hint,
             "seconds": {
@@ -343,6 +430,7 @@ class BenchReport:
                 "io_threads": self.options.io_threads,
                 "decode_threads": self.options.decode_threads,
                 "bound_items": self.bound_items,
+                "sequential_torch_threads": self.sequential_threads,
             },
             "machine": {
                 "device": self.device,
@@ -354,6 +442,272 @@ class BenchReport:
             },
             "rounds": [r.as_dict() for r in self.rounds],
         }
+        if self.strategies is not None:
+            report["strategies"] = self.strategies.as_dict()
+        return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies: what ``alcli select`` will cost at the size of the whole pool.
+
+
+def strategy_names(spec: str | Sequence[str] | None) -> list[str]:
+    """Registry names from a comma list of names, aliases, globs or families, in order.
+
+    ``"margin,coreset"``, ``"*margin*"``, ``"uncertainty"``; ``"all"`` is the whole zoo.
+    An unknown name is the registry's StrategyError, with its did-you-mean; a pattern that
+    matches nothing is a UsageError. None or empty gives none.
+    """
+    import alcli.strategies as zoo
+
+    parts = spec.split(",") if isinstance(spec, str) else list(spec or ())
+    names: list[str] = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if part.lower() == "all":
+            found = [info.name for info in zoo.available()]
+        elif any(char in part for char in "*?["):
+            found = [info.name for info in zoo.available(part)]
+            if not found:
+                raise UsageError(
+                    f"no strategy matches '{part}'", hint="run 'alcli strategies' to list them"
+                )
+        else:
+            family = [info.name for info in zoo.available() if info.family == part.lower()]
+            found = family or [zoo.get(part).name]  # get raises with its did-you-mean
+        names.extend(name for name in found if name not in names)
+    return names
+
+
+def default_budget(pool_items: int) -> int:
+    """1 % of the pool, at least 10 and at most 10,000: a typical ``select --budget``."""
+    return min(10_000, max(10, pool_items // 100))
+
+
+def input_bytes_per_row(dim: int, committee: int = 0) -> int:
+    """Bytes one pool row takes in the synthetic inputs: embedding, probabilities, mask."""
+    return 4 * dim + 4 * STRATEGY_CLASSES * (1 + committee) + 1
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """Row softmax in place (float32 in, float32 out): no second n x C array."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+def synthetic_inputs(
+    rows: int, dim: int, *, committee: int = 0, seed: int = 0
+) -> dict[str, np.ndarray | None]:
+    """Seeded float32 stand-ins for a pool's arrays, shaped like what ``select`` passes.
+
+    Embeddings: ``STRATEGY_CLASSES`` Gaussian blobs (centres uniform in [-10, 10]^dim, unit
+    spread, like sklearn's make_blobs), so the diversity strategies see clusters. Probs: a
+    softmax of noisy scores favouring each row's blob, so some rows are uncertain; the
+    committee is ``committee`` more such draws. 1 % of the rows (at least one) labeled.
+    Built in place and in row chunks, so the peak is the arrays themselves.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-10.0, 10.0, size=(STRATEGY_CLASSES, dim)).astype(np.float32)
+    blob = rng.integers(0, STRATEGY_CLASSES, size=rows)
+    embeddings = rng.standard_normal((rows, dim), dtype=np.float32)
+    chunk = max(1, (64 << 20) // max(1, 4 * dim))
+    for start in range(0, rows, chunk):
+        embeddings[start : start + chunk] += centres[blob[start : start + chunk]]
+
+    def probabilities() -> np.ndarray:
+        scores = rng.standard_normal((rows, STRATEGY_CLASSES), dtype=np.float32)
+        scores[np.arange(rows), blob] += 2.0
+        return _softmax(scores)
+
+    probs = probabilities()
+    members = np.stack([probabilities() for _ in range(committee)]) if committee else None
+    labeled = np.zeros(rows, dtype=bool)
+    labeled[rng.choice(rows, size=max(1, rows // 100), replace=False)] = True
+    return {"embeddings": embeddings, "probs": probs, "committee": members, "labeled": labeled}
+
+
+def _status_mib(key: str) -> float | None:
+    """A /proc/self/status memory line (VmRSS, VmHWM) in MiB; None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _reset_peak_rss() -> float | None:
+    """Restart the kernel's peak-RSS mark (VmHWM) from now; the RSS now, or None if we can't.
+
+    Cheap (no allocation tracing, so the timing is not slowed) and it sees what tracemalloc
+    misses (BLAS buffers).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:
+        return None
+    return _status_mib("VmRSS")
+
+
+@dataclass
+class StrategyTiming:
+    """One strategy's call on the synthetic arrays: seconds, or why it could not run."""
+
+    name: str
+    seconds: float | None
+    picks: int = 0
+    peak_extra_mib: float | None = None  # peak RSS over the RSS before the call
+    error: str | None = None
+
+
+@dataclass
+class StrategyBench:
+    """The strategies timed on ``rows`` synthetic rows, standing for a pool of ``pool_items``."""
+
+    pool_items: int
+    rows: int
+    dim: int
+    budget: int
+    labeled: int
+    committee: int  # members given to bald / vote_entropy; 0 when none was asked for
+    input_bytes: int
+    memory_cap: int
+    inputs_s: float
+    timings: list[StrategyTiming]
+
+    @property
+    def estimate(self) -> bool:
+        """Fewer rows than the pool's were timed: the pool's seconds are scaled, not measured."""
+        return self.rows < self.pool_items
+
+    def pool_seconds(self, seconds: float) -> float:
+        """Seconds at the pool's size: linear in rows (the budget stays the same)."""
+        return seconds * self.pool_items / self.rows
+
+    def note(self) -> str:
+        text = (
+            f"synthetic float32 inputs ({STRATEGY_CLASSES} Gaussian blobs, softmax over "
+            f"{STRATEGY_CLASSES} classes, {self.labeled:,} labeled), seed 0; the strategy call "
+            "only (alcli select also reads the cache and trains a head)"
+        )
+        if self.estimate:
+            text += (
+                f"; ESTIMATE: the inputs for {self.pool_items:,} rows exceed the "
+                f"{self.memory_cap / 2**20:,.0f} MiB cap, so {self.rows:,} rows were timed and "
+                "scaled linearly to the pool"
+            )
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pool_items": self.pool_items,
+            "strategy_rows": self.rows,
+            "estimate": self.estimate,
+            "dim": self.dim,
+            "budget": self.budget,
+            "labeled": self.labeled,
+            "classes": STRATEGY_CLASSES,
+            "committee": self.committee,
+            "input_mib": round(self.input_bytes / 2**20, 1),
+            "memory_cap_mib": round(self.memory_cap / 2**20, 1),
+            "inputs_s": round(self.inputs_s, 3),
+            "note": self.note(),
+            "results": [
+                {
+                    "name": t.name,
+                    "seconds": None if t.seconds is None else round(t.seconds, 4),
+                    "pool_seconds": (
+                        None if t.seconds is None else round(self.pool_seconds(t.seconds), 4)
+                    ),
+                    "picks": t.picks,
+                    "peak_extra_mib": t.peak_extra_mib,
+                    "error": t.error,
+                }
+                for t in self.timings
+            ],
+        }
+
+
+def _time_strategy(
+    name: str, budget: int, inputs: Mapping[str, np.ndarray | None]
+) -> StrategyTiming:
+    import alcli.strategies as zoo
+
+    rss = _reset_peak_rss()
+    started = time.perf_counter()
+    try:
+        picks = zoo.run(name, budget=budget, seed=0, **inputs)
+    except Exception as error:  # one broken strategy (a plugin, say) costs its row, not the bench
+        known = isinstance(error, AlcliError)
+        reason = str(error) if known else f"{type(error).__name__}: {error}"
+        return StrategyTiming(name, None, error=reason)
+    seconds = time.perf_counter() - started
+    peak = _status_mib("VmHWM") if rss is not None else None
+    extra = None if peak is None or rss is None else round(max(0.0, peak - rss), 1)
+    return StrategyTiming(name, seconds, int(picks.size), extra)
+
+
+def time_strategies(
+    names: Sequence[str],
+    *,
+    pool_items: int,
+    dim: int,
+    budget: int | None = None,
+    memory_cap: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> StrategyBench:
+    """Time each strategy once with ``budget`` picks from a ``pool_items`` x ``dim`` pool.
+
+    ``budget`` defaults to ``default_budget(pool_items)``; ``memory_cap`` to
+    ``STRATEGY_INPUT_BYTES`` (read at call time). A strategy that raises is reported with its
+    error and the others still run. Committee strategies get ``STRATEGY_COMMITTEE`` members.
+    """
+    import alcli.strategies as zoo
+
+    if pool_items < 1 or dim < 1:
+        raise UsageError(f"nothing to time strategies on ({pool_items} rows of {dim} dims)")
+    picks = default_budget(pool_items) if budget is None else budget
+    if picks < 1:
+        raise UsageError(f"--budget must be at least 1, not {picks}")
+    note = progress or (lambda message: None)
+    wants_committee = any("committee" in zoo.get(name).needs for name in names)
+    committee = STRATEGY_COMMITTEE if wants_committee else 0
+    cap = STRATEGY_INPUT_BYTES if memory_cap is None else memory_cap
+    per_row = input_bytes_per_row(dim, committee)
+    # At least two rows, so any cap leaves one labeled and one to pick.
+    rows = min(pool_items, max(2, cap // per_row))
+    scaled = f" (capped: {pool_items:,} would need {pool_items * per_row / 2**20:,.0f} MiB)"
+    note(
+        f"strategies: synthetic inputs, {rows:,} x {dim:,} float32"
+        f"{scaled if rows < pool_items else ''}"
+    )
+    started = time.perf_counter()
+    inputs = synthetic_inputs(rows, dim, committee=committee, seed=0)
+    inputs_s = time.perf_counter() - started
+    labeled = inputs["labeled"]
+    assert labeled is not None
+    timings = []
+    for name in names:
+        note(f"strategy {name}: budget {picks:,} of {rows:,} rows")
+        timings.append(_time_strategy(name, picks, inputs))
+    return StrategyBench(
+        pool_items=pool_items,
+        rows=rows,
+        dim=dim,
+        budget=picks,
+        labeled=int(labeled.sum()),
+        committee=committee,
+        input_bytes=sum(a.nbytes for a in inputs.values() if a is not None),
+        memory_cap=cap,
+        inputs_s=inputs_s,
+        timings=timings,
+    )
 
 
 def _reason_kind(reason: str) -> str:
@@ -391,11 +745,15 @@ def run_bench(
     options: EmbedOptions | None = None,
     limit: int = 256,
     rounds: int = 1,
+    strategies: str | Sequence[str] | None = DEFAULT_STRATEGIES,
+    budget: int | None = None,
     storage_options: dict[str, Any] | None = None,
     stdin: Iterable[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Measure the pipeline (cold, then warm) and the model alone on the pool's first items.
+    """Measure the pipeline (cold, then warm), the model alone and a plain loop on the pool's
+    first items, then time ``strategies`` (see ``strategy_names``; None skips them) with
+    ``budget`` picks at the whole pool's size.
 
     ``progress`` gets one line per step (the CLI sends them to stderr).
     """
@@ -404,6 +762,10 @@ def run_bench(
         raise UsageError(f"limit must be at least 1, not {limit}")
     if rounds < 1:
         raise UsageError(f"rounds must be at least 1, not {rounds}")
+    if budget is not None and budget < 1:
+        raise UsageError(f"--budget must be at least 1, not {budget}")
+    # Unknown strategies fail now, with the registry's did-you-mean, not after the pipeline.
+    names = strategy_names(strategies)
     # A wrong model, weights or device fails here, before a long listing: both build nothing.
     model_fingerprint(opts.model, opts.weights, opts.image_size)
     resolve_device(opts.device)
@@ -453,6 +815,10 @@ def run_bench(
                     bound = ModelOnly(blobs, opts, max_bytes=BOUND_TENSOR_BYTES)
             note(f"{step}: model only")
             by_threads = bound.measure()
+            note(f"{step}: plain sequential loop")
+            sequential = sequential_ips(
+                sample, opts, threads=bound.best_threads, backbone=bound.backbone
+            )
             measured.append(
                 Round(
                     pipeline_ips=float(cold.stages.get("items_per_s", 0.0)),
@@ -461,6 +827,7 @@ def run_bench(
                     model_only_ips=max(by_threads.values()),
                     model_only_ips_by_torch_threads=by_threads,
                     stats=cold.stages,
+                    sequential_ips=sequential,
                 )
             )
         note("warm rerun")
@@ -468,6 +835,16 @@ def run_bench(
             _, warm_s = timed_embed(sample, opts, cache)
     assert cold is not None  # rounds >= 1
     assert bound is not None
+    device, image_size = str(bound.backbone.device), bound.backbone.image_size
+    bound_items, default_threads = bound.count, bound.default_threads
+    sequential_threads = bound.best_threads
+    dim = int(cold.embeddings.shape[1])
+    del bound  # its decoded tensors (up to BOUND_TENSOR_BYTES) before the strategies' arrays
+    timed = (
+        time_strategies(names, pool_items=len(pool.items), dim=dim, budget=budget, progress=note)
+        if names
+        else None
+    )
     return BenchReport(
         pool=pool.spec,
         pool_items=len(pool.items),
@@ -480,10 +857,12 @@ def run_bench(
         warm_ips=n / warm_s,
         warm_s=warm_s,
         options=opts,
-        device=str(bound.backbone.device),
-        image_size=bound.backbone.image_size,
-        bound_items=bound.count,
+        device=device,
+        image_size=image_size,
+        bound_items=bound_items,
         cores=os.cpu_count() or 1,
-        torch_threads_default=bound.default_threads,
+        torch_threads_default=default_threads,
+        sequential_threads=sequential_threads,
         load_average=_load_average(),
+        strategies=timed,
     )

@@ -623,8 +623,26 @@ def bench(
         int, typer.Option("--limit", "-n", min=1, help="Measure on the pool's first N items.")
     ] = 256,
     rounds: Annotated[
-        int, typer.Option("--rounds", min=1, help="Cold pipeline + model-only rounds (median).")
+        int,
+        typer.Option("--rounds", min=1, help="Cold pipeline, model-only, plain-loop rounds."),
     ] = 1,
+    strategies: Annotated[
+        str | None,
+        typer.Option(
+            "--strategies",
+            help="Strategies to time at the pool's size: names, globs or families, comma "
+            "separated, or 'all' (default: margin,entropy,coreset,kmeans,badge,dbal).",
+        ),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            "--budget", "-b", min=1, help="Picks per strategy (default: 1% of the pool, 10-10,000)."
+        ),
+    ] = None,
+    no_strategies: Annotated[
+        bool, typer.Option("--no-strategies", help="Time the pipeline only.")
+    ] = False,
     model: ModelOpt = "mobilenet_v2",
     weights: WeightsOpt = None,
     image_size: ImageSizeOpt = None,
@@ -640,10 +658,13 @@ def bench(
     debug: DebugOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """How fast alcli embeds POOL here, and where the time goes (your cache is not touched)."""
+    """How fast alcli embeds POOL here, against a plain loop, where the time goes, and what
+    each strategy costs at POOL's size (your cache is not touched)."""
     out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
-    from alcli.bench import run_bench
+    from alcli.bench import DEFAULT_STRATEGIES, run_bench
 
+    if no_strategies and strategies:
+        raise UsageError("--strategies and --no-strategies contradict each other")
     options = _embed_options(
         model, weights, image_size, batch_size, io_threads, decode_threads, device
     )
@@ -652,6 +673,8 @@ def bench(
         options=options,
         limit=limit,
         rounds=rounds,
+        strategies=None if no_strategies else (strategies or DEFAULT_STRATEGIES),
+        budget=budget,
         storage_options=_storage_options(endpoint_url, anon, profile),
         stdin=sys.stdin,
         progress=out.note,
@@ -664,7 +687,7 @@ def bench(
 
 
 def _render_bench(data: dict[str, Any], console: Any) -> None:
-    """The bench report as two small tables and a few lines (stdout)."""
+    """The bench report as small tables (speeds, stages, strategies) and a few lines (stdout)."""
     from rich.table import Table
 
     settings, machine, seconds = data["settings"], data["machine"], data["seconds"]
@@ -684,6 +707,7 @@ def _render_bench(data: dict[str, Any], console: Any) -> None:
         ("pipeline, cold", data["pipeline_ips"], True),
         ("embed call, cold", data["cold_ips"], True),
         ("embed call, warm", data["warm_ips"], False),
+        ("plain sequential loop", data["sequential_ips"], True),
     ):
         speeds.add_row(name, f"{ips:,.1f}", f"{ips / bound:.2f}" if vs_bound and bound else "-")
     console.print(speeds)
@@ -702,6 +726,8 @@ def _render_bench(data: dict[str, Any], console: Any) -> None:
     lines = [
         f"listing {seconds['list']:.2f} s, fixed per call {seconds['fixed']:.2f} s (model "
         f"build, cache); the whole pool, cold: about {_duration(seconds['estimate_cold_pool'])}",
+        f"pipeline vs plain sequential loop (read, decode, infer one batch at a time; torch "
+        f"threads {settings['sequential_torch_threads']}): {data['pipeline_vs_sequential']:.2f}x",
         f"threads: io {settings['io_threads']}, decode {settings['decode_threads']}, torch "
         f"{machine['torch_threads']} (of {machine['cores']} cores); load average "
         f"{', '.join(map(str, machine['load_average'])) or 'n/a'}",
@@ -713,6 +739,44 @@ def _render_bench(data: dict[str, Any], console: Any) -> None:
     lines.append(f"hint: {data['hint']}")
     for line in lines:
         console.print(line, markup=False)
+    if "strategies" in data:
+        _render_strategies(data["strategies"], console)
+
+
+def _render_strategies(bench: dict[str, Any], console: Any) -> None:
+    """What each strategy costs at the pool's size: a table and what it was measured on."""
+    from rich.table import Table
+
+    estimate = bench["estimate"]
+    console.print(
+        f"strategies: budget {bench['budget']:,} from {bench['pool_items']:,} x {bench['dim']:,}"
+        + (f" (timed on {bench['strategy_rows']:,} rows)" if estimate else ""),
+        markup=False,
+    )
+    view = Table(box=None, header_style="bold", pad_edge=False)
+    view.add_column("strategy", no_wrap=True)
+    if estimate:
+        view.add_column(f"s at {bench['strategy_rows']:,}", justify="right")
+    view.add_column("s, est. for pool" if estimate else "seconds", justify="right")
+    view.add_column("peak +MiB", justify="right")
+    for row in bench["results"]:
+        if row["error"] is not None:
+            cells = ["-"] * (2 if estimate else 1) + ["-"]
+            view.add_row(row["name"], *cells)
+            continue
+        timed = [f"{row['seconds']:,.3f}"] if estimate else []
+        peak = row["peak_extra_mib"]
+        view.add_row(
+            row["name"],
+            *timed,
+            f"{row['pool_seconds']:,.3f}",
+            "n/a" if peak is None else f"{peak:,.0f}",
+        )
+    console.print(view)
+    console.print(bench["note"], markup=False)
+    for row in bench["results"]:
+        if row["error"] is not None:
+            console.print(f"  {row['name']} failed: {row['error']}", markup=False)
 
 
 def _duration(seconds: float) -> str:
