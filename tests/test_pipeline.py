@@ -538,3 +538,44 @@ def test_machine_idle_seconds_is_a_running_total() -> None:
     assert first is not None
     assert second is not None
     assert 0 < first <= second
+
+
+@pytest.mark.parametrize(("torch_threads", "inline"), [("cores", True), (1, False)])
+def test_a_model_on_every_core_decodes_its_own_batches(torch_threads, inline) -> None:
+    """With a thread per core the model thread decodes (a decode thread could only take a
+    core from it); with a core to spare, or for the first batch, decode threads do."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if torch_threads == "cores" and (cores or 1) < 2:
+        pytest.skip("one core: a model on every core is the one-thread case")
+    threads = cores if torch_threads == "cores" else 1
+    n, batch_size = 200, 10
+    decoded_by: dict[int, str] = {}
+    bad = {37, 150}
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        index = int(data.decode())
+        decoded_by[index] = threading.current_thread().name
+        if index in bad:
+            raise ItemError("corrupt")
+        return index_preprocess(data)
+
+    before = torch.get_num_threads()
+    run = run_pipeline(
+        [str(i) for i in range(n)],
+        read=index_read,
+        preprocess=preprocess,
+        embed=index_embed,
+        batch_size=batch_size,
+        torch_threads=threads,
+    )
+    batches = collect(run)
+    assert torch.get_num_threads() == before
+    check_ordered_batches(batches, n, batch_size)
+    assert sorted(f.index for b in batches for f in b.failures) == sorted(bad)
+    by_model = {i for i, name in decoded_by.items() if name.endswith("-infer")}
+    assert len(decoded_by) == n
+    if inline:
+        assert by_model  # the model thread decoded ...
+        assert not by_model & set(range(batch_size))  # ... but not the first batch
+    else:
+        assert not by_model
