@@ -19,6 +19,10 @@ the same batch size and thread counts everywhere:
 Other processes share this machine's 2 cores and come and go, so the bound and both cold
 pipelines are measured in --rounds rounds (bound first, each pipeline with a fresh cache);
 each ratio is the median over rounds of pipeline / the bound measured in the same round.
+``s3_cpu`` explains the S3 ratio: CPU milliseconds per GET on our side (s3fs/botocore)
+and the moto server's (its own process, on the same cores), from a pass that only reads,
+and ``s3_vs_bound_ceiling_*``, the best ``s3_vs_bound`` possible with that server CPU on
+these cores even for a client that cost nothing (``server_only``) or cost what ours does.
 ``pipeline_only`` gives the same runs' throughput from the pipeline's own stats, without the
 fixed per-call costs around it (model build, pool listing, cache).
 
@@ -36,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -52,6 +57,7 @@ from mnist_pool import make_pools  # noqa: E402
 
 from alcli.bench import ModelOnly, sequential_ips, timed_embed  # noqa: E402
 from alcli.embedding import EmbedOptions, EmbedResult  # noqa: E402
+from alcli.sources import resolve_pool  # noqa: E402
 
 TARGETS = {
     "local_vs_bound": 0.90,
@@ -99,8 +105,11 @@ def upload(paths: list[Path], endpoint_url: str, prefix: str) -> None:
 
 
 @contextmanager
-def s3_server_process(delay_ms: float) -> Iterator[str]:
-    """tests/s3server.py in its own process: like a real store, it shares no GIL with us."""
+def s3_server_process(delay_ms: float) -> Iterator[tuple[str, int]]:
+    """tests/s3server.py in its own process: like a real store, it shares no GIL with us.
+
+    Yields its endpoint and its pid (to read the CPU time it spends on our requests).
+    """
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "s3server.py"), "--delay-ms", str(delay_ms)],
         stdout=subprocess.PIPE,
@@ -111,7 +120,7 @@ def s3_server_process(delay_ms: float) -> Iterator[str]:
         endpoint = server.stdout.readline().strip()
         if not endpoint.startswith("http://"):
             raise RuntimeError(f"the moto S3 server did not start (said {endpoint!r})")
-        yield endpoint
+        yield endpoint, server.pid
     finally:
         server.terminate()
         try:
@@ -119,6 +128,39 @@ def s3_server_process(delay_ms: float) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def request_cpu(
+    spec: str, storage: dict[str, Any], server_pid: int, threads: int
+) -> dict[str, float]:
+    """CPU milliseconds one GET costs, on our side (s3fs/botocore) and the server's (moto).
+
+    Every item read once through ``Pool.read`` on ``threads`` threads, nothing else running
+    in this process. A real bucket's side costs this machine nothing; moto's runs on the
+    same cores as the model, which bounds what any client can reach here (``ceiling``).
+    """
+    pool = resolve_pool(spec, storage_options=storage)
+    uris = pool.uris
+    pool.read(uris[0])  # connection pool and credentials, not per-request costs
+    server_before = process_cpu_seconds(server_pid)
+    ours_before = time.process_time()
+    with ThreadPoolExecutor(threads) as workers:
+        sizes = [len(data) for data in workers.map(pool.read, uris)]
+    ours = time.process_time() - ours_before
+    server = process_cpu_seconds(server_pid) - server_before
+    if len(sizes) != len(uris):
+        raise RuntimeError("not every object was read")
+    return {
+        "client_cpu_ms_per_get": 1000 * ours / len(uris),
+        "server_cpu_ms_per_get": 1000 * server / len(uris),
+    }
 
 
 def s3_environment() -> None:
@@ -152,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         bound = ModelOnly((path.read_bytes() for path in paths), options)
         s3_environment()
-        with s3_server_process(args.delay_ms) as endpoint:
+        with s3_server_process(args.delay_ms) as (endpoint, server_pid):
             log(f"uploading to a moto S3 server at {endpoint} ({args.delay_ms:g} ms per request)")
             upload(paths, endpoint, "mnist")
             storage = {
@@ -178,6 +220,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "s3_stages": remote.stages,
                     }
                 )
+            log("S3 requests alone: CPU per GET, ours and the server's")
+            s3_cpu = request_cpu(spec, storage, server_pid, args.io_threads)
             log("sequential loop on S3")
             results["sequential_ips"] = sequential_ips(spec, options, storage, bound.best_threads)
         log("warm rerun, local")
@@ -201,6 +245,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     results["s3_vs_bound"] = median([r["pipeline_s3_ips"] / r["model_only_ips"] for r in rounds])
     results["s3_vs_sequential"] = results["pipeline_s3_ips"] / results["sequential_ips"]
+    # The most any client could reach here, even one that cost nothing: the model's cheapest
+    # core-seconds per item (threads / ips, at its most efficient thread count) plus the
+    # moto server's CPU per GET, on this machine's cores, against the round's bound.
+    cores = os.cpu_count() or 1
+    server_s = s3_cpu["server_cpu_ms_per_get"] / 1000
+    client_s = s3_cpu["client_cpu_ms_per_get"] / 1000
+
+    def ceiling(extra_s: float) -> float:
+        ratios = []
+        for r in rounds:
+            by_threads = r["model_only_ips_by_torch_threads"]
+            model_s = min(int(t) / ips for t, ips in by_threads.items())
+            best = min(r["model_only_ips"], cores / (model_s + extra_s))
+            ratios.append(best / r["model_only_ips"])
+        return median(ratios)
+
+    s3_cpu["s3_vs_bound_ceiling_server_only"] = ceiling(server_s)
+    s3_cpu["s3_vs_bound_ceiling_with_client"] = ceiling(server_s + client_s)
     # The same runs seen from inside the pipeline (its own wall time, from its stats): what
     # the end-to-end numbers add is fixed per call (model build, listing, cache), ~0.2-0.3 s.
     inside = {
@@ -218,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": TARGETS,
         "met": {key: results[key] >= target for key, target in TARGETS.items()},
         "pipeline_only": {key: round(value, 3) for key, value in inside.items()},
+        "s3_cpu": {key: round(value, 3) for key, value in s3_cpu.items()},
         "settings": {
             "n": args.n,
             "model": options.model,
