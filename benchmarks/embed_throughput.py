@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "examples"))  # mnist_pool.py: MNIST digits as PNG
 from mnist_pool import make_pools  # noqa: E402
 
 from alcli.bench import ModelOnly, sequential_ips, timed_embed  # noqa: E402
-from alcli.embedding import EmbedOptions, EmbedResult  # noqa: E402
+from alcli.embedding import REMOTE_IO_THREADS, EmbedOptions, EmbedResult  # noqa: E402
 from alcli.sources import resolve_pool  # noqa: E402
 
 TARGETS = {
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
             log("S3 requests alone: CPU per GET, ours and the server's")
-            s3_cpu = request_cpu(spec, storage, server_pid, args.io_threads)
+            s3_cpu = request_cpu(spec, storage, server_pid, args.io_threads or REMOTE_IO_THREADS)
             log("sequential loop on S3")
             results["sequential_ips"] = sequential_ips(spec, options, storage, bound.best_threads)
         log("warm rerun, local")
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "weights": "IMAGENET1K_V1",
             "image_size": args.image_size,
             "batch_size": args.batch_size,
-            "io_threads": args.io_threads,
+            "io_threads": args.io_threads or "auto (local 2, S3 16)",
             "decode_threads": args.decode_threads,
             "s3_delay_ms": args.delay_ms,
             "rounds": args.rounds,
@@ -321,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--io-threads", type=int, default=16)
+    parser.add_argument(
+        "--io-threads", type=int, default=None, help="default: what embed picks per pool"
+    )
     parser.add_argument("--decode-threads", type=int, default=2)
     parser.add_argument("--delay-ms", type=float, default=20.0, help="added per S3 request")
     parser.add_argument("--device", default="cpu")

@@ -129,3 +129,19 @@ def test_the_background_build_leaves_torchs_thread_count_alone(png_pool, tmp_pat
         worker.start()
         worker.join(120)
     assert seen == [(2, 2)] * 3
+
+
+def test_read_threads_follow_where_the_pool_lives() -> None:
+    from alcli.embedding import LOCAL_IO_THREADS, REMOTE_IO_THREADS, read_threads
+
+    assert read_threads(None, ["/data/a.png", "file:///data/b.png"]) == LOCAL_IO_THREADS
+    assert read_threads(None, ["/data/a.png", "s3://bucket/b.png"]) == REMOTE_IO_THREADS
+    assert read_threads(7, ["/data/a.png"]) == 7  # asked for: kept
+
+
+def test_a_local_pool_is_read_with_the_local_thread_count(png_pool, tmp_path: Path) -> None:
+    from alcli.embedding import LOCAL_IO_THREADS
+
+    png_pool(5)
+    result = embed(str(tmp_path / "pool"), options=TINY, cache=tmp_path / "cache")
+    assert result.stages["stages"]["prefetch"]["threads"] == LOCAL_IO_THREADS

@@ -27,6 +27,7 @@ pieces (``ModelOnly``, ``in_fresh_thread``, ``timed_embed``, ``sequential_ips``)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import tempfile
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from alcli.cache import EmbeddingCache
-from alcli.embedding import EmbedOptions, EmbedResult, embed
+from alcli.embedding import EmbedOptions, EmbedResult, embed, read_threads
 from alcli.errors import AlcliError, ItemError, PoolError, UsageError
 from alcli.models import Backbone, load_backbone, model_fingerprint, resolve_device
 from alcli.sources import Pool, resolve_pool
@@ -379,7 +380,7 @@ class BenchReport:
             self.pipeline_vs_bound,
             self.stages,
             bound_ips=self.model_only_ips,
-            io_threads=self.options.io_threads,
+            io_threads=self.options.io_threads or 0,  # run_bench resolves it
             decode_threads=self.options.decode_threads,
             cores=self.cores,
         )
@@ -780,6 +781,9 @@ def run_bench(
     sample = Pool(spec=pool.spec, items=pool.items[:limit], storage_options=pool.storage_options)
     n = len(sample.items)
     note(f"{n:,} of {len(pool.items):,} items, listed in {list_s:.2f} s")
+    # The count embed would pick for these items, fixed so every measurement uses it.
+    io_threads = read_threads(opts.io_threads, sample.uris)
+    opts = dataclasses.replace(opts, io_threads=io_threads)
     measured: list[Round] = []
     bound: ModelOnly | None = None
     with tempfile.TemporaryDirectory(prefix="alcli-bench-", ignore_cleanup_errors=True) as tmp:
@@ -810,7 +814,7 @@ def run_bench(
             if bound is None:
                 note(f"{step}: decoding the sample for the model-only bound")
                 good = [item.uri for item in cold.items]
-                blobs = _read_in_order(sample, good, opts.io_threads)
+                blobs = _read_in_order(sample, good, io_threads)
                 with contextlib.closing(blobs):
                     bound = ModelOnly(blobs, opts, max_bytes=BOUND_TENSOR_BYTES)
             note(f"{step}: model only")

@@ -174,7 +174,12 @@ ImageSizeOpt = Annotated[
     int | None, typer.Option("--image-size", min=8, help="Input resolution override (pixels).")
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
-IoThreadsOpt = Annotated[int, typer.Option("--io-threads", min=1, help="Prefetch threads.")]
+IoThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--io-threads", min=1, help="Reads in flight (default: 16 for remote pools, 2 for local)."
+    ),
+]
 DecodeThreadsOpt = Annotated[
     int, typer.Option("--decode-threads", min=1, help="Decode/preprocess threads.")
 ]
@@ -229,7 +234,7 @@ def embed(
     weights: WeightsOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
-    io_threads: IoThreadsOpt = 16,
+    io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
     device: DeviceOpt = "cpu",
     cache_dir: CacheDirOpt = None,
@@ -299,7 +304,7 @@ def select(
     weights: WeightsOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
-    io_threads: IoThreadsOpt = 16,
+    io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
     device: DeviceOpt = "cpu",
     cache_dir: CacheDirOpt = None,
@@ -427,7 +432,7 @@ def _embed_options(
     weights: str | None,
     image_size: int | None,
     batch_size: int,
-    io_threads: int,
+    io_threads: int | None,
     decode_threads: int,
     device: str,
 ) -> Any:
@@ -527,7 +532,7 @@ def auto(
     weights: WeightsOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
-    io_threads: IoThreadsOpt = 16,
+    io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
     device: DeviceOpt = "cpu",
     cache_dir: CacheDirOpt = None,
@@ -647,7 +652,7 @@ def bench(
     weights: WeightsOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
-    io_threads: IoThreadsOpt = 16,
+    io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
     device: DeviceOpt = "cpu",
     endpoint_url: EndpointOpt = None,

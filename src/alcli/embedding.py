@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ import numpy as np
 
 from alcli import __version__
 from alcli.cache import EmbeddingCache, manifest_memo_dir
-from alcli.sources import Item, Pool, resolve_pool
+from alcli.sources import Item, Pool, is_local, resolve_pool
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
     from alcli.pipeline import Failure
@@ -40,9 +40,25 @@ class EmbedOptions:
     weights: str | None = None
     image_size: int | None = None
     batch_size: int = 64
-    io_threads: int = 16
+    io_threads: int | None = None  # None: read_threads() picks by where the pool lives
     decode_threads: int = 2
     device: str = "cpu"
+
+
+#: Reads in flight for a pool with remote items: a GET waits ~20-100 ms on the network, so
+#: many overlap (16 hide 20 ms of latency at 1,000 items/s).
+REMOTE_IO_THREADS = 16
+#: For local files: a read is a page-cache copy or one disk request, and every extra thread
+#: only competes with the model for the GIL. Measured on 2 cores, 1,000 local MNIST PNGs:
+#: pipeline / model alone 0.82-0.84 with 16 readers, 0.90-0.94 with 2.
+LOCAL_IO_THREADS = 2
+
+
+def read_threads(requested: int | None, uris: Sequence[str]) -> int:
+    """I/O threads for reading ``uris``: ``requested``, or by where they live when None."""
+    if requested is not None:
+        return requested
+    return LOCAL_IO_THREADS if all(map(is_local, uris)) else REMOTE_IO_THREADS
 
 
 @dataclass
@@ -138,7 +154,7 @@ def embed(
             preprocess=backbone.preprocess,
             embed=backbone.embed,
             batch_size=opts.batch_size,
-            io_threads=opts.io_threads,
+            io_threads=read_threads(opts.io_threads, uris),
             decode_threads=opts.decode_threads,
             stop=stop,
             pin_memory=backbone.device.type == "cuda",

@@ -77,6 +77,7 @@ __all__ = [
     "UNREADABLE_KEY_PREFIX",
     "Item",
     "Pool",
+    "is_local",
     "normalize_uri",
     "resolve_pool",
     "s3_options",
@@ -373,6 +374,11 @@ def _protocol_names(protocol: str) -> tuple[str, ...]:
         raise _BadEntryError(f"{protocol}:// needs a package: {_one_line(error)}") from None
     names = cls.protocol
     return (names,) if isinstance(names, str) else tuple(names)
+
+
+def is_local(uri: str) -> bool:
+    """True for a local path (or ``file://`` URI): read with ``open``, not over a network."""
+    return _split(uri)[0] is None
 
 
 def _split(uri: str) -> tuple[str | None, str]:
