@@ -176,32 +176,6 @@ def test_quiet_prints_only_the_key_number(runner, png_pool):
     assert float(result.stdout) > 0
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["bench", "does/not/exist"], "does/not/exist"),
-        (["bench"], "no POOL given"),
-        (["bench", ".", "--limit", "0"], "--limit"),
-        (["bench", ".", "--rounds", "0"], "--rounds"),
-        (["bench", ".", "--model", "mobilenet_v9"], "did you mean"),
-        (["bench", ".", "--weights", "IMAGENET9K"], "unknown weights"),
-        (["bench", ".", "--strategies", "margin,marign"], "did you mean 'margin'?"),
-        (["bench", ".", "--strategies", "zzz*"], "no strategy matches 'zzz*'"),
-        (["bench", ".", "--strategies", "margin", "--no-strategies"], "contradict"),
-        (["bench", ".", "--budget", "0"], "--budget"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2(runner, png_pool, args, needle):
-    png_pool(2, subdir=".")
-    result = run(runner, *args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("alcli: error:")
-    assert needle in lines[0]
-    assert "Traceback" not in result.output
-
-
 def test_a_pool_with_no_usable_item_is_exit_2(runner, broken_images, tmp_path):
     broken_images()
     result = run(runner, "bench", "broken", *TINY)

@@ -84,6 +84,16 @@ def test_pool_from_stdin(runner, png_pool):
         (["slect"], "Did you mean 'select'"),
         (["embed", ".", "--batch-size", "0"], "--batch-size"),
         (["select", ".", "--strategy", "margn", "--budget", "3"], "margin"),
+        (["bench", "does/not/exist"], "does/not/exist"),
+        (["bench"], "no POOL given"),
+        (["bench", ".", "--limit", "0"], "--limit"),
+        (["bench", ".", "--rounds", "0"], "--rounds"),
+        (["bench", ".", "--model", "mobilenet_v9"], "did you mean"),
+        (["bench", ".", "--weights", "IMAGENET9K"], "unknown weights"),
+        (["bench", ".", "--strategies", "margin,marign"], "did you mean 'margin'?"),
+        (["bench", ".", "--strategies", "zzz*"], "no strategy matches 'zzz*'"),
+        (["bench", ".", "--strategies", "margin", "--no-strategies"], "contradict"),
+        (["bench", ".", "--budget", "0"], "--budget"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runner, png_pool, args, needle):
