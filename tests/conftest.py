@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from helpers import write_broken_images, write_pngs
 from s3server import MotoS3Server
@@ -103,3 +104,22 @@ def broken_images(tmp_path: Path) -> Callable[..., dict[str, Path]]:
         return write_broken_images(folder if folder is not None else tmp_path / "broken")
 
     return write
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """Typer's runner, run from ``tmp_path`` with the embedding cache inside it."""
+    monkeypatch.setenv("ALCLI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Two intra-op threads crawl when other processes share the two cores; one does not."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -21,13 +21,6 @@ from alcli.cli import app
 TINY = ["--model", "mobilenet_v3_small", "--weights", "none", "--image-size", "32"]
 
 
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("ALCLI_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
 def run(runner: CliRunner, *args: str, input: str | None = None):
     return runner.invoke(app, list(args), input=input)
 

@@ -23,13 +23,6 @@ from examples.mnist_pool import make_pools
 TINY = ["--model", "mobilenet_v3_small", "--weights", "none", "--image-size", "32"]
 
 
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("ALCLI_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
 @pytest.fixture(scope="module")
 def mnist(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """160 training digits (pool), 60 test digits (eval), and 40 labels 'bought so far'."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,8 @@ from alcli.models import (
     replace_classifier,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Two intra-op threads crawl when other processes share the two cores; one does not."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Two intra-op threads crawl when other processes share the two cores; one does not.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:

@@ -26,14 +26,8 @@ from alcli.pipeline import (
     run_pipeline,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Two intra-op threads crawl when other processes share the two cores; one does not."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Two intra-op threads crawl when other processes share the two cores; one does not.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pipeline_threads() -> list[threading.Thread]:
