@@ -271,6 +271,26 @@ def test_diagnose_names_the_bottleneck(ratio, read, decode, infer, kind, needle)
     assert needle in hint
 
 
+def test_a_gap_the_model_build_explains_is_named_so():
+    stages = {"prefetch": _stage(0.1, 2), "preprocess": _stage(0.2), "infer": _stage(0.95)}
+    kind, hint = diagnose(
+        0.80,
+        stages,
+        bound_ips=200.0,
+        io_threads=2,
+        decode_threads=2,
+        cores=2,
+        build_wait_s=0.25,
+        wall_s=1.4,
+    )
+    assert kind == "build"
+    assert "waited 0.25 s" in hint
+    # the same gap with no build wait is contention
+    assert diagnose(0.80, stages, bound_ips=200.0, io_threads=2, decode_threads=2, cores=2)[0] == (
+        "contention"
+    )
+
+
 def test_sequential_loop_skips_bad_items_but_counts_them(png_pool, broken_images, tmp_path):
     png_pool(3)
     broken_images(tmp_path / "pool")

@@ -145,3 +145,6 @@ def test_a_local_pool_is_read_with_the_local_thread_count(png_pool, tmp_path: Pa
     png_pool(5)
     result = embed(str(tmp_path / "pool"), options=TINY, cache=tmp_path / "cache")
     assert result.stages["stages"]["prefetch"]["threads"] == LOCAL_IO_THREADS
+    build = result.stages["model_build"]  # how long it took, and what it did not hide
+    assert build["seconds"] > 0
+    assert 0 <= build["waited_s"] <= build["seconds"] + 0.05

@@ -228,12 +228,16 @@ def diagnose(
     io_threads: int,
     decode_threads: int,
     cores: int,
+    build_wait_s: float = 0.0,
+    wall_s: float = 0.0,
 ) -> tuple[str, str]:
     """(kind, one-line hint) from pipeline / bound and the stages' utilization.
 
-    Kinds: ``model`` (the pipeline keeps up with the model), ``contention`` (the model thread
-    was busy but slower than alone), ``io`` / ``decode`` (the model waited on that stage),
-    ``ramp`` (nothing saturated: a sample this small is mostly filling and draining).
+    Kinds: ``model`` (the pipeline keeps up with the model), ``build`` (it would, but for the
+    first batch waiting ``build_wait_s`` of the pipeline's ``wall_s`` for the network: a
+    small sample's artefact), ``contention`` (the model thread was busy but slower than
+    alone), ``io`` / ``decode`` (the model waited on that stage), ``ramp`` (nothing
+    saturated: a sample this small is mostly filling and draining).
     """
     infer = stages.get("infer", {})
     read = stages.get("prefetch", {})
@@ -242,6 +246,13 @@ def diagnose(
         return "model", (
             f"model bound: the pipeline runs at {ratio:.0%} of the model's own speed; a smaller "
             "--image-size, a lighter --model or a GPU (--device cuda) is what makes it faster"
+        )
+    if 0 < build_wait_s < wall_s and ratio * wall_s / (wall_s - build_wait_s) >= MODEL_BOUND_RATIO:
+        after = ratio * wall_s / (wall_s - build_wait_s)
+        return "build", (
+            f"the first batch waited {build_wait_s:.2f} s for the model to build; after it the "
+            f"pipeline ran at {after:.0%} of the model's own speed, and a large pool amortises "
+            "the build (raise --limit to see it)"
         )
     if infer.get("utilization", 0.0) >= SATURATED:
         inside = infer.get("items_per_busy_s", 0.0)
@@ -356,7 +367,8 @@ class BenchReport:
 
     @property
     def fixed_s(self) -> float:
-        """Per-call seconds outside the pipeline (model build, cache open and writes)."""
+        """Per-call seconds outside the pipeline (cache open, compaction; the model builds
+        inside it, beside the first reads: see ``model_build``)."""
         typical = self.typical
         return max(0.0, typical.cold_s - float(typical.stats.get("wall_s", 0.0)))
 
@@ -375,6 +387,12 @@ class BenchReport:
         threads: int | None = self.typical.stats.get("torch_threads")
         return threads
 
+    @property
+    def model_build(self) -> dict[str, float]:
+        """The cold run's model build: its seconds, and how long the first batch waited."""
+        build: dict[str, float] = self.typical.stats.get("model_build", {})
+        return build
+
     def diagnosis(self) -> tuple[str, str]:
         return diagnose(
             self.pipeline_vs_bound,
@@ -383,6 +401,8 @@ class BenchReport:
             io_threads=self.options.io_threads or 0,  # run_bench resolves it
             decode_threads=self.options.decode_threads,
             cores=self.cores,
+            build_wait_s=self.model_build.get("waited_s", 0.0),
+            wall_s=float(self.typical.stats.get("wall_s", 0.0)),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -410,6 +430,8 @@ class BenchReport:
             "seconds": {
                 "list": round(self.list_s, 4),
                 "fixed": round(self.fixed_s, 4),
+                "model_build": self.model_build.get("seconds", 0.0),
+                "model_build_waited": self.model_build.get("waited_s", 0.0),
                 "warm": round(self.warm_s, 4),
                 "estimate_cold_pool": round(self.estimate_cold_s, 1),
             },

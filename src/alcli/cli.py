@@ -729,8 +729,10 @@ def _render_bench(data: dict[str, Any], console: Any) -> None:
         )
     console.print(stages)
     lines = [
-        f"listing {seconds['list']:.2f} s, fixed per call {seconds['fixed']:.2f} s (model "
-        f"build, cache); the whole pool, cold: about {_duration(seconds['estimate_cold_pool'])}",
+        f"model build {seconds['model_build']:.2f} s, {seconds['model_build_waited']:.2f} s "
+        "of it not hidden behind the first reads and decodes",
+        f"listing {seconds['list']:.2f} s, fixed per call {seconds['fixed']:.2f} s (cache "
+        f"writes, ...); the whole pool, cold: about {_duration(seconds['estimate_cold_pool'])}",
         f"pipeline vs plain sequential loop (read, decode, infer one batch at a time; torch "
         f"threads {settings['sequential_torch_threads']}): {data['pipeline_vs_sequential']:.2f}x",
         f"threads: io {settings['io_threads']}, decode {settings['decode_threads']}, torch "

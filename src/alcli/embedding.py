@@ -172,6 +172,11 @@ def embed(
                     if progress is not None:
                         progress(len(rows) + len(batch.failures))
                 stages = batches.stats.as_dict()
+            # The build overlaps the first reads and decodes; what it did not hide is the wait.
+            stages["model_build"] = {
+                "seconds": round(backbone.build_s, 4),
+                "waited_s": round(backbone.waited_s, 4),
+            }
         except StageError as error:
             # The model could not be built (bad checkpoint, ...): say that, not "infer failed".
             build_error = backbone.failed()

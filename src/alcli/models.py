@@ -26,6 +26,7 @@ import json
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -510,6 +511,8 @@ class BackboneInBackground:
         self._done = threading.Event()
         self._starting = threading.Lock()
         self._started = False
+        self.build_s = 0.0  # how long the build took
+        self.waited_s = 0.0  # how long callers of result() were kept waiting for it
         self._backbone: Backbone | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -530,17 +533,22 @@ class BackboneInBackground:
     def _build(
         self, name: str, weights: str | None, image_size: int | None, device: torch.device
     ) -> None:
+        started = time.perf_counter()
         try:
             self._backbone = load_backbone(name, weights, image_size, device=device)
         except BaseException as error:  # handed to whoever asks for the backbone
             self._error = error
         finally:
+            self.build_s = time.perf_counter() - started
             self._done.set()
 
     def result(self) -> Backbone:
         """The built backbone (starts the build if needed, waits); re-raises what it raised."""
         self.start()
-        self._done.wait()
+        if not self._done.is_set():
+            started = time.perf_counter()
+            self._done.wait()
+            self.waited_s += time.perf_counter() - started
         if self._error is not None:
             raise self._error
         assert self._backbone is not None
