@@ -645,7 +645,7 @@ def test_inventory_bulk_path_gives_the_general_paths_keys(tmp_path: Path) -> Non
 def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) -> None:
     from alcli import sources
 
-    monkeypatch.setattr(sources, "MEMO_MIN_CHARS", 100)  # memoize this small one too
+    monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 100)  # memoize this small one too
     manifest = tmp_path / "inventory.csv"
     rows = [(f"s3://bkt/img/{i:04d}.jpg", f"{i:032x}") for i in range(300)]
     manifest.write_text("uri,etag\n" + "".join(f"{u},{e}\n" for u, e in rows))
@@ -675,7 +675,7 @@ def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) ->
 def test_manifest_memo_keeps_only_the_newest(tmp_path: Path, monkeypatch) -> None:
     from alcli import sources
 
-    monkeypatch.setattr(sources, "MEMO_MIN_CHARS", 10)
+    monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 10)
     memo = tmp_path / "memo"
     for version in range(sources.MEMO_KEEP + 3):
         manifest = tmp_path / f"inv{version}.csv"

@@ -188,7 +188,6 @@ def embed(
         # One in-order segment lets the next warm run map the pool instead of copying it.
         store.compact(fingerprint)
     failures.sort(key=lambda f: f.index)
-    failures.sort(key=lambda f: f.index)
     everything = bool(found.all())
     usable = np.flatnonzero(found)
     return EmbedResult(

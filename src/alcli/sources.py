@@ -33,9 +33,9 @@ that found them. The same object gets the same key from a listing, a glob or a m
 carries its ETag.
 
 A million-line inventory still costs seconds of Python to parse and key, so with ``memo_dir``
-the items an inventory-shaped ``.csv`` gives are remembered under the digest of its text: the
-next resolution of the same text (a warm ``select`` every round) reads them back in a
-fraction of that. Keys there are a pure function of the text, so the memo cannot go stale;
+the items an inventory-shaped ``.csv`` gives are remembered under the digest of its bytes: the
+next resolution of the same file (a warm ``select`` every round) reads them back without
+decoding or parsing it. Keys there are a pure function of the bytes, so the memo cannot go stale;
 local items are never memoised (their keys come from ``stat``).
 
 S3 settings (endpoint, profile, credentials) come from the usual AWS environment and config
@@ -603,12 +603,23 @@ class _Resolver:
     # manifests
 
     def _manifest(self, uri: str) -> list[Item]:
-        text = self._read_manifest(uri)
+        data = self._read_manifest(uri)
         lower = uri.lower()
+        text: str | None = None
         if lower.endswith(".csv"):
-            inventory = _memoized(_inventory_items, text, self.memo_dir)
+            # A remembered inventory needs neither decoding nor parsing: bytes -> digest -> items.
+            memo = _memo_path(data, self.memo_dir)
+            inventory = _read_memo(memo) if memo else None
+            if inventory is None:
+                text = _decode_manifest(data, uri)
+                inventory = _inventory_items(text)
+                if inventory is not None and memo:
+                    _write_memo(memo, inventory)
             if inventory is not None:
                 return inventory
+        if text is None:
+            text = _decode_manifest(data, uri)
+        if lower.endswith(".csv"):
             records = _parse_csv(text, uri)
         elif lower.endswith(".jsonl"):
             records = _parse_jsonl(text, uri)
@@ -623,20 +634,16 @@ class _Resolver:
             )
         return self._keyed(entries)
 
-    def _read_manifest(self, uri: str) -> str:
+    def _read_manifest(self, uri: str) -> bytes:
         protocol, path = _split(uri)
         try:
             if protocol is None:
                 with open(path, "rb") as handle:
-                    data = handle.read()
-            else:
-                data = _read_remote(self.pool._filesystems.get(protocol), protocol, path)
-            return data.decode("utf-8-sig")
+                    return handle.read()
+            return _read_remote(self.pool._filesystems.get(protocol), protocol, path)
         except (FileNotFoundError, ItemError) as error:
             reason = error.reason if isinstance(error, ItemError) else "not found"
             raise PoolError(f"cannot read manifest {uri}: {reason}") from None
-        except UnicodeDecodeError:
-            raise PoolError(f"manifest {uri} is not UTF-8 text") from None
 
     def _entries(self, records: Iterable[tuple[str, Mapping[str, Any]]], base: str) -> list[_Entry]:
         entries: list[_Entry] = []
@@ -924,53 +931,52 @@ def _inventory_items(text: str) -> list[Item] | None:
     return list(map(Item._make, zip(uris, keys, strict=True)))
 
 
-#: Manifests shorter than this (characters, about 10,000 lines) are parsed every time: the
-#: memo would not pay for its file.
-MEMO_MIN_CHARS = 1 << 20
+#: Manifests smaller than this (bytes, about 10,000 lines) are parsed every time: the memo
+#: would not pay for its file.
+MEMO_MIN_BYTES = 1 << 20
 #: Memo files kept (the most recently used); each is about 100 bytes per item.
 MEMO_KEEP = 8
 _MEMO_MAGIC = "alcli-items-v1"
 
 
-def _memoized(
-    parse: Callable[[str], list[Item] | None], text: str, memo_dir: str | None
-) -> list[Item] | None:
-    """``parse(text)``, read back from ``memo_dir`` when this exact text was parsed before.
+def _decode_manifest(data: bytes, uri: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PoolError(f"manifest {uri} is not UTF-8 text") from None
 
-    A memo that cannot be read is ignored (and rewritten): it only ever saves time.
-    """
-    if memo_dir is None or len(text) < MEMO_MIN_CHARS:
-        return parse(text)
-    digest = hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
-    path = os.path.join(memo_dir, f"{digest}.items")
+
+def _memo_path(data: bytes, memo_dir: str | None) -> str | None:
+    """Where the items of a manifest with these exact bytes are remembered (None: not at all)."""
+    if memo_dir is None or len(data) < MEMO_MIN_BYTES:
+        return None
+    digest = hashlib.blake2b(data, digest_size=20).hexdigest()
+    return os.path.join(memo_dir, f"{digest}.items")
+
+
+def _read_memo(path: str) -> list[Item] | None:
+    """The remembered items, or None for a missing or unreadable memo (it only saves time)."""
     try:
         with open(path, encoding="utf-8", newline="\n") as handle:
-            items = _read_memo(handle.read())
-        os.utime(path)  # most recently used: kept by the pruning below
-        if items is not None:
-            return items
-    except OSError:
-        pass
-    items = parse(text)
-    if items is not None:
-        _write_memo(memo_dir, path, items)
-    return items
-
-
-def _read_memo(data: str) -> list[Item] | None:
-    head, _, rest = data.partition("\n")
+            head, _, rest = handle.read().partition("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
     magic, _, count_text = head.partition(" ")
     fields = rest.split("\n")
     if magic != _MEMO_MAGIC or not count_text.isdigit() or len(fields) != 2 * int(count_text):
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # most recently used: kept by the pruning in _write_memo
     count = int(count_text)
     return list(map(Item._make, zip(fields[:count], fields[count:], strict=True)))
 
 
-def _write_memo(memo_dir: str, path: str, items: list[Item]) -> None:
-    """Write atomically (temp file + rename); then drop all but the MEMO_KEEP newest memos."""
-    if any("\n" in item.uri for item in items):
-        return  # cannot happen for an inventory (one row per line), but the format needs it
+def _write_memo(path: str, items: list[Item]) -> None:
+    """Write atomically (temp file + rename); then drop all but the MEMO_KEEP newest memos.
+
+    One URI per line: inventory URIs come from single CSV lines, so none holds a newline.
+    """
+    memo_dir = os.path.dirname(path)
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         os.makedirs(memo_dir, exist_ok=True)
