@@ -969,8 +969,16 @@ class EmbeddingCache:
 
     # --- writing ---
 
-    def _writing(self) -> _WriteErrors:
-        return _WriteErrors(self._root)
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turns an OSError while writing (disk full, permissions) into a one-line RunError."""
+        try:
+            yield
+        except OSError as exc:
+            raise RunError(
+                f"cannot write to the embedding cache at {self._root}: {exc.strerror or exc}",
+                hint="free disk space or point ALCLI_CACHE_DIR elsewhere",
+            ) from exc
 
     def _check_dim(self, fingerprint: str, dim: int) -> None:
         existing = self._manifest_dim(self._meta.get(_manifest_key(fingerprint)))
@@ -1203,25 +1211,3 @@ class EmbeddingCache:
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
-
-
-class _WriteErrors:
-    """Turns an OSError while writing (disk full, permissions) into a one-line RunError."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, OSError):
-            raise RunError(
-                f"cannot write to the embedding cache at {self.root}: {exc.strerror or exc}",
-                hint="free disk space or point ALCLI_CACHE_DIR elsewhere",
-            ) from exc
