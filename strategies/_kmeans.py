@@ -63,7 +63,7 @@ def kmeans_plus_plus(
     w = np.ones(n) if weights is None else weights
     total = float(w.sum())
     chosen = np.empty(k, dtype=np.int64)
-    chosen[0] = _draw(w / total if total > 0 else np.full(n, 1.0 / n), rng)
+    chosen[0] = sample_proportional(w / total if total > 0 else np.full(n, 1.0 / n), rng)
     taken = np.zeros(n, dtype=bool)
     taken[chosen[0]] = True
     with single_threaded_blas():
@@ -72,14 +72,16 @@ def kmeans_plus_plus(
             mass = d2 * w
             mass[taken] = 0.0
             # when every remaining row duplicates a seed, take the lowest free index
-            pick = _draw(mass, rng) if mass.sum() > 0 else int(np.flatnonzero(~taken)[0])
+            pick = (
+                sample_proportional(mass, rng) if mass.sum() > 0 else int(np.flatnonzero(~taken)[0])
+            )
             chosen[i] = pick
             taken[pick] = True
             np.minimum(d2, _distances_to_row(x, x_sq, pick), out=d2)
     return chosen
 
 
-def _draw(mass: F64, rng: np.random.Generator) -> int:
+def sample_proportional(mass: F64, rng: np.random.Generator) -> int:
     """One index with probability proportional to ``mass`` (inverse CDF, one uniform)."""
     cdf = np.cumsum(mass)
     pick = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
@@ -216,8 +218,7 @@ def _sq_to_assigned(x: FloatArray, centres: F64, labels: I64) -> F64:
     """Exact squared distance from each row to its assigned centre, in float64."""
     out = np.empty(x.shape[0])
     for part in row_chunks(x.shape[0], x.shape[1]):
-        diff = x[part] - centres[labels[part]]
-        out[part] = np.einsum("ij,ij->i", diff, diff)
+        out[part] = squared_norms(x[part] - centres[labels[part]])
     return out
 
 
@@ -249,3 +250,10 @@ def nearest_member_per_cluster(result: KMeansResult, k: int) -> tuple[I64, I64]:
     clusters = sorted_labels[first]
     keep = clusters < k
     return clusters[keep], result.rows[order[first][keep]]
+
+
+def group_by_label(labels: I64, sizes: I64) -> list[I64]:
+    """Positions of each label's rows, ascending; ``sizes = np.bincount(labels, minlength=k)``."""
+    by_label = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    return [by_label[starts[c] : starts[c + 1]] for c in range(sizes.size)]

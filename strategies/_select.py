@@ -67,6 +67,12 @@ class SelectionContext:
         """The n x d embeddings."""
         return _required(self.embeddings, "embeddings")
 
+    def unpicked(self, picks: npt.ArrayLike) -> npt.NDArray[np.intp]:
+        """Unlabeled pool indices not among ``picks``, ascending."""
+        free = ~self.labeled
+        free[np.asarray(picks, dtype=np.int64)] = False
+        return np.flatnonzero(free)
+
 
 def _required(array: FloatArray | None, name: str) -> FloatArray:
     if array is None:
@@ -244,11 +250,18 @@ def top_k(scores: npt.NDArray[np.floating[Any]], k: int, *, largest: bool) -> In
 
 
 def rank_unlabeled(
-    ctx: SelectionContext, scores: npt.NDArray[np.floating[Any]], *, largest: bool
+    ctx: SelectionContext,
+    scores: npt.NDArray[np.floating[Any]],
+    *,
+    largest: bool,
+    count: int | None = None,
 ) -> Picks:
-    """The ``ctx.budget`` unlabeled items with the best per-item ``scores`` (length n)."""
+    """The ``count`` (default ``ctx.budget``) unlabeled items with the best per-item ``scores``.
+
+    ``scores`` has one entry per pool item (length n); ranking follows :func:`top_k`.
+    """
     candidate_scores = scores[ctx.unlabeled]
-    positions = top_k(candidate_scores, ctx.budget, largest=largest)
+    positions = top_k(candidate_scores, ctx.budget if count is None else count, largest=largest)
     return Picks(ctx.unlabeled[positions], candidate_scores[positions].astype(np.float64))
 
 

@@ -10,9 +10,16 @@ import numpy as np
 import numpy.typing as npt
 
 from ._blas import single_threaded_blas
-from ._distances import FloatArray, kth_neighbour_distance, mean_knn_distance, squared_distances
+from ._distances import (
+    FloatArray,
+    kth_neighbour_distance,
+    mean_knn_distance,
+    row_chunks,
+    squared_distances,
+    squared_norms,
+)
 from ._kcenter import greedy_k_center
-from ._kmeans import kmeans, nearest_member_per_cluster
+from ._kmeans import group_by_label, kmeans, nearest_member_per_cluster
 from ._select import Picks, SelectionContext
 from .registry import register
 
@@ -119,12 +126,8 @@ def typiclust(ctx: SelectionContext) -> Picks:
     order = order[sizes[order] > 0]
     large = order[sizes[order] > TYPICLUST_MIN_CLUSTER_SIZE]
     small = order[sizes[order] <= TYPICLUST_MIN_CLUSTER_SIZE]
-
-    by_cluster = np.argsort(labels, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    members = [by_cluster[starts[c] : starts[c + 1]] for c in range(k)]
     with single_threaded_blas():
-        return _round_robin_typical(ctx, x, members, (large, small))
+        return _round_robin_typical(ctx, x, group_by_label(labels, sizes), (large, small))
 
 
 def _round_robin_typical(
@@ -242,10 +245,7 @@ def probcover(ctx: SelectionContext) -> Picks:
         touched = np.concatenate([neighbours[indptr[j] : indptr[j + 1]] for j in fresh])
         degree -= np.bincount(touched, minlength=m)
     if len(picks) < ctx.budget:
-        free = np.ones(ctx.n, dtype=bool)
-        free[ctx.labeled] = False
-        free[picks] = False
-        rest = ctx.rng.choice(np.flatnonzero(free), size=ctx.budget - len(picks), replace=False)
+        rest = ctx.rng.choice(ctx.unpicked(picks), size=ctx.budget - len(picks), replace=False)
         picks.extend(int(r) for r in rest)
         scores.extend([np.nan] * rest.size)
     return Picks(np.asarray(picks, dtype=np.int64), np.asarray(scores))
@@ -269,13 +269,12 @@ def _ball_graph(
     ways, so the graph is exactly symmetric, which the greedy's degree updates rely on.
     """
     m = xs.shape[0]
-    norms = np.einsum("ij,ij->i", xs, xs)
+    norms = squared_norms(xs)
     sources: list[npt.NDArray[np.int64]] = []
     targets: list[npt.NDArray[np.int64]] = []
-    step = max(1, (1 << 22) // max(1, m))
-    for start in range(0, m, step):
-        stop = min(m, start + step)
-        block = squared_distances(xs[start:stop], xs[start:], norms[start:stop], norms[start:])
+    for rows in row_chunks(m, m):
+        start = rows.start
+        block = squared_distances(xs[rows], xs[start:], norms[rows], norms[start:])
         r, c = np.nonzero(block <= delta_sq)
         r += start
         c += start

@@ -11,8 +11,8 @@ import numpy.typing as npt
 
 from ._blas import single_threaded_blas
 from ._distances import FloatArray, nearest, squared_distances, squared_norms
-from ._kmeans import kmeans, nearest_member_per_cluster
-from ._select import Picks, SelectionContext, top_k
+from ._kmeans import group_by_label, kmeans, nearest_member_per_cluster, sample_proportional
+from ._select import Picks, SelectionContext, rank_unlabeled
 from .registry import register
 from .uncertainty import margin_scores
 
@@ -28,12 +28,9 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-def _lowest_margin(ctx: SelectionContext, count: int) -> tuple[I64, F64]:
+def _lowest_margin(ctx: SelectionContext, count: int) -> Picks:
     """The ``count`` unlabeled items of smallest margin (ties: lower index), and margins."""
-    margins = margin_scores(ctx.require_probs())
-    positions = top_k(margins[ctx.unlabeled], count, largest=False)
-    chosen = ctx.unlabeled[positions]
-    return chosen, margins[chosen]
+    return rank_unlabeled(ctx, margin_scores(ctx.require_probs()), largest=False, count=count)
 
 
 @register(
@@ -95,9 +92,8 @@ def badge(ctx: SelectionContext) -> Picks:
     d2[ctx.unlabeled] = np.inf
     picks = np.empty(ctx.budget, dtype=np.int64)
     scores = np.empty(ctx.budget)
-    candidate_g = g_sq[ctx.unlabeled]
-    first = int(ctx.unlabeled[top_k(candidate_g, 1, largest=True)[0]])
-    picks[0], scores[0] = first, g_sq[first]
+    first = rank_unlabeled(ctx, g_sq, largest=True, count=1)
+    picks[0], scores[0] = first.indices[0], first.scores[0]
     with single_threaded_blas():
         _badge_seeding(ctx, picks, scores, d2, residual, x, x_norm, g_sq)
     return Picks(picks, scores)
@@ -120,17 +116,10 @@ def _badge_seeding(
         if t == ctx.budget:
             break
         _lower_gradient_distances(d2, centre, residual, x, x_norm, g_sq)
-        total = float(d2.sum())
-        if total > 0:
-            cdf = np.cumsum(d2)
-            nxt = int(np.searchsorted(cdf, ctx.rng.random() * cdf[-1], side="right"))
-            if nxt >= ctx.n or d2[nxt] <= 0:  # float edge of the CDF: last row with mass
-                nxt = int(np.flatnonzero(d2 > 0)[-1])
+        if float(d2.sum()) > 0:
+            nxt = sample_proportional(d2, ctx.rng)
         else:  # everything left duplicates a pick: lowest free index
-            free = np.ones(ctx.n, dtype=bool)
-            free[ctx.labeled] = False
-            free[picks[:t]] = False
-            nxt = int(np.flatnonzero(free)[0])
+            nxt = int(ctx.unpicked(picks[:t])[0])
         picks[t], scores[t] = nxt, d2[nxt]
 
 
@@ -181,23 +170,12 @@ def cluster_margin(ctx: SelectionContext) -> Picks:
     sizes = np.bincount(labels, minlength=n_clusters)
     lowest = np.full(n_clusters, np.iinfo(np.int64).max)
     np.minimum.at(lowest, labels, candidates)
-    by_cluster = np.argsort(labels, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    queues = [
-        ctx.rng.permutation(by_cluster[starts[c] : starts[c + 1]])
-        for c in np.lexsort((lowest, sizes))
-        if sizes[c] > 0
-    ]
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < ctx.budget:
-        for queue in queues:
-            if depth < queue.size:
-                chosen.append(int(queue[depth]))
-                if len(chosen) == ctx.budget:
-                    break
-        depth += 1
-    picked = np.asarray(chosen, dtype=np.int64)
+    members = group_by_label(labels, sizes)
+    queues = [ctx.rng.permutation(members[c]) for c in np.lexsort((lowest, sizes)) if sizes[c] > 0]
+    # round robin: every queue's first member, then every queue's second, ...
+    rounds = range(max(queue.size for queue in queues))
+    chosen = [int(queue[depth]) for depth in rounds for queue in queues if depth < queue.size]
+    picked = np.asarray(chosen[: ctx.budget], dtype=np.int64)
     return Picks(candidates[picked], margins[picked])
 
 

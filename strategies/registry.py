@@ -25,6 +25,7 @@ from alcli.errors import RunError, StrategyError
 
 from ._select import (
     NEEDS,
+    BoolArray,
     FloatArray,
     Picks,
     SelectionContext,
@@ -184,6 +185,7 @@ class Registry:
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = entry.dist.name if entry.dist is not None else "an unknown distribution"
             self._loading_origin = dist
+            reason = None
             try:
                 entry.load()
             except Exception as exc:
@@ -191,16 +193,14 @@ class Registry:
                     f"strategy plugin {entry.name!r} from distribution {dist!r} failed to load "
                     f"({type(exc).__name__}: {exc}); skipped it — fix or uninstall {dist}"
                 )
-                self._plugin_failures[normalize_name(entry.name)] = reason
-                warnings.warn(reason, PluginWarning, stacklevel=3)
-                continue
             finally:
                 self._loading_origin = None
-            if self.lookup(entry.name) is None:
+            if reason is None and self.lookup(entry.name) is None:
                 reason = (
                     f"strategy plugin {entry.name!r} from distribution {dist!r} loaded "
                     f"{entry.value!r} but registered no strategy named {entry.name!r}"
                 )
+            if reason is not None:
                 self._plugin_failures[normalize_name(entry.name)] = reason
                 warnings.warn(reason, PluginWarning, stacklevel=3)
 
@@ -340,10 +340,11 @@ def run_with_scores(
     n = pool_size(arrays, labeled)
     mask = labeled_mask(labeled, n)
     _check_needs(info, arrays, mask)
-    for key in info.needs & arrays.keys():
-        check_finite(arrays[key], key)
+    needed = {key: array for key, array in arrays.items() if key in info.needs}
+    for key, array in needed.items():
+        check_finite(array, key)
         if key in ("probs", "committee"):
-            check_probabilities(arrays[key], key)
+            check_probabilities(array, key)
     unlabeled = np.flatnonzero(~mask).astype(np.int64)
     clipped = min(requested, int(unlabeled.size))
     if clipped == 0:
@@ -354,14 +355,14 @@ def run_with_scores(
         labeled=mask,
         unlabeled=unlabeled,
         rng=as_generator(seed),
-        probs=arrays.get("probs") if "probs" in info.needs else None,
-        committee=arrays.get("committee") if "committee" in info.needs else None,
-        embeddings=arrays.get("embeddings") if "embeddings" in info.needs else None,
+        probs=needed.get("probs"),
+        committee=needed.get("committee"),
+        embeddings=needed.get("embeddings"),
     )
     return _checked_output(info, ctx, info.fn(ctx))
 
 
-def _check_needs(info: StrategyInfo, arrays: dict[str, FloatArray], mask: np.ndarray) -> None:
+def _check_needs(info: StrategyInfo, arrays: dict[str, FloatArray], mask: BoolArray) -> None:
     given = set(arrays)
     if mask.any():
         given.add("labeled")

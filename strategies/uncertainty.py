@@ -61,11 +61,6 @@ def entropy(probs: FloatArray) -> F64:
     return out
 
 
-def least_confidence_scores(probs: FloatArray) -> F64:
-    """1 - max_c p_c per row."""
-    return 1.0 - top_two(probs)[0].astype(np.float64)
-
-
 def margin_scores(probs: FloatArray) -> F64:
     """p1 - p2 per row (top two probabilities), exact in float64."""
     first, second = top_two(probs)
