@@ -21,6 +21,7 @@ from alcli import strategies
 from alcli.agent import (
     AutoConfig,
     EvalSet,
+    Report,
     RoundSummary,
     choose_elimination,
     clamp_picks,
@@ -35,10 +36,12 @@ from alcli.oracle import DirectoryOracle, PendingLabels, load_labels_csv
 
 # --- synthetic pools -------------------------------------------------------------------------
 
+Pool = tuple[list[str], np.ndarray, dict[str, str], EvalSet]
+
 
 def blob_pool(
     n: int = 600, d: int = 8, n_classes: int = 4, spread: float = 2.2, seed: int = 0
-) -> tuple[list[str], np.ndarray, dict[str, str], EvalSet]:
+) -> Pool:
     """Overlapping Gaussian blobs: accuracy grows with labels but is not trivially 1."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(n_classes, d)) * 3
@@ -206,6 +209,14 @@ def config(**overrides: Any) -> AutoConfig:
     return AutoConfig(**base)
 
 
+def run_pool(tmp_path: Path, pool: Pool, **overrides: Any) -> Report:
+    """``run_auto`` over a ``blob_pool`` with a fresh oracle and ``config(**overrides)``."""
+    uris, X, truth, eval_set = pool
+    return run_auto(
+        uris, X, RecordingOracle(truth), config(**overrides), out_dir=tmp_path, eval_set=eval_set
+    )
+
+
 def test_shared_run_writes_outputs_and_trains_on_every_label(tmp_path) -> None:
     uris, X, truth, eval_set = blob_pool()
     seen: list[RoundSummary] = []
@@ -260,20 +271,14 @@ def test_shared_run_writes_outputs_and_trains_on_every_label(tmp_path) -> None:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_strategy_that_learns_nothing_is_eliminated_first(tmp_path, seed) -> None:
     """Ten tight classes, eight initial labels: coverage matters, one corner teaches nothing."""
-    uris, X, truth, eval_set = blob_pool(n_classes=10, spread=1.2, seed=seed)
-    report = run_auto(
-        uris,
-        X,
-        RecordingOracle(truth),
-        config(
-            strategies=("random", "coreset", "test_one_corner"),
-            initial=8,
-            budget=200,
-            target_accuracy=1.0,
-            seed=seed,
-        ),
-        out_dir=tmp_path,
-        eval_set=eval_set,
+    report = run_pool(
+        tmp_path,
+        blob_pool(n_classes=10, spread=1.2, seed=seed),
+        strategies=("random", "coreset", "test_one_corner"),
+        initial=8,
+        budget=200,
+        target_accuracy=1.0,
+        seed=seed,
     )
     round1 = {r.strategy: r for r in report.rows if r.round == 1}
     assert round1["test_one_corner"].eliminated
@@ -337,44 +342,20 @@ def test_budget_is_never_exceeded_and_the_last_round_is_clamped(tmp_path) -> Non
 
 
 def test_stop_on_target(tmp_path) -> None:
-    uris, X, truth, eval_set = blob_pool(spread=0.8)  # easy: a_0 is already high
-    report = run_auto(
-        uris,
-        X,
-        RecordingOracle(truth),
-        config(target_accuracy=0.9),
-        out_dir=tmp_path,
-        eval_set=eval_set,
-    )
+    report = run_pool(tmp_path, blob_pool(spread=0.8), target_accuracy=0.9)  # easy: high a_0
     assert report.stop_reason == "target"
     assert max(r.accuracy for r in report.rows if r.round == report.rounds) >= 0.9
     assert report.labels_bought < 200
 
 
 def test_stop_on_plateau(tmp_path) -> None:
-    uris, X, truth, eval_set = blob_pool()
-    report = run_auto(
-        uris,
-        X,
-        RecordingOracle(truth),
-        config(budget=600, plateau_rounds=2, plateau_delta=0.5),
-        out_dir=tmp_path,
-        eval_set=eval_set,
-    )
+    report = run_pool(tmp_path, blob_pool(), budget=600, plateau_rounds=2, plateau_delta=0.5)
     assert report.stop_reason == "plateau"
     assert report.rounds == 2
 
 
 def test_stop_when_the_pool_is_exhausted(tmp_path) -> None:
-    uris, X, truth, eval_set = blob_pool(n=60)
-    report = run_auto(
-        uris,
-        X,
-        RecordingOracle(truth),
-        config(budget=1000, initial=20, round_size=30),
-        out_dir=tmp_path,
-        eval_set=eval_set,
-    )
+    report = run_pool(tmp_path, blob_pool(n=60), budget=1000, initial=20, round_size=30)
     assert report.stop_reason == "pool_exhausted"
     assert report.labels_bought == 60
 

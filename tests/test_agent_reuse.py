@@ -32,6 +32,17 @@ def blobs(seed: int = 0) -> tuple[list[str], np.ndarray, dict[str, str], EvalSet
     return uris, X, dict(zip(uris, y, strict=True)), eval_set
 
 
+def race(**overrides: Any) -> AutoConfig:
+    """These tests' settings: 40 initial labels, rounds of 30, no plateau stop."""
+    base: dict[str, Any] = {
+        "target_accuracy": 0.99,
+        "initial": 40,
+        "round_size": 30,
+        "plateau_rounds": 50,
+    }
+    return AutoConfig(**{**base, **overrides})
+
+
 class DictOracle:
     def __init__(self, truth: dict[str, str]) -> None:
         self.truth = truth
@@ -50,15 +61,7 @@ def test_the_final_head_is_the_last_fit_not_a_second_one(tmp_path, monkeypatch, 
         return train_head(Xs, y, **kwargs)
 
     monkeypatch.setattr(agent, "train_head", counting_train_head)
-    cfg = AutoConfig(
-        target_accuracy=0.99,
-        budget=160,
-        strategies=("margin", "entropy"),
-        initial=40,
-        round_size=30,
-        spend=spend,
-        plateau_rounds=50,
-    )
+    cfg = race(budget=160, strategies=("margin", "entropy"), spend=spend)
     report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
     assert report.stop_reason == "budget"
     # shared: the last round's head on every label is the final head; paper: the winner's
@@ -90,15 +93,7 @@ def test_survivors_sharing_the_initial_head_share_one_pool_prediction(
         return real(self, X_, **kwargs)
 
     monkeypatch.setattr(Head, "predict_proba", counting_predict)
-    cfg = AutoConfig(
-        target_accuracy=0.99,
-        budget=400,
-        strategies=("margin", "entropy", "least_confidence"),
-        initial=40,
-        round_size=30,
-        max_rounds=2,
-        plateau_rounds=50,
-    )
+    cfg = race(budget=400, strategies=("margin", "entropy", "least_confidence"), max_rounds=2)
     report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
     assert report.rounds == 2
     # round 1: one head (the initial one) for all three; round 2: two survivors, two heads

@@ -68,7 +68,8 @@ Crash safety. ``out_dir/state.json`` is rewritten atomically (temp file + ``os.r
 after selection, as soon as the oracle answers (before any training) and after each round.
 Every random draw comes from a seed derived from (seed, round, strategy, purpose). A head is
 a deterministic function of its rows and its starting head, and every head is written to
-``out_dir/heads/<rows digest>.npz`` (atomically) as soon as it is trained, so a resumed run
+``out_dir/heads/<rows digest>.npz`` (atomically) as soon as it is trained (committee members
+are not: they are redrawn from their seed and their strategy's saved head), so a resumed run
 finds the exact heads the interrupted one started from; heads no saved state refers to are
 deleted after each round. So a run killed at any moment and resumed with the same inputs buys
 no label twice and ends with the same report as an uninterrupted run. (The one window: a kill
@@ -99,7 +100,7 @@ from numpy.typing import NDArray
 from scipy.optimize import OptimizeWarning, curve_fit
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
-from alcli.errors import LabelsError, OracleError, UsageError
+from alcli.errors import OracleError, UsageError
 from alcli.learner import (
     Head,
     Scaler,
@@ -110,6 +111,7 @@ from alcli.learner import (
     train_head,
 )
 from alcli.oracle import Oracle, format_labels_csv, write_atomic
+from alcli.selection import match_labels
 
 SPEND_MODES = ("shared", "paper")
 STATE_FILE = "state.json"
@@ -212,18 +214,14 @@ class EvalSet:
         cls, uris: Sequence[str], embeddings: NDArray[Any], labels: Mapping[str, str]
     ) -> EvalSet:
         """The pool rows that ``labels`` names (an ``--eval`` file over pool items)."""
-        index = {uri: row for row, uri in enumerate(uris)}
-        missing = [uri for uri in labels if uri not in index]
-        if missing:
-            raise LabelsError(
-                f"{len(missing)} eval URIs are not in the pool (first: {', '.join(missing[:3])})",
-                hint="embed the eval items as part of the pool, or fix the eval file's URIs",
-            )
-        rows = sorted(index[uri] for uri in labels)
+        rows, values = match_labels(
+            uris,
+            labels,
+            what="eval",
+            hint="embed the eval items as part of the pool, or fix the eval file's URIs",
+        )
         return cls(
-            uris=[uris[r] for r in rows],
-            embeddings=np.asarray(embeddings[rows]),
-            labels=[labels[uris[r]] for r in rows],
+            uris=[uris[r] for r in rows], embeddings=np.asarray(embeddings[rows]), labels=values
         )
 
 
@@ -459,9 +457,16 @@ def _read_state(out_dir: Path) -> dict[str, Any]:
     return state
 
 
-def _rows_key(rows: NDArray[np.int64]) -> str:
+def _rows_key(rows: Sequence[int] | NDArray[np.int64]) -> str:
     """A head's name: the digest of its training rows, in order (labels never change)."""
-    return hashlib.sha256(rows.tobytes()).hexdigest()
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _save_head(head: Head, path: Path) -> None:
+    """``Head.save`` through a temporary file and ``os.replace``: all or nothing."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    head.save(str(tmp))
+    os.replace(tmp, path)
 
 
 def _derive_seed(seed: int, *parts: int | str) -> int:
@@ -581,6 +586,10 @@ class _Agent:
             self.save()
         _checkpoint(checkpoint)
 
+    def bought_rows(self) -> list[int]:
+        """The pool rows of every training label bought, in pool order (the shared head's)."""
+        return sorted(self.row_of[uri] for uri in self.state["labels"])
+
     def label_of(self, rows: Sequence[int]) -> list[str]:
         labels = self.state["labels"]
         return [labels[self.uris[r]] for r in rows]
@@ -603,7 +612,7 @@ class _Agent:
         """
         rows_arr = np.asarray(rows, dtype=np.int64)
         key = _rows_key(rows_arr)
-        head = self.head_memo.get(key) or self.load_head(key)
+        head = self.saved_head(key)
         if head is None:
             started = time.perf_counter()
             head = train_head(
@@ -620,6 +629,10 @@ class _Agent:
             del self.head_memo[next(iter(self.head_memo))]
         return head
 
+    def saved_head(self, key: str) -> Head | None:
+        """The head named ``key`` from memory, else from ``out_dir/heads``, else None."""
+        return self.head_memo.get(key) or self.load_head(key)
+
     def load_head(self, key: str) -> Head | None:
         path = self.out_dir / HEADS_DIR / f"{key}.npz"
         try:
@@ -634,17 +647,13 @@ class _Agent:
         started = time.perf_counter()
         folder = self.out_dir / HEADS_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{os.getpid()}.tmp.npz"
-        head.save(str(tmp))
-        os.replace(tmp, folder / f"{key}.npz")
+        _save_head(head, folder / f"{key}.npz")
         self.tick("io", started)
 
     def prune_heads(self) -> None:
         """Delete saved heads that the saved state can no longer start from."""
         state = self.state
-        keep = {
-            _rows_key(np.asarray(state["sets"][name], dtype=np.int64)) for name in state["alive"]
-        }
+        keep = {_rows_key(state["sets"][name]) for name in state["alive"]}
         if state.get("shared_head"):
             keep.add(state["shared_head"])
         folder = self.out_dir / HEADS_DIR
@@ -655,9 +664,7 @@ class _Agent:
     def shared_init(self) -> Head | None:
         """The last shared head (the initial head before round 1), to start the next from."""
         key = self.state.get("shared_head")
-        if not key:
-            return None
-        return self.head_memo.get(key) or self.load_head(key)
+        return self.saved_head(key) if key else None
 
     def accuracy(self, head: Head) -> float:
         started = time.perf_counter()
@@ -724,7 +731,7 @@ class _Agent:
         initial = state["initial_rows"]
         self.buy(initial, state["labels"], "initial:after_oracle")
         head = self.train(initial)
-        state["shared_head"] = _rows_key(np.asarray(initial, dtype=np.int64))
+        state["shared_head"] = _rows_key(initial)
         a0 = self.accuracy(head)
         bought = len(state["labels"])
         for name in config.strategies:
@@ -781,24 +788,22 @@ class _Agent:
             return self.config.round_size
         return self.config.round_size // max(1, len(self.state["alive"]) - 1)
 
-    def select(self, rnd: int) -> dict[str, list[int]]:
+    def select(self, rnd: int, quotas: Mapping[str, int]) -> dict[str, list[int]]:
         """Every survivor's picks for this round, clamped to the budget left."""
-        state, config = self.state, self.config
-        quotas = self.quotas()
         classes = self.classes()
         picks: dict[str, list[int]] = {}
         # Survivors share a head object until their sets differ (round 1: the initial head),
         # and the pool's probabilities under one head are computed once.
         probs_by_head: dict[int, NDArray[np.float32]] = {}
-        for name in state["alive"]:
-            info = strategies.get(name)
+        for name in self.state["alive"]:
+            needs = strategies.get(name).needs
             blocked = self.blocked(name)
             budget = min(quotas[name], int((~blocked).sum()))
             if budget <= 0:
                 picks[name] = []
                 continue
-            probs = committee = None
-            if "probs" in info.needs:
+            probs = None
+            if "probs" in needs:
                 head = self.head_for(name)
                 if id(head) not in probs_by_head:
                     started = time.perf_counter()
@@ -807,22 +812,7 @@ class _Agent:
                     )
                     self.tick("predict", started)
                 probs = probs_by_head[id(head)]
-            if "committee" in info.needs:
-                started = time.perf_counter()
-                rows = state["sets"][name]
-                members = train_committee(
-                    self.X[np.asarray(rows, dtype=np.int64)],
-                    self.label_of(rows),
-                    k=config.committee_size,
-                    seed=_derive_seed(config.seed, rnd, name, "committee"),
-                    l2=config.l2,
-                    scaler=self.scaler,
-                    init=self.head_for(name),
-                )
-                self.tick("heads", started)
-                started = time.perf_counter()
-                committee = _aligned(members.proba(self.X), members.classes, classes)
-                self.tick("predict", started)
+            committee = self.committee(rnd, name, classes) if "committee" in needs else None
             started = time.perf_counter()
             chosen = strategies.run(
                 name,
@@ -831,13 +821,33 @@ class _Agent:
                 committee=committee,
                 embeddings=self.X,
                 labeled=blocked,
-                seed=_derive_seed(config.seed, rnd, name, "select"),
+                seed=_derive_seed(self.config.seed, rnd, name, "select"),
             )
             self.tick("selection", started)
             per_strategy = self.state["strategy_seconds"]
             per_strategy[name] = per_strategy.get(name, 0.0) + time.perf_counter() - started
             picks[name] = [int(r) for r in chosen]
         return self.clamp(picks)
+
+    def committee(self, rnd: int, name: str, classes: NDArray[Any]) -> NDArray[np.float32]:
+        """[K, n, C] pool probabilities of a bootstrap committee on ``name``'s set."""
+        config = self.config
+        started = time.perf_counter()
+        rows = self.state["sets"][name]
+        members = train_committee(
+            self.X[np.asarray(rows, dtype=np.int64)],
+            self.label_of(rows),
+            k=config.committee_size,
+            seed=_derive_seed(config.seed, rnd, name, "committee"),
+            l2=config.l2,
+            scaler=self.scaler,
+            init=self.head_for(name),
+        )
+        self.tick("heads", started)
+        started = time.perf_counter()
+        probs = _aligned(members.proba(self.X), members.classes, classes)
+        self.tick("predict", started)
+        return probs
 
     def clamp(self, picks: dict[str, list[int]]) -> dict[str, list[int]]:
         bought = self.state["labels"]
@@ -851,7 +861,8 @@ class _Agent:
         state, config = self.state, self.config
         pending = state["pending"]
         if pending is None or pending["round"] != rnd:
-            pending = {"round": rnd, "picks": self.select(rnd), "quota": self.quotas()}
+            quotas = self.quotas()
+            pending = {"round": rnd, "picks": self.select(rnd, quotas), "quota": quotas}
             state["pending"] = pending
             self.save()
             _checkpoint(f"round{rnd}:after_select")
@@ -889,9 +900,9 @@ class _Agent:
         accuracies = [row["accuracy"] for row in new_rows]
         shared_acc: float | None = None
         if config.spend == "shared":
-            all_rows = sorted(self.row_of[uri] for uri in state["labels"])
+            all_rows = self.bought_rows()
             shared_acc = self.accuracy(self.train(all_rows, init=self.shared_init()))
-            state["shared_head"] = _rows_key(np.asarray(all_rows, dtype=np.int64))
+            state["shared_head"] = _rows_key(all_rows)
             state["shared"].append({"round": rnd, "labels": bought, "accuracy": shared_acc})
             accuracies.append(shared_acc)
         state["rows"].extend(new_rows)
@@ -942,10 +953,15 @@ class _Agent:
     # -- finish --
 
     def winner(self) -> str:
+        """Best current accuracy, then best forecast (none yet: the accuracy), then name."""
         current = self.current()
-        forecasts = {s: fc["value"] for s, fc in self.state["forecasts"].items()}
-        by_accuracy = {s: (current[s], forecasts.get(s, current[s])) for s in current}
-        return min(current, key=lambda s: (-by_accuracy[s][0], -by_accuracy[s][1], s))
+        forecasts = self.state["forecasts"]
+
+        def rank(s: str) -> tuple[float, float, str]:
+            ahead = forecasts[s]["value"] if s in forecasts else current[s]
+            return (-current[s], -ahead, s)
+
+        return min(current, key=rank)
 
     def finish(self, reason: str) -> Report:
         state, config = self.state, self.config
@@ -953,10 +969,7 @@ class _Agent:
             state["stop_reason"] = reason
             self.save()
         winner = self.winner()
-        if config.spend == "shared":
-            final_rows = sorted(self.row_of[uri] for uri in state["labels"])
-        else:
-            final_rows = list(state["sets"][winner])
+        final_rows = self.bought_rows() if config.spend == "shared" else state["sets"][winner]
         head = self.train(final_rows)
         evaluation = evaluate(head, self.eval_X, self.eval_y)
         report = Report(
@@ -991,9 +1004,7 @@ class _Agent:
         write_atomic(out / "rounds.csv", _rounds_csv(report.rows))
         write_atomic(out / "report.json", json.dumps(report.as_dict(), indent=2) + "\n")
         if report.final_head is not None:
-            tmp = out / f".head.{os.getpid()}.tmp.npz"
-            report.final_head.save(str(tmp))
-            os.replace(tmp, out / "head.npz")
+            _save_head(report.final_head, out / "head.npz")
         plot_curves(report, out / "curves.png")
 
 
@@ -1120,9 +1131,9 @@ def run_auto(
     digest = _pool_digest(agent.uris, X)
     if resume:
         state = _read_state(out)
-        if state["config"] != config.as_dict():
-            saved = state["config"]
-            changed = sorted(k for k in saved if saved.get(k) != config.as_dict().get(k))
+        saved, wanted = state["config"], config.as_dict()
+        if saved != wanted:
+            changed = sorted(k for k in saved if saved.get(k) != wanted.get(k))
             raise UsageError(
                 f"{out} holds a run with different settings ({', '.join(changed)})",
                 hint="resume with the saved settings (alcli auto --resume DIR alone)",

@@ -1,8 +1,8 @@
 """Heads trained on cached embeddings: class probabilities, a bootstrap committee, evaluation.
 
 The backbone is frozen (DESIGN.md, decision 1), so a "model" here is a multinomial logistic
-regression on the embeddings. It is retrained from scratch every round, which is only
-affordable because it is small and fast:
+regression on the embeddings. It is retrained every round (from the previous round's head,
+last point below), which is only affordable because it is small and fast:
 
 * The loss and gradient are plain numpy in float32 (OpenBLAS beats torch's CPU path 2-4x on
   this machine) and scipy's L-BFGS-B drives them in float64.
@@ -16,11 +16,12 @@ affordable because it is small and fast:
   (``SERIAL_BELOW``); big heads keep numpy's threads.
 * Training starts from zeros unless ``init`` names a head to start from (the previous
   round's). The L2-regularised problem is strictly convex, so the optimum does not depend on
-  the start; only the point where L-BFGS stops within its tolerance does (predictions agree
-  on 99.9 % of MNIST test rows). A round adds a few hundred rows to thousands, so the last
-  head is already close: measured on MNIST features, 5,120 rows train in 0.57 s / 30
-  iterations warm against 2.05 s / 112 cold. A warm head is a pure function of (rows, labels,
-  l2, init), which is why the agent saves every head it starts from (see agent.py).
+  the start; only the point where L-BFGS stops within its tolerance does (warm- and
+  cold-started heads' predictions agreed on 99.88-99.96 % of 10,000 held-out rows of the MNIST
+  training pool). A round adds a few hundred rows to thousands, so the last head is already
+  close: measured on MNIST features, 5,120 rows train in 0.57 s / 30 iterations warm against
+  2.05 s / 112 cold. A warm head is a pure function of (rows, labels, l2, init), which is why
+  the agent saves every head it starts from (see agent.py).
 """
 
 from __future__ import annotations

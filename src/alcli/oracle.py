@@ -310,14 +310,10 @@ class DirectoryOracle:
         batches = self._batches()
         number = batches[-1][0] + 1 if batches else 1
         batch = self.path / f"batch-{number:03d}.csv"
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["uri", "label"])
-        writer.writerows([uri, ""] for uri in uris)
         studio = json.dumps([{"data": {"image": uri}} for uri in uris], indent=1)
         # The Label Studio file first: the CSV's existence is what marks the batch as written.
         write_atomic(batch.with_name(batch.stem + ".labelstudio.json"), studio + "\n")
-        write_atomic(batch, buffer.getvalue())
+        write_atomic(batch, format_labels_csv(dict.fromkeys(uris, "")))
         return batch
 
 

@@ -62,12 +62,16 @@ class Picks:
 
 
 def match_labels(
-    uris: Sequence[str], labels: Mapping[str, str], *, what: str = "labeled"
+    uris: Sequence[str],
+    labels: Mapping[str, str],
+    *,
+    what: str = "labeled",
+    hint: str = "check the pool spec and that the file's URIs use the same form",
 ) -> tuple[np.ndarray, list[str]]:
     """Rows of ``uris`` that ``labels`` names, and their labels, in pool order.
 
-    A URI that the pool lacks is an error (a typo or the wrong pool is far more likely than
-    an intended extra), naming how many and the first few.
+    A URI that the pool lacks is a ``LabelsError`` (a typo or the wrong pool is far more
+    likely than an intended extra), naming how many and the first few, with ``hint``.
     """
     if not labels:
         return np.zeros(0, dtype=np.int64), []
@@ -76,8 +80,7 @@ def match_labels(
     if missing:
         shown = ", ".join(missing[:3])
         raise LabelsError(
-            f"{len(missing)} {what} URIs are not in the pool (first: {shown})",
-            hint="check the pool spec and that the file's URIs use the same form",
+            f"{len(missing)} {what} URIs are not in the pool (first: {shown})", hint=hint
         )
     rows = np.sort(np.fromiter((index[uri] for uri in labels), dtype=np.int64, count=len(labels)))
     return rows, [labels[uris[r]] for r in rows]
