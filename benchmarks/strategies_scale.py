@@ -84,40 +84,25 @@ def zoo_inputs(directory: Path, n: int, d: int, classes: int, labeled: int, k: i
     np.save(directory / "labeled.npy", np.sort(rng.choice(n, size=labeled, replace=False)))
 
 
-def status_mib(field: str) -> float:
-    """A memory field (VmRSS, VmHWM) of /proc/self/status, in MiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> None:
-    """Make VmHWM start again from the current RSS (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-
-
 def worker(name: str, directory: Path, budget: int) -> dict[str, Any]:
-    """One strategy in this (fresh) process: seconds and added peak RSS."""
-    import alcli.strategies as strategies
+    """One strategy in this (fresh) process: seconds and added peak RSS, as ``alcli bench``
+    measures them (``alcli.bench.time_strategy``: VmHWM reset just before the call)."""
+    from alcli.bench import time_strategy
 
     inputs = {
         key: np.load(directory / f"{key}.npy")
         for key in ("embeddings", "probs", "committee", "labeled")
     }
-    reset_peak_rss()
-    rss_before = status_mib("VmRSS")
-    start = time.perf_counter()
-    picks = strategies.run(name, budget=budget, seed=0, **inputs)
-    seconds = time.perf_counter() - start
-    peak = status_mib("VmHWM")
+    timing = time_strategy(name, budget, inputs)
+    if timing.seconds is None:
+        raise SystemExit(f"{name}: {timing.error}")
+    if timing.peak_extra_mib is None:
+        raise SystemExit("peak memory needs Linux's /proc/self/clear_refs and VmHWM")
     return {
         "name": name,
-        "seconds": round(seconds, 3),
-        "peak_extra_mib": round(max(0.0, peak - rss_before), 1),
-        "picks": int(picks.size),
+        "seconds": round(timing.seconds, 3),
+        "peak_extra_mib": timing.peak_extra_mib,
+        "picks": timing.picks,
     }
 
 

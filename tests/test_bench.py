@@ -41,13 +41,12 @@ KINDS = {"model", "contention", "io", "decode", "ramp"}
 
 
 @pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("ALCLI_CACHE_DIR", str(tmp_path / "cache"))
+def runner(runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """conftest's runner, with temporary folders under ``tmp_path / "tmp"`` to check."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
+    return runner
 
 
 def run(runner: CliRunner, *args: str):

@@ -21,7 +21,10 @@ synthetic arrays of the model's embedding width (``synthetic_inputs``), so a use
 linearly to the pool, flagged as an estimate.
 
 ``benchmarks/embed_throughput.py`` builds its MNIST, local-vs-S3 measurements from the same
-pieces (``ModelOnly``, ``in_fresh_thread``, ``timed_embed``, ``sequential_ips``).
+pieces (``ModelOnly``, ``in_fresh_thread``, ``timed_embed``, ``sequential_ips``), and
+``benchmarks/strategies_scale.py`` times each strategy with ``time_strategy``. torch and the
+model code are imported where a model is built, not with this module, so a process that only
+times strategies stays as light as the strategies themselves.
 """
 
 from __future__ import annotations
@@ -38,16 +41,19 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from alcli.cache import EmbeddingCache
 from alcli.embedding import EmbedOptions, EmbedResult, embed, read_threads
 from alcli.errors import AlcliError, ItemError, PoolError, UsageError
-from alcli.models import Backbone, load_backbone, model_fingerprint, resolve_device
 from alcli.sources import Pool, resolve_pool
+
+if TYPE_CHECKING:
+    import torch
+
+    from alcli.models import Backbone
 
 T = TypeVar("T")
 
@@ -107,6 +113,10 @@ class ModelOnly:
     def __init__(
         self, blobs: Iterable[bytes], options: EmbedOptions, *, max_bytes: int | None = None
     ) -> None:
+        import torch
+
+        from alcli.models import load_backbone
+
         self.backbone = load_backbone(
             options.model, options.weights, options.image_size, options.device
         )
@@ -130,6 +140,8 @@ class ModelOnly:
         self.runs: list[dict[int, float]] = []
 
     def _measure(self, threads: int) -> float:
+        import torch
+
         torch.set_num_threads(threads)
         try:
             self.backbone.embed(self.batches[0])  # warm-up: oneDNN builds kernels on first use
@@ -191,6 +203,10 @@ def sequential_ips(
     counted, as the pipeline's own rate counts its failures. ``backbone`` reuses a built
     model (no second build); none builds one from ``options``, outside the timing.
     """
+    import torch
+
+    from alcli.models import load_backbone
+
     model = backbone or load_backbone(
         options.model, options.weights, options.image_size, options.device
     )
@@ -406,6 +422,8 @@ class BenchReport:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        import torch
+
         kind, hint = self.diagnosis()
         reasons = Counter(_reason_kind(reason) for _, reason in self.failures)
         report = {
@@ -657,9 +675,11 @@ class StrategyBench:
         }
 
 
-def _time_strategy(
+def time_strategy(
     name: str, budget: int, inputs: Mapping[str, np.ndarray | None]
 ) -> StrategyTiming:
+    """One call of strategy ``name`` for ``budget`` picks on ``inputs`` (``zoo.run``'s keyword
+    arrays): its seconds and the peak RSS it added, or the error it raised (not re-raised)."""
     import alcli.strategies as zoo
 
     rss = _reset_peak_rss()
@@ -718,7 +738,7 @@ def time_strategies(
     timings = []
     for name in names:
         note(f"strategy {name}: budget {picks:,} of {rows:,} rows")
-        timings.append(_time_strategy(name, picks, inputs))
+        timings.append(time_strategy(name, picks, inputs))
     return StrategyBench(
         pool_items=pool_items,
         rows=rows,
@@ -741,12 +761,7 @@ def _reason_kind(reason: str) -> str:
 def _read_in_order(pool: Pool, uris: Sequence[str], threads: int) -> Generator[bytes, None, None]:
     """The items' bytes in order, read ``threads`` at a time; unreadable ones left out."""
 
-    def read(uri: str) -> bytes | None:
-        try:
-            return pool.read(uri)
-        except ItemError:
-            return None
-
+    read = functools.partial(_or_none, pool.read)
     chunk = max(16, threads)
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="alcli-bench-read") as workers:
         for start in range(0, len(uris), chunk):
@@ -789,6 +804,8 @@ def run_bench(
         raise UsageError(f"--budget must be at least 1, not {budget}")
     # Unknown strategies fail now, with the registry's did-you-mean, not after the pipeline.
     names = strategy_names(strategies)
+    from alcli.models import model_fingerprint, resolve_device
+
     # A wrong model, weights or device fails here, before a long listing: both build nothing.
     model_fingerprint(opts.model, opts.weights, opts.image_size)
     resolve_device(opts.device)

@@ -14,9 +14,8 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import numpy as np
 import typer
 from typer.core import TyperGroup
 
@@ -24,6 +23,11 @@ from alcli import __version__
 from alcli.config import config_keys, defaults_for, find_config, load_config
 from alcli.errors import AlcliError, UsageError
 from alcli.output import QUIET, Output
+
+if TYPE_CHECKING:  # numpy and the pipeline load with the command that needs them: fast --help
+    import numpy as np
+
+    from alcli.embedding import EmbedOptions, EmbedResult
 
 # ---------------------------------------------------------------------------------------------
 # The group: one place for "did you mean" and for exceptions -> messages and exit codes.
@@ -332,16 +336,6 @@ def select(
     excluded = selection.read_uri_list(exclude) if exclude else []
     if probs or embeddings:
         names, prob_arr, emb_arr = _own_arrays(probs, embeddings, uris)
-        picks = selection.pick(
-            strategy=strategy,
-            budget=budget,
-            uris=names,
-            probs=prob_arr,
-            embeddings=emb_arr,
-            labels=labels,
-            exclude=excluded,
-            seed=seed,
-        )
     else:
         options = _embed_options(
             model, weights, image_size, batch_size, io_threads, decode_threads, device
@@ -354,15 +348,17 @@ def select(
             content_hash,
             _storage_options(endpoint_url, anon, profile),
         )
-        picks = selection.pick(
-            strategy=strategy,
-            budget=budget,
-            uris=result.uris,
-            embeddings=result.embeddings,
-            labels=labels,
-            exclude=excluded,
-            seed=seed,
-        )
+        names, prob_arr, emb_arr = result.uris, None, result.embeddings
+    picks = selection.pick(
+        strategy=strategy,
+        budget=budget,
+        uris=names,
+        probs=prob_arr,
+        embeddings=emb_arr,
+        labels=labels,
+        exclude=excluded,
+        seed=seed,
+    )
     out.note(
         f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items "
         f"({picks.n_labeled:,} labeled, {picks.n_excluded:,} excluded)"
@@ -402,8 +398,8 @@ def _own_arrays(
     from alcli.selection import read_uri_list
 
     arrays = [
-        _load_npy(path, "--probs" if path == probs else "--embeddings") if path else None
-        for path in (probs, embeddings)
+        _load_npy(path, flag) if path else None
+        for path, flag in ((probs, "--probs"), (embeddings, "--embeddings"))
     ]
     rows = {a.shape[0] for a in arrays if a is not None}
     if len(rows) != 1:
@@ -416,6 +412,8 @@ def _own_arrays(
 
 
 def _load_npy(path: str, flag: str) -> np.ndarray:
+    import numpy as np
+
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -435,7 +433,7 @@ def _embed_options(
     io_threads: int | None,
     decode_threads: int,
     device: str,
-) -> Any:
+) -> EmbedOptions:
     from alcli.embedding import EmbedOptions
 
     return EmbedOptions(model, weights, image_size, batch_size, io_threads, decode_threads, device)
@@ -444,12 +442,12 @@ def _embed_options(
 def _embed_for(
     out: Output,
     pool: str | None,
-    options: Any,
+    options: EmbedOptions,
     cache_dir: str | None,
     content_hash: bool,
     storage_options: dict[str, Any],
-) -> Any:
-    """Embed what the cache lacks (shared by select and auto), with progress and notes."""
+) -> EmbedResult:
+    """Embed what the cache lacks (embed, select and auto), with progress and notes."""
     from alcli.cache import manifest_memo_dir
     from alcli.embedding import embed as embed_pool
     from alcli.sources import resolve_pool

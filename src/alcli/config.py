@@ -45,7 +45,6 @@ PATH_KEYS = frozenset(
         "resume",
     }
 )
-COMMANDS = ("embed", "select", "auto", "bench", "strategies")
 
 
 def find_config(explicit: str | None, cwd: Path | None = None) -> Path | None:

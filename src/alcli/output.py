@@ -15,16 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 HUMAN, JSON, QUIET = "human", "json", "quiet"
+
+
+def _console(stream: Any) -> Console:
+    return Console(file=stream, soft_wrap=True, highlight=False)
 
 
 def _default(obj: Any) -> Any:
@@ -41,18 +37,13 @@ class Output:
     """Where a command's results and messages go, by mode."""
 
     mode: str = HUMAN
-    stdout: Console = field(default_factory=lambda: Console(file=sys.stdout, soft_wrap=True))
-    stderr: Console = field(default_factory=lambda: Console(file=sys.stderr, soft_wrap=True))
+    # Bound at construction, so CliRunner's captured streams are the ones written to.
+    stdout: Console = field(default_factory=lambda: _console(sys.stdout))
+    stderr: Console = field(default_factory=lambda: _console(sys.stderr))
 
     @classmethod
     def from_flags(cls, *, json_output: bool = False, quiet: bool = False) -> Output:
-        mode = JSON if json_output else QUIET if quiet else HUMAN
-        # Bound late so CliRunner's captured streams are the ones written to.
-        return cls(
-            mode,
-            Console(file=sys.stdout, soft_wrap=True, highlight=False),
-            Console(file=sys.stderr, soft_wrap=True, highlight=False),
-        )
+        return cls(JSON if json_output else QUIET if quiet else HUMAN)
 
     @property
     def is_json(self) -> bool:
@@ -88,6 +79,15 @@ class Output:
         if self.mode == QUIET or not self.stderr.is_terminal or not total:
             yield lambda n: None
             return
+        from rich.progress import (  # only for a terminal: kept off a piped command's start
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
