@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,6 +61,17 @@ def index_preprocess(data: bytes) -> torch.Tensor:
 
 def index_embed(batch: torch.Tensor) -> np.ndarray:
     return batch.numpy().copy()
+
+
+def index_run(n: int, *, read: Callable[[str], bytes] = index_read, **settings: Any) -> PipelineRun:
+    """``run_pipeline`` over the items "0".."n-1" with the index stages (and any ``read``)."""
+    return run_pipeline(
+        [str(i) for i in range(n)],
+        read=read,
+        preprocess=index_preprocess,
+        embed=index_embed,
+        **settings,
+    )
 
 
 def collect(run: PipelineRun) -> list[BatchResult]:
@@ -206,11 +218,9 @@ def slow_read(uri: str) -> bytes:
 def test_breaking_out_of_the_loop_stops_every_thread() -> None:
     started = time.monotonic()
     for number, _batch in enumerate(
-        run_pipeline(
-            [str(i) for i in range(100_000)],
+        index_run(
+            100_000,
             read=slow_read,
-            preprocess=index_preprocess,
-            embed=index_embed,
             batch_size=8,
         )
     ):
@@ -228,11 +238,9 @@ def test_close_mid_stream_cancels_pending_work() -> None:
         reads.append(uri)
         return slow_read(uri)
 
-    run = run_pipeline(
-        [str(i) for i in range(100_000)],
+    run = index_run(
+        100_000,
         read=counted_read,
-        preprocess=index_preprocess,
-        embed=index_embed,
         batch_size=8,
     )
     next(run)
@@ -249,11 +257,9 @@ def test_close_mid_stream_cancels_pending_work() -> None:
 
 def test_stop_event_ends_the_iteration_early() -> None:
     stop = threading.Event()
-    run = run_pipeline(
-        [str(i) for i in range(100_000)],
+    run = index_run(
+        100_000,
         read=slow_read,
-        preprocess=index_preprocess,
-        embed=index_embed,
         batch_size=8,
         stop=stop,
     )
@@ -276,11 +282,9 @@ def test_keyboard_interrupt_in_the_consumer_shuts_down() -> None:
             _thread.interrupt_main()  # what Ctrl-C does to the main thread
         return slow_read(uri)
 
-    run = run_pipeline(
-        [str(i) for i in range(100_000)],
+    run = index_run(
+        100_000,
         read=read,
-        preprocess=index_preprocess,
-        embed=index_embed,
         batch_size=8,
     )
 
@@ -316,11 +320,9 @@ def test_in_flight_items_stay_within_the_window() -> None:
             raise ItemError("flaky")
         return uri.encode()
 
-    run = run_pipeline(
-        [str(i) for i in range(n)],
+    run = index_run(
+        n,
         read=read,
-        preprocess=index_preprocess,
-        embed=index_embed,
         batch_size=batch_size,
         io_threads=io_threads,
         max_inflight_batches=max_inflight_batches,
@@ -464,11 +466,8 @@ def test_thread_tuner_without_idle_signal_retries_on_a_schedule() -> None:
 
 def test_auto_torch_threads_are_restored_after_the_run() -> None:
     torch.set_num_threads(2)
-    run = run_pipeline(
-        [str(i) for i in range(64)],
-        read=index_read,
-        preprocess=index_preprocess,
-        embed=index_embed,
+    run = index_run(
+        64,
         batch_size=4,
         torch_threads="auto",
     )
@@ -478,11 +477,8 @@ def test_auto_torch_threads_are_restored_after_the_run() -> None:
 
 
 def test_pin_memory_is_harmless_without_cuda() -> None:
-    run = run_pipeline(
-        [str(i) for i in range(10)],
-        read=index_read,
-        preprocess=index_preprocess,
-        embed=index_embed,
+    run = index_run(
+        10,
         batch_size=4,
         pin_memory=True,
     )
