@@ -486,11 +486,12 @@ def load_backbone(
 class BackboneInBackground:
     """A backbone being built on its own thread, usable by the pipeline right away.
 
-    Building mobilenet_v2 (weights read, BatchNorm folded, a probe forward) costs 0.2-0.3 s
-    of one core, about 3 % of a cold 1,000-image run. The transform needs none of it, so
-    reads and decodes start at once and the build overlaps them; only ``embed`` (the first
-    batch) waits for the network. Name and weights are checked here, before any thread, so
-    a typo still fails at once with its ``ModelError``.
+    Building mobilenet_v2 (weights read, BatchNorm folded, a probe forward) costs 0.16-0.26 s
+    of one core (measured alone and inside ``alcli bench``), 3-5 % of a cold 1,000-image
+    run. The transform needs none of it, so reads and decodes start at once and the build
+    overlaps them; only ``embed`` (the first batch) waits for the network. Name and weights
+    are checked here, before any thread, so a typo still fails at once with its
+    ``ModelError``.
 
     ``start()`` begins the build. The build runs its many tiny ops on one torch thread, and
     torch's thread count is process-wide: start it only after whoever reads that count (the

@@ -35,10 +35,10 @@ OpenMP workers at the next barrier; decode threads do not even help each other m
 Python glue holds the GIL: two threads decode 1,000 MNIST PNGs in 0.47 s, one in 0.35 s).
 So in that case the model thread decodes its next batch itself, between forward passes, as
 a plain loop would, while the I/O threads keep reading ahead. Measured on 2 cores, 1,000
-MNIST PNGs at 112 px: the plain loop reached 0.89-0.96 of the model alone where the
-overlapping stages reached 0.82-0.86. With fewer model threads than cores (the tuner chose
-one, or ``torch_threads=1``), on a GPU, and for the first batch (the model may still be
-building), the decode threads work beside the model as before.
+MNIST PNGs at 112 px (``alcli bench``, seven runs): the plain loop reached 0.87-0.99 of the
+model alone where the overlapping stages reached 0.84-0.89. With fewer model threads than
+cores (the tuner chose one, or ``torch_threads=1``), on a GPU, and for the first batch (the
+model may still be building), the decode threads work beside the model as before.
 """
 
 from __future__ import annotations
