@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT / "examples"))  # mnist_pool.py: MNIST digits as PNG
 
 from mnist_pool import make_pools  # noqa: E402
 
-from alcli.bench import ModelOnly, sequential_ips, timed_embed  # noqa: E402
+from alcli.bench import ModelOnly, layout_cores, sequential_ips, timed_embed  # noqa: E402
 from alcli.embedding import REMOTE_IO_THREADS, EmbedOptions, EmbedResult  # noqa: E402
 from alcli.sources import resolve_pool  # noqa: E402
 
@@ -205,15 +205,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             spec = f"s3://{BUCKET}/mnist/"
             for number in range(args.rounds):
                 log(f"round {number + 1}/{args.rounds}: model only, local pipeline, S3 pipeline")
-                by_threads = bound.measure()
+                by_layout = bound.measure()
                 local_ips, local = embed_ips(
                     str(pool.directory), options, caches / f"local-{number}", None
                 )
                 s3_ips, remote = embed_ips(spec, options, caches / f"s3-{number}", storage)
                 rounds.append(
                     {
-                        "model_only_ips_by_torch_threads": by_threads,
-                        "model_only_ips": max(by_threads.values()),
+                        "model_only_ips_by_layout": by_layout,
+                        "model_only_ips": max(by_layout.values()),
                         "pipeline_local_ips": local_ips,
                         "pipeline_s3_ips": s3_ips,
                         "local_stages": local.stages,
@@ -255,8 +255,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def ceiling(extra_s: float) -> float:
         ratios = []
         for r in rounds:
-            by_threads = r["model_only_ips_by_torch_threads"]
-            model_s = min(int(t) / ips for t, ips in by_threads.items())
+            by_layout = r["model_only_ips_by_layout"]
+            model_s = min(layout_cores(key) / ips for key, ips in by_layout.items())
             best = min(r["model_only_ips"], cores / (model_s + extra_s))
             ratios.append(best / r["model_only_ips"])
         return median(ratios)
@@ -294,8 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "rounds": [
             {
-                "model_only_ips_by_torch_threads": {
-                    str(t): round(v, 2) for t, v in r["model_only_ips_by_torch_threads"].items()
+                "model_only_ips_by_layout": {
+                    key: round(v, 2) for key, v in r["model_only_ips_by_layout"].items()
                 },
                 "pipeline_local_ips": round(r["pipeline_local_ips"], 2),
                 "pipeline_s3_ips": round(r["pipeline_s3_ips"], 2),

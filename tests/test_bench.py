@@ -33,6 +33,7 @@ from alcli.bench import (
 from alcli.cli import _render_strategies, app
 from alcli.embedding import EmbedOptions
 from alcli.errors import StrategyError, UsageError
+from alcli.pipeline import cpu_streams
 from alcli.sources import resolve_pool
 
 TINY = ["--model", "mobilenet_v3_small", "--weights", "none", "--image-size", "32"]
@@ -242,7 +243,11 @@ def test_model_only_skips_undecodable_blobs_and_caps_its_tensors(png_pool):
     assert [len(batch) for batch in bound.batches] == [2, 2, 1]
     capped = ModelOnly(blobs, options, max_bytes=1)  # stops at the first whole batch
     assert capped.count == 2
-    assert all(ips > 0 for ips in capped.measure().values())
+    by_layout = capped.measure()
+    assert all(ips > 0 for ips in by_layout.values())
+    threads = capped.default_threads
+    streams = cpu_streams(threads)  # the pipeline's own CPU layout is a candidate too
+    assert set(by_layout) == {"1x1", f"1x{threads}", f"{streams}x{max(1, threads // streams)}"}
     with pytest.raises(UsageError):
         ModelOnly([b"junk"], options)
 

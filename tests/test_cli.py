@@ -49,6 +49,24 @@ def test_embed_json_reports_counts_and_skipped_items(runner, png_pool, broken_im
     assert warm["failed"] == 3  # remembered: the broken files are not read again
 
 
+@pytest.mark.parametrize("streams", ["1", "3"])
+def test_embed_model_streams_option(runner, png_pool, tmp_path, streams):
+    png_pool(5)
+    args = ("embed", str(tmp_path / "pool"), *TINY, "--batch-size", "2", "--json")
+    result = run(runner, *args, "--model-streams", streams, "--cache-dir", str(tmp_path / streams))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stages"]["model_streams"] == int(streams)
+    assert summary["embedded"] == 5
+
+
+def test_embed_rejects_zero_model_streams(runner, png_pool, tmp_path):
+    png_pool(1)
+    result = run(runner, "embed", str(tmp_path / "pool"), *TINY, "--model-streams", "0")
+    assert result.exit_code == 2
+    assert "--model-streams" in result.stderr
+
+
 def test_embed_human_and_quiet_keep_stdout_clean(runner, png_pool, tmp_path):
     png_pool(3)
     human = run(runner, "embed", str(tmp_path / "pool"), *TINY)

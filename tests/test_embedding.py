@@ -122,7 +122,8 @@ def test_the_background_build_leaves_torchs_thread_count_alone(png_pool, tmp_pat
 
         torch.set_num_threads(2)
         result = embed(str(tmp_path / "pool"), options=TINY, cache=tmp_path / f"c{attempt}")
-        seen.append((result.stages["torch_threads"], torch.get_num_threads()))
+        used = result.stages["torch_threads"] * result.stages["model_streams"]
+        seen.append((used, torch.get_num_threads()))
 
     for attempt in range(3):
         worker = threading.Thread(target=run, args=(attempt,))

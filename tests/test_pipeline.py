@@ -530,14 +530,19 @@ def test_machine_idle_seconds_is_a_running_total() -> None:
     assert 0 < first <= second
 
 
-@pytest.mark.parametrize(("torch_threads", "inline"), [("cores", True), (1, False)])
-def test_a_model_on_every_core_decodes_its_own_batches(torch_threads, inline) -> None:
-    """With a thread per core the model thread decodes (a decode thread could only take a
-    core from it); with a core to spare, or for the first batch, decode threads do."""
+@pytest.mark.parametrize(
+    ("torch_threads", "streams", "inline"),
+    [("cores", 1, True), (1, "cores", True), (1, 1, False)],
+)
+def test_a_model_on_every_core_decodes_its_own_batches(torch_threads, streams, inline) -> None:
+    """With a model thread per core (one stream on all, or a stream per core) the model
+    threads decode (a decode thread could only take a core from them); with a core to spare,
+    or for the first batch, decode threads do."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if torch_threads == "cores" and (cores or 1) < 2:
+    if "cores" in (torch_threads, streams) and (cores or 1) < 2:
         pytest.skip("one core: a model on every core is the one-thread case")
     threads = cores if torch_threads == "cores" else 1
+    model_streams = cores if streams == "cores" else 1
     n, batch_size = 200, 10
     decoded_by: dict[int, str] = {}
     bad = {37, 150}
@@ -557,15 +562,82 @@ def test_a_model_on_every_core_decodes_its_own_batches(torch_threads, inline) ->
         embed=index_embed,
         batch_size=batch_size,
         torch_threads=threads,
+        model_streams=model_streams,
     )
     batches = collect(run)
     assert torch.get_num_threads() == before
     check_ordered_batches(batches, n, batch_size)
     assert sorted(f.index for b in batches for f in b.failures) == sorted(bad)
-    by_model = {i for i, name in decoded_by.items() if name.endswith("-infer")}
+    by_model = {i for i, name in decoded_by.items() if "-infer-" in name}
     assert len(decoded_by) == n
     if inline:
         assert by_model  # the model thread decoded ...
         assert not by_model & set(range(batch_size))  # ... but not the first batch
     else:
         assert not by_model
+
+
+def test_streams_finishing_out_of_order_still_yield_batches_in_order() -> None:
+    """Three model streams, every other batch slow: later batches finish first, yet the
+    consumer sees input order, and the work was spread over the streams."""
+    ran_on: dict[int, str] = {}
+
+    def uneven_embed(batch: torch.Tensor) -> np.ndarray:
+        first = int(batch[0, 0])
+        ran_on[first] = threading.current_thread().name
+        time.sleep(0.03 if (first // 4) % 2 == 0 else 0.0)
+        return index_embed(batch)
+
+    bad = {8, 9, 10, 11}  # one whole batch of failures travels through a stream too
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        if int(data.decode()) in bad:
+            raise ItemError("corrupt")
+        return index_preprocess(data)
+
+    run = run_pipeline(
+        [str(i) for i in range(101)],
+        read=index_read,
+        preprocess=preprocess,
+        embed=uneven_embed,
+        batch_size=4,
+        model_streams=3,
+    )
+    batches = collect(run)
+    check_ordered_batches(batches, 101, 4)
+    assert run.stats.as_dict()["model_streams"] == 3
+    assert len(set(ran_on.values())) >= 2
+
+
+def test_closing_with_streams_mid_forward_does_not_hang() -> None:
+    def slow_embed(batch: torch.Tensor) -> np.ndarray:
+        time.sleep(0.05)
+        return index_embed(batch)
+
+    run = run_pipeline(
+        [str(i) for i in range(100_000)],
+        read=index_read,
+        preprocess=index_preprocess,
+        embed=slow_embed,
+        batch_size=8,
+        model_streams=4,
+    )
+    next(run)
+    closing = time.monotonic()
+    run.close()
+    assert time.monotonic() - closing < 1.0
+    assert not wait_for_no_pipeline_threads(1.0)
+
+
+@pytest.mark.parametrize("streams", [0, -1, "many"])
+def test_bad_model_streams_are_a_usage_error(streams: Any) -> None:
+    with pytest.raises(UsageError, match="model streams"):
+        index_run(4, model_streams=streams)
+
+
+def test_cpu_streams_share_out_the_thread_budget() -> None:
+    from alcli.pipeline import MAX_CPU_STREAMS, cpu_streams
+
+    assert cpu_streams(1) == 1
+    assert cpu_streams(2) == 2
+    assert cpu_streams(64) == MAX_CPU_STREAMS

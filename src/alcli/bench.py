@@ -102,12 +102,25 @@ def in_fresh_thread(function: Callable[[], T]) -> T:
     return value
 
 
+def layout_key(streams: int, threads: int) -> str:
+    """How a model run is laid out: ``"2x1"`` is two streams of one torch thread each."""
+    return f"{streams}x{threads}"
+
+
+def layout_cores(key: str) -> int:
+    """Cores a layout keeps busy (streams times threads)."""
+    streams, threads = key.split("x")
+    return int(streams) * int(threads)
+
+
 class ModelOnly:
     """The bound: the model alone on tensors decoded and stacked beforehand.
 
-    Each measurement tries one torch thread and all cores and keeps the better, so the
-    pipeline's own thread choice cannot flatter the ratio. Blobs that do not decode are left
-    out (the pipeline reports them); ``max_bytes`` caps the decoded tensors at whole batches.
+    Each measurement tries one stream on one torch thread, one on all of them, and the
+    pipeline's own CPU layout (``cpu_streams()`` streams sharing the threads, each on its
+    own batches), and keeps the best, so the pipeline's choice cannot flatter the ratio.
+    Blobs that do not decode are left out (the pipeline reports them); ``max_bytes`` caps the
+    decoded tensors at whole batches.
     """
 
     def __init__(
@@ -137,33 +150,62 @@ class ModelOnly:
         self.batches = [torch.stack(tensors[i : i + size]) for i in range(0, len(tensors), size)]
         self.count = len(tensors)
         self.default_threads = torch.get_num_threads()
-        self.runs: list[dict[int, float]] = []
+        self.runs: list[dict[str, float]] = []
 
-    def _measure(self, threads: int) -> float:
+    def layouts(self) -> list[tuple[int, int]]:
+        """(streams, threads per stream) to try: 1 x 1, 1 x all, the pipeline's CPU layout."""
+        from alcli.pipeline import cpu_streams
+
+        streams = cpu_streams(self.default_threads)
+        shared = (streams, max(1, self.default_threads // streams))
+        return sorted({(1, 1), (1, self.default_threads), shared})
+
+    def _measure(self, streams: int, threads: int) -> float:
         import torch
 
         torch.set_num_threads(threads)
         try:
             self.backbone.embed(self.batches[0])  # warm-up: oneDNN builds kernels on first use
+            batches = iter(self.batches)
+            lock = threading.Lock()
+
+            def stream() -> None:
+                while True:
+                    with lock:
+                        batch = next(batches, None)
+                    if batch is None:
+                        return
+                    self.backbone.embed(batch)
+
             started = time.perf_counter()
-            for batch in self.batches:
-                self.backbone.embed(batch)
+            others = [threading.Thread(target=stream) for _ in range(streams - 1)]
+            for other in others:
+                other.start()
+            stream()
+            for other in others:
+                other.join()
             return self.count / (time.perf_counter() - started)
         finally:
             torch.set_num_threads(self.default_threads)
 
-    def measure(self) -> dict[int, float]:
+    def measure(self) -> dict[str, float]:
+        """Images per second by layout (``layout_key``), one pass over the batches each."""
         run = {
-            threads: float(in_fresh_thread(functools.partial(self._measure, threads)))
-            for threads in sorted({1, self.default_threads})
+            layout_key(streams, threads): float(
+                in_fresh_thread(functools.partial(self._measure, streams, threads))
+            )
+            for streams, threads in self.layouts()
         }
         self.runs.append(run)
         return run
 
     @property
     def best_threads(self) -> int:
-        totals = {t: sum(run[t] for run in self.runs) for t in self.runs[0]}
-        return max(totals, key=totals.__getitem__)
+        """The faster torch thread count for one stream (what a plain loop runs with)."""
+        totals = {
+            key: sum(run[key] for run in self.runs) for key in self.runs[0] if key.startswith("1x")
+        }
+        return int(max(totals, key=totals.__getitem__).split("x")[1])
 
 
 def timed_embed(
@@ -307,7 +349,7 @@ class Round:
     cold_ips: float  # the whole embed call: model build and cache writes included
     cold_s: float
     model_only_ips: float
-    model_only_ips_by_torch_threads: dict[int, float]
+    model_only_ips_by_layout: dict[str, float]  # streams x threads (``layout_key``)
     stats: dict[str, Any]
     sequential_ips: float = 0.0  # the plain read/decode/infer loop on the same items
 
@@ -317,8 +359,8 @@ class Round:
             "cold_ips": round(self.cold_ips, 2),
             "cold_s": round(self.cold_s, 4),
             "model_only_ips": round(self.model_only_ips, 2),
-            "model_only_ips_by_torch_threads": {
-                str(t): round(v, 2) for t, v in self.model_only_ips_by_torch_threads.items()
+            "model_only_ips_by_layout": {
+                key: round(v, 2) for key, v in self.model_only_ips_by_layout.items()
             },
             "sequential_ips": round(self.sequential_ips, 2),
             "stats": self.stats,
@@ -404,6 +446,11 @@ class BenchReport:
         return threads
 
     @property
+    def model_streams(self) -> int:
+        streams: int = self.typical.stats.get("model_streams", 1)
+        return streams
+
+    @property
     def model_build(self) -> dict[str, float]:
         """The cold run's model build: its seconds, and how long the first batch waited."""
         build: dict[str, float] = self.typical.stats.get("model_build", {})
@@ -477,6 +524,7 @@ class BenchReport:
                 "device": self.device,
                 "cores": self.cores,
                 "torch_threads": self.torch_threads,
+                "model_streams": self.model_streams,
                 "torch_threads_default": self.torch_threads_default,
                 "torch": torch.__version__,
                 "load_average": self.load_average,
@@ -857,7 +905,7 @@ def run_bench(
                 with contextlib.closing(blobs):
                     bound = ModelOnly(blobs, opts, max_bytes=BOUND_TENSOR_BYTES)
             note(f"{step}: model only")
-            by_threads = bound.measure()
+            by_layout = bound.measure()
             note(f"{step}: plain sequential loop")
             sequential = sequential_ips(
                 sample, opts, threads=bound.best_threads, backbone=bound.backbone
@@ -867,8 +915,8 @@ def run_bench(
                     pipeline_ips=float(cold.stages.get("items_per_s", 0.0)),
                     cold_ips=n / cold_s,
                     cold_s=cold_s,
-                    model_only_ips=max(by_threads.values()),
-                    model_only_ips_by_torch_threads=by_threads,
+                    model_only_ips=max(by_layout.values()),
+                    model_only_ips_by_layout=by_layout,
                     stats=cold.stages,
                     sequential_ips=sequential,
                 )

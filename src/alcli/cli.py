@@ -187,6 +187,15 @@ IoThreadsOpt = Annotated[
 DecodeThreadsOpt = Annotated[
     int, typer.Option("--decode-threads", min=1, help="Decode/preprocess threads.")
 ]
+ModelStreamsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--model-streams",
+        min=1,
+        help="Model threads running batches side by side (default: 1 on a GPU, one per "
+        "torch thread on the CPU, up to 4).",
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 CacheDirOpt = Annotated[
     str | None,
@@ -240,6 +249,7 @@ def embed(
     batch_size: BatchSizeOpt = 64,
     io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
+    model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
@@ -254,7 +264,7 @@ def embed(
     """Run the pipeline over every item of POOL not yet cached."""
     out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
     options = _embed_options(
-        model, weights, image_size, batch_size, io_threads, decode_threads, device
+        model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
     result = _embed_for(
         out, pool, options, cache_dir, content_hash, _storage_options(endpoint_url, anon, profile)
@@ -310,6 +320,7 @@ def select(
     batch_size: BatchSizeOpt = 64,
     io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
+    model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
@@ -338,7 +349,14 @@ def select(
         names, prob_arr, emb_arr = _own_arrays(probs, embeddings, uris)
     else:
         options = _embed_options(
-            model, weights, image_size, batch_size, io_threads, decode_threads, device
+            model,
+            weights,
+            image_size,
+            batch_size,
+            io_threads,
+            decode_threads,
+            device,
+            model_streams,
         )
         result = _embed_for(
             out,
@@ -433,10 +451,13 @@ def _embed_options(
     io_threads: int | None,
     decode_threads: int,
     device: str,
+    model_streams: int | None = None,
 ) -> EmbedOptions:
     from alcli.embedding import EmbedOptions
 
-    return EmbedOptions(model, weights, image_size, batch_size, io_threads, decode_threads, device)
+    return EmbedOptions(
+        model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
+    )
 
 
 def _embed_for(
@@ -532,6 +553,7 @@ def auto(
     batch_size: BatchSizeOpt = 64,
     io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
+    model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
@@ -570,7 +592,7 @@ def auto(
     if eval_file is None and settings.eval_frac is None:
         raise UsageError("no evaluation set", hint="give --eval FILE (labeled) or --eval-frac F")
     options = _embed_options(
-        model, weights, image_size, batch_size, io_threads, decode_threads, device
+        model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
     storage = _storage_options(endpoint_url, anon, profile)
     result = _embed_for(out, pool, options, cache_dir, content_hash, storage)
@@ -652,6 +674,7 @@ def bench(
     batch_size: BatchSizeOpt = 64,
     io_threads: IoThreadsOpt = None,
     decode_threads: DecodeThreadsOpt = 2,
+    model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
     endpoint_url: EndpointOpt = None,
     anon: AnonOpt = False,
@@ -669,7 +692,7 @@ def bench(
     if no_strategies and strategies:
         raise UsageError("--strategies and --no-strategies contradict each other")
     options = _embed_options(
-        model, weights, image_size, batch_size, io_threads, decode_threads, device
+        model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
     report = run_bench(
         _require_pool(pool),
@@ -734,7 +757,8 @@ def _render_bench(data: dict[str, Any], console: Any) -> None:
         f"pipeline vs plain sequential loop (read, decode, infer one batch at a time; torch "
         f"threads {settings['sequential_torch_threads']}): {data['pipeline_vs_sequential']:.2f}x",
         f"threads: io {settings['io_threads']}, decode {settings['decode_threads']}, torch "
-        f"{machine['torch_threads']} (of {machine['cores']} cores); load average "
+        f"{machine['torch_threads']} x {machine['model_streams']} model streams (of "
+        f"{machine['cores']} cores); load average "
         f"{', '.join(map(str, machine['load_average'])) or 'n/a'}",
     ]
     if data["failed"]:

@@ -43,6 +43,7 @@ class EmbedOptions:
     io_threads: int | None = None  # None: read_threads() picks by where the pool lives
     decode_threads: int = 2
     device: str = "cpu"
+    model_streams: int | None = None  # None: run_pipeline picks (1 on a GPU, cpu_streams())
 
 
 #: Reads in flight for a pool with remote items: a GET waits ~20-100 ms on the network, so
@@ -158,6 +159,7 @@ def embed(
             decode_threads=opts.decode_threads,
             stop=stop,
             pin_memory=backbone.device.type == "cuda",
+            model_streams=opts.model_streams or "auto",
         )
         backbone.start()
         try:

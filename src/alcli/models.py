@@ -513,7 +513,8 @@ class BackboneInBackground:
         self._starting = threading.Lock()
         self._started = False
         self.build_s = 0.0  # how long the build took
-        self.waited_s = 0.0  # how long callers of result() were kept waiting for it
+        self._built_at: float | None = None
+        self._first_wait: float | None = None  # when a caller of result() first had to wait
         self._backbone: Backbone | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -540,16 +541,26 @@ class BackboneInBackground:
         except BaseException as error:  # handed to whoever asks for the backbone
             self._error = error
         finally:
-            self.build_s = time.perf_counter() - started
+            self._built_at = time.perf_counter()
+            self.build_s = self._built_at - started
             self._done.set()
+
+    @property
+    def waited_s(self) -> float:
+        """Wall time from the first caller of result() that had to wait until the build ended
+        (several model streams waiting at once count once)."""
+        if self._first_wait is None or self._built_at is None:
+            return 0.0
+        return max(0.0, self._built_at - self._first_wait)
 
     def result(self) -> Backbone:
         """The built backbone (starts the build if needed, waits); re-raises what it raised."""
         self.start()
         if not self._done.is_set():
-            started = time.perf_counter()
+            with self._starting:
+                if self._first_wait is None:
+                    self._first_wait = time.perf_counter()
             self._done.wait()
-            self.waited_s += time.perf_counter() - started
         if self._error is not None:
             raise self._error
         assert self._backbone is not None

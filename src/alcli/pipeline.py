@@ -1,17 +1,18 @@
 """The embedding pipeline: prefetch -> preprocess -> infer, each stage on its own threads.
 
 This is the paper's stage-level parallelism. Reading (network or disk, GIL released) runs on
-many I/O threads; decoding (PIL and numpy, GIL mostly released) on a few decode threads; one
-thread owns the model and feeds it full batches. While the model works on batch k, batches
-k+1.. are being read and decoded, so a run costs about max(stage costs) per item instead of
-their sum.
+many I/O threads; decoding (PIL and numpy, GIL mostly released) on a few decode threads; the
+model runs on full batches in one or more model threads (streams). While the model works
+on batch k, batches k+1.. are being read and decoded, so a run costs about max(stage costs)
+per item instead of their sum.
 
 Memory stays bounded whatever the pool size: an item takes a slot of a window of
 ``max_inflight_batches * batch_size`` when its read starts and gives it back once it is
-stacked into a batch (a failed item, as soon as the failure is recorded); one batch in the
-model and one waiting for the consumer come on top. Slots come back while the model runs, not
-at the batch boundary, so the refill (reads and decodes, which need the GIL) overlaps the
-forward pass instead of delaying the model thread's own collecting and stacking. Batches
+stacked into a batch (a failed item, as soon as the failure is recorded); a batch per
+model stream and at most that many waiting for the consumer come on top. Slots come back
+while the model runs, not at the batch boundary, so the refill (reads and decodes, which
+need the GIL) overlaps the forward pass instead of delaying the model thread's own
+collecting and stacking. Batches
 come out in input order. The stages are plain callables, so the same functions can later be
 mapped by a distributed engine.
 
@@ -19,26 +20,34 @@ All coordination goes through one lock and a few conditions; every wait also wak
 short timeout to notice a stop, so no thread can outlive ``close()`` by more than that, except
 one stuck inside a ``read`` call, which is daemonic and abandoned.
 
-CPU threads. torch's intra-op thread count is process-wide (``torch.set_num_threads`` from
-the model thread changes it for every thread), so the model thread sets it for the run and
-the run restores it. Which count is best is not fixed: on an idle 2-core machine two threads
-make mobilenet_v2 ~1.5x faster than one, but when other work wants the cores, OpenMP's
-per-layer barriers make two threads slower than one (measured down to 0.3-0.5x). Decoding
-an MNIST PNG costs ~0.3 ms of one core against ~9 ms of core time for the model, yet
-without care our own decode threads cost far more than that: see ``lower_thread_priority``.
-Other processes compete too, so ``ThreadTuner`` measures one thread against all on the
-run's own batches (the default, ``torch_threads="auto"``).
+Model streams. On the CPU several threads run the model side by side, each on its own
+batch with its share of torch's threads (``cpu_streams``: two streams of one thread on 2
+cores); on a GPU one thread owns the model. The model is shared (a forward pass keeps no
+state); batches are collected in input order, one stream at a time, and come out in input
+order whichever stream finishes first. Why: one stream on all cores runs OpenMP's per-layer
+barriers, so a core taken by anything else (our readers, another process) stalls every
+thread of the stream at the next barrier; with a stream per core a preempted stream delays
+only itself. Measured on 2 cores, mobilenet_v2 at 112 px, model alone: 2 x 1 threads
+251-256 images/s where 1 x 2 gave 220-228 (three rounds of benchmarks/embed_throughput.py).
 
-Inline decoding. When the model runs on the CPU with a thread per core, decoding beside it
-can only take cores from the model, and every slice it takes also stalls the model's other
-OpenMP workers at the next barrier; decode threads do not even help each other much (PIL's
-Python glue holds the GIL: two threads decode 1,000 MNIST PNGs in 0.47 s, one in 0.35 s).
-So in that case the model thread decodes its next batch itself, between forward passes, as
-a plain loop would, while the I/O threads keep reading ahead. Measured on 2 cores, 1,000
-MNIST PNGs at 112 px (``alcli bench``, seven runs): the plain loop reached 0.87-0.99 of the
-model alone where the overlapping stages reached 0.84-0.89. With fewer model threads than
-cores (the tuner chose one, or ``torch_threads=1``), on a GPU, and for the first batch (the
-model may still be building), the decode threads work beside the model as before.
+CPU threads. torch's intra-op thread count is process-wide (``torch.set_num_threads`` from
+a model thread changes it for every thread), so the run sets it and restores it at the end.
+With one stream, which count is best is not fixed: on an idle 2-core machine two threads
+make mobilenet_v2 ~1.5x faster than one, but when other work wants the cores, the barriers
+make two threads slower than one (measured down to 0.3-0.5x); ``ThreadTuner`` then measures
+one thread against all on the run's own batches (``torch_threads="auto"``). Decoding an
+MNIST PNG costs ~0.3 ms of one core against ~9 ms of core time for the model, yet without
+care our own decode threads cost far more than that: see ``lower_thread_priority``.
+
+Inline decoding. When the model streams hold a thread per core on the CPU, decoding beside
+them can only take cores from the model, so each stream decodes the batch it collects
+itself, between its forward passes, as a plain loop would, while the I/O threads keep
+reading ahead (decode threads do not even help each other much: PIL's Python glue holds the
+GIL; two threads decode 1,000 MNIST PNGs in 0.47 s, one in 0.35 s). Measured on 2 cores,
+1,000 MNIST PNGs at 112 px, two streams: 0.87-0.93 of the model alone decoding inline,
+0.83-0.91 with decode threads (three runs each). With fewer model threads than cores, on a
+GPU, and until the first forward pass is done (the model may still be building), the decode
+threads work beside the model.
 """
 
 from __future__ import annotations
@@ -48,7 +57,6 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -69,6 +77,8 @@ _POLL_S = 0.1
 _JOIN_TIMEOUT_S = 5.0
 #: Finished batches that may wait for the consumer before the model thread pauses.
 _OUTPUT_DEPTH = 1
+#: Most model streams a CPU run starts by itself (``cpu_streams``).
+MAX_CPU_STREAMS = 4
 
 
 @dataclass(slots=True)
@@ -140,6 +150,7 @@ class PipelineStats:
     failures: int = 0
     stopped: bool = False
     torch_threads: int | None = None  # what the model ran with (the tuner's final choice)
+    model_streams: int = 1  # model threads running batches side by side
 
     @property
     def wall_s(self) -> float:
@@ -154,6 +165,7 @@ class PipelineStats:
             "items_per_s": round(self.items_done / wall, 2) if wall > 0 else 0.0,
             "stopped": self.stopped,
             "torch_threads": self.torch_threads,
+            "model_streams": self.model_streams,
             "stages": {name: stage.as_dict(wall) for name, stage in self.stages.items()},
         }
 
@@ -183,6 +195,20 @@ def _usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def cpu_streams(threads: int | None = None) -> int:
+    """Model streams for a CPU run: one per torch thread, at most ``MAX_CPU_STREAMS``.
+
+    Two streams of one thread each beat one stream of two on 2 cores (mobilenet_v2, 112 px,
+    batches of 64, model alone: 232-245 against 208-235 images/s, three runs), and more so
+    beside other work: a stream that loses its core for a moment delays only itself, where
+    one OpenMP thread preempted mid-layer holds every other one at the layer's barrier.
+    More streams than cores only add memory; past a few, each gets several threads.
+    """
+    import torch
+
+    return max(1, min(threads or torch.get_num_threads(), MAX_CPU_STREAMS))
 
 
 def machine_idle_seconds() -> float | None:
@@ -353,6 +379,7 @@ class _Engine:
         max_inflight_batches: int,
         torch_threads: int | str | None,
         worker_nice: int,
+        model_streams: int,
     ) -> None:
         import torch
 
@@ -366,13 +393,16 @@ class _Engine:
         self._collate = _Collator(pin_memory)
         self._worker_nice = worker_nice
         self._torch_threads_before = torch.get_num_threads()
+        self._streams = model_streams
         self._tuner: ThreadTuner | None = None
         self._fixed_threads: int | None = None
-        if torch_threads == "auto":
-            if self._torch_threads_before > 1:
-                self._tuner = ThreadTuner(self._torch_threads_before)
-        elif isinstance(torch_threads, int):
+        if isinstance(torch_threads, int):
             self._fixed_threads = torch_threads
+        elif torch_threads == "auto" and model_streams > 1:
+            # the thread budget shared out: no stream's OpenMP barrier waits on another's
+            self._fixed_threads = max(1, self._torch_threads_before // model_streams)
+        elif torch_threads == "auto" and self._torch_threads_before > 1:
+            self._tuner = ThreadTuner(self._torch_threads_before)
 
         self._lock = threading.Lock()
         self._can_read = threading.Condition(self._lock)
@@ -389,10 +419,16 @@ class _Engine:
         self._reads_pending = 0  # taken from the source, not yet read
         self._decode_heap: list[tuple[int, str, bytes]] = []  # earliest index decoded first
         self._results: dict[int, torch.Tensor | Failure] = {}
-        self._collect_index = 0  # next position the infer thread needs
-        self._inline_decode = False  # the model thread decodes (module docstring)
+        self._collect_index = 0  # next position the infer threads need
+        self._collect_turn = threading.Lock()  # one model stream collects at a time, in order
+        self._inline_decode = False  # the model streams decode (module docstring)
         self._cpu_cores = _usable_cores()
-        self._output: deque[BatchResult] = deque()
+        self._batches_taken = 0  # batches handed to model streams (their output order)
+        self._forwards_done = 0
+        self._dim: int | None = None
+        self._done_batches: dict[int, BatchResult] = {}  # by order, until the consumer takes them
+        self._emitted = 0  # batches the consumer has taken
+        self._streams_done = 0
         self._finished = False
         self.error: BaseException | None = None
 
@@ -400,16 +436,17 @@ class _Engine:
             stages={
                 "prefetch": StageStats(io_threads),
                 "preprocess": StageStats(decode_threads),
-                "infer": StageStats(1),
+                "infer": StageStats(model_streams),
             }
         )
+        self.stats.model_streams = model_streams
         self._threads = [
             *(self._thread(self._prefetch_worker, f"prefetch-{i}") for i in range(io_threads)),
             *(
                 self._thread(self._preprocess_worker, f"preprocess-{i}")
                 for i in range(decode_threads)
             ),
-            self._thread(self._infer_worker, "infer"),
+            *(self._thread(self._infer_worker, f"infer-{i}") for i in range(model_streams)),
         ]
         for thread in self._threads:
             thread.start()
@@ -611,28 +648,52 @@ class _Engine:
                 self._collect_index += 1
         return indices, tensors, failures
 
-    def _infer_worker(self) -> None:
+    def _take_batch(
+        self,
+    ) -> tuple[int, tuple[list[int], list[torch.Tensor], list[Failure]]] | None:
+        """The next batch in input order and its place in the output; None when stopping.
+
+        One stream collects at a time (items are taken in order), the others run forward
+        passes meanwhile. Whether the stream decodes the batch itself is decided here.
+        """
         import torch
 
-        if self._fixed_threads is not None:
-            torch.set_num_threads(self._fixed_threads)
-        stats = self.stats.stages["infer"]
-        dim: int | None = None
-        batches_done = 0
-        while True:
+        while not self._collect_turn.acquire(timeout=_POLL_S):
+            if self.stopping():
+                return None
+        try:
             with self._lock:  # decide who decodes the next batch (module docstring)
                 inline = (
-                    batches_done > 0
+                    self._forwards_done > 0
                     and not self._collate.pin_memory
-                    and torch.get_num_threads() >= self._cpu_cores
+                    and self._streams * torch.get_num_threads() >= self._cpu_cores
                 )
                 if inline != self._inline_decode:
                     self._inline_decode = inline
                     self._can_decode.notify_all()
             collected = self._collect_batch()
             if collected is None:
+                return None
+            order = self._batches_taken
+            if collected[0] or collected[2]:
+                self._batches_taken += 1
+            return order, collected
+        finally:
+            self._collect_turn.release()
+
+    def _infer_worker(self) -> None:
+        import torch
+
+        if self._fixed_threads is not None:
+            torch.set_num_threads(self._fixed_threads)
+        stats = self.stats.stages["infer"]
+        # a finished batch may wait this far ahead of the one the consumer takes next
+        ahead = _OUTPUT_DEPTH + self._streams - 1
+        while True:
+            taken = self._take_batch()
+            if taken is None:
                 return
-            indices, tensors, failures = collected
+            order, (indices, tensors, failures) = taken
             if not indices and not failures:
                 break
             if tensors:
@@ -652,7 +713,6 @@ class _Engine:
                 except BaseException as error:
                     self._fail(StageError("infer", where, error))
                     return
-                batches_done += 1
                 busy = time.perf_counter() - started
                 if self._tuner is not None:
                     self._tuner.record(
@@ -668,23 +728,28 @@ class _Engine:
                     bad = ValueError(f"embed returned shape {shape} for {len(indices)} images")
                     self._fail(StageError("infer", where, bad))
                     return
-                dim = embeddings.shape[1]
             else:
                 busy = 0.0
-                embeddings = np.empty((0, dim or 0), dtype=np.float32)
+                embeddings = np.empty((0, self._dim or 0), dtype=np.float32)
             result = BatchResult(np.asarray(indices, dtype=np.int64), embeddings, failures)
             with self._lock:
+                if indices:
+                    self._forwards_done += 1
+                    self._dim = embeddings.shape[1]
                 stats.items += len(indices)
                 stats.busy_s += busy
-                while not self.stopping() and len(self._output) >= _OUTPUT_DEPTH:
+                while not self.stopping() and order - self._emitted >= ahead:
                     self._output_space.wait(_POLL_S)
                 if self.stopping():
                     return
-                self._output.append(result)
-                self._output_ready.notify()
+                self._done_batches[order] = result
+                if order == self._emitted:
+                    self._output_ready.notify()
         with self._lock:
-            self._finished = True
-            self._output_ready.notify_all()
+            self._streams_done += 1
+            if self._streams_done == self._streams:
+                self._finished = True
+                self._output_ready.notify_all()
 
     # ------------------------------------------------------------------ consumer side
 
@@ -692,7 +757,7 @@ class _Engine:
         """The next batch in order; None at the end or on a stop. Raises a stage's error."""
         with self._lock:
             while (
-                not self._output
+                self._emitted not in self._done_batches
                 and not self._finished
                 and self.error is None
                 and not self.stopping()
@@ -700,11 +765,12 @@ class _Engine:
                 self._output_ready.wait(_POLL_S)
             if self.error is not None:
                 raise self.error
-            if not self._output:
+            result = self._done_batches.pop(self._emitted, None)
+            if result is None:
                 self.stats.stopped = not self._finished
                 return None
-            result = self._output.popleft()
-            self._output_space.notify()
+            self._emitted += 1
+            self._output_space.notify_all()
             self.stats.items_done += len(result.indices) + len(result.failures)
             self.stats.failures += len(result.failures)
             return result
@@ -815,6 +881,7 @@ def run_pipeline(
     progress: Callable[[int], None] | None = None,
     torch_threads: int | str | None = "auto",
     worker_nice: int = 10,
+    model_streams: int | str = "auto",
 ) -> PipelineRun:
     """Start the stages over ``uris`` and return the handle that yields ordered BatchResults.
 
@@ -832,6 +899,11 @@ def run_pipeline(
     against torch's current count on the run's own batches; a number fixes it; None leaves
     torch alone. ``worker_nice``: how much lower the I/O and decode threads run than the
     model thread (Linux; 0 keeps them equal), see ``lower_thread_priority``.
+
+    ``model_streams``: how many threads run the model side by side, each on its own batch
+    (the model is shared; its forward pass keeps no state). ``"auto"``: one when feeding a GPU,
+    else ``cpu_streams()``. With more than one, ``torch_threads="auto"`` shares torch's thread
+    count out between them instead of tuning it, and a number is per stream.
     """
     for label, value in (
         ("batch size", batch_size),
@@ -841,6 +913,12 @@ def run_pipeline(
     ):
         if value < 1:
             raise UsageError(f"{label} must be at least 1, got {value}")
+    if model_streams == "auto":
+        import torch
+
+        model_streams = 1 if pin_memory and torch.cuda.is_available() else cpu_streams()
+    if not isinstance(model_streams, int) or model_streams < 1:
+        raise UsageError(f"model streams must be a positive number or auto, not {model_streams!r}")
     fixed = isinstance(torch_threads, int) and torch_threads > 0
     if not (fixed or torch_threads in (None, "auto")):
         raise UsageError(f"torch threads must be a positive number or auto, not {torch_threads!r}")
@@ -857,5 +935,6 @@ def run_pipeline(
         max_inflight_batches=max_inflight_batches,
         torch_threads=torch_threads,
         worker_nice=worker_nice,
+        model_streams=model_streams,
     )
     return PipelineRun(engine, progress)
