@@ -63,14 +63,17 @@ def index_embed(batch: torch.Tensor) -> np.ndarray:
     return batch.numpy().copy()
 
 
-def index_run(n: int, *, read: Callable[[str], bytes] = index_read, **settings: Any) -> PipelineRun:
-    """``run_pipeline`` over the items "0".."n-1" with the index stages (and any ``read``)."""
+def index_run(
+    n: int,
+    *,
+    read: Callable[[str], bytes] = index_read,
+    preprocess: Callable[[bytes], torch.Tensor] = index_preprocess,
+    embed: Callable[[torch.Tensor], np.ndarray] = index_embed,
+    **settings: Any,
+) -> PipelineRun:
+    """``run_pipeline`` over the items "0".."n-1" with the index stages (or any given)."""
     return run_pipeline(
-        [str(i) for i in range(n)],
-        read=read,
-        preprocess=index_preprocess,
-        embed=index_embed,
-        **settings,
+        [str(i) for i in range(n)], read=read, preprocess=preprocess, embed=embed, **settings
     )
 
 
@@ -595,14 +598,7 @@ def test_streams_finishing_out_of_order_still_yield_batches_in_order() -> None:
             raise ItemError("corrupt")
         return index_preprocess(data)
 
-    run = run_pipeline(
-        [str(i) for i in range(101)],
-        read=index_read,
-        preprocess=preprocess,
-        embed=uneven_embed,
-        batch_size=4,
-        model_streams=3,
-    )
+    run = index_run(101, preprocess=preprocess, embed=uneven_embed, batch_size=4, model_streams=3)
     batches = collect(run)
     check_ordered_batches(batches, 101, 4)
     assert run.stats.as_dict()["model_streams"] == 3
@@ -614,14 +610,7 @@ def test_closing_with_streams_mid_forward_does_not_hang() -> None:
         time.sleep(0.05)
         return index_embed(batch)
 
-    run = run_pipeline(
-        [str(i) for i in range(100_000)],
-        read=index_read,
-        preprocess=index_preprocess,
-        embed=slow_embed,
-        batch_size=8,
-        model_streams=4,
-    )
+    run = index_run(100_000, embed=slow_embed, batch_size=8, model_streams=4)
     next(run)
     closing = time.monotonic()
     run.close()
