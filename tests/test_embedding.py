@@ -77,7 +77,7 @@ def test_the_model_builds_while_the_first_images_are_read(
         return real_load(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sources.Pool, "read", read)
-    monkeypatch.setattr(models, "load_backbone", load)
+    monkeypatch.setattr(models.background, "load_backbone", load)  # what the builder calls
     result = embed(str(tmp_path / "pool"), options=TINY, cache=tmp_path / "cache")
     assert (result.embedded, len(result.failures)) == (8, 0)
     assert result.embeddings.shape == (8, 1024)  # mobilenet_v3_small
