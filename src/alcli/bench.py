@@ -865,7 +865,12 @@ def run_bench(
         else resolve_pool(spec, storage_options=storage_options, stdin=stdin)
     )
     list_s = time.perf_counter() - started
-    sample = Pool(spec=pool.spec, items=pool.items[:limit], storage_options=pool.storage_options)
+    sample = Pool(
+        spec=pool.spec,
+        items=pool.items[:limit],
+        storage_options=pool.storage_options,
+        unreadable=pool.unreadable,  # so skipped items keep the reason resolving found
+    )
     n = len(sample.items)
     note(f"{n:,} of {len(pool.items):,} items, listed in {list_s:.2f} s")
     # The count embed would pick for these items, fixed so every measurement uses it.
@@ -882,7 +887,12 @@ def run_bench(
         note("warm-up: one batch through the pipeline, not timed")
         with EmbeddingCache(scratch / "warm-up") as cache:
             embed(
-                Pool(pool.spec, spare, storage_options=pool.storage_options),
+                Pool(
+                    pool.spec,
+                    spare,
+                    storage_options=pool.storage_options,
+                    unreadable=pool.unreadable,
+                ),
                 options=opts,
                 cache=cache,
             )
