@@ -831,7 +831,8 @@ def _walk_local(root: str, pool: Pool) -> list[Item]:
             entries = list(os.scandir(directory))
         except OSError as error:
             if directory != root:
-                pool.skipped.append(f"{directory}: cannot list: {_os_reason(error)}")
+                reason = error.strerror or _one_line(error)
+                pool.skipped.append(f"{directory}: cannot list: {reason}")
                 continue
             raise PoolError(
                 f"cannot list {directory}: {error.strerror or _one_line(error)}",
