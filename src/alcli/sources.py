@@ -1071,7 +1071,7 @@ def _parse_csv(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
             f"manifest {name} has no 'uri' column (columns: {', '.join(header) or 'none'})",
             hint="add a header row naming the column of URIs 'uri'",
         )
-    u = columns.index("uri")
+    uri_column = columns.index("uri")
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
@@ -1080,8 +1080,8 @@ def _parse_csv(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
         if len(row) > len(columns):
             # Most likely an unquoted comma in a URI: name the item by the whole text when the
             # uri is the last column, and report it rather than guess which file was meant.
-            if u == len(columns) - 1:
-                record["uri"] = ",".join(row[u:])
+            if uri_column == len(columns) - 1:
+                record["uri"] = ",".join(row[uri_column:])
             record["_item_problem"] = (
                 f"bad manifest row {where}: {len(row)} fields for {len(columns)} columns"
                 " (quote a URI that holds a comma)"
