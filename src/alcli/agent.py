@@ -479,7 +479,7 @@ def _pool_digest(uris: Sequence[str], embeddings: NDArray[Any]) -> str:
     """Identity of the pool: its URIs in order, the array's shape and a few rows' bytes."""
     digest = hashlib.sha256()
     for uri in uris:
-        digest.update(uri.encode())
+        digest.update(uri.encode("utf-8", "surrogateescape"))  # non-UTF-8 names too
         digest.update(b"\n")
     n = embeddings.shape[0]
     digest.update(repr(embeddings.shape).encode())

@@ -122,6 +122,19 @@ def _main(
 ) -> None:
     """Active learning on large image pools: which items should we label next?"""
     ctx.obj = State()
+    _pass_names_through()
+
+
+def _pass_names_through() -> None:
+    """File names are bytes; one that is not UTF-8 lives in Python as a str with surrogate
+    escapes (PEP 383). Decode stdin (``alcli embed -``) and encode stdout (``select``'s URIs)
+    the same way, so such a name goes in and comes out as its own bytes instead of failing
+    the run. JSON output escapes it visibly (``\\udcff``) and ``json.loads`` gives it back."""
+    for stream in (sys.stdin, sys.stdout):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            with contextlib.suppress(ValueError, OSError):  # a closed or odd stream: leave it
+                reconfigure(errors="surrogateescape")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +358,7 @@ def select(
     # Rows named by index (own arrays, no --uris) are matched as written, not as paths.
     labels = _read_labels(labeled, normalize=bool(uris) or not (probs or embeddings))
     excluded = selection.read_uri_list(exclude) if exclude else []
+    skipped: dict[str, str] = {}
     if probs or embeddings:
         names, prob_arr, emb_arr = _own_arrays(probs, embeddings, uris)
     else:
@@ -367,6 +381,7 @@ def select(
             _storage_options(endpoint_url, anon, profile),
         )
         names, prob_arr, emb_arr = result.uris, None, result.embeddings
+        skipped = {failure.uri: failure.reason for failure in result.failures}
     picks = selection.pick(
         strategy=strategy,
         budget=budget,
@@ -376,7 +391,14 @@ def select(
         labels=labels,
         exclude=excluded,
         seed=seed,
+        skipped=skipped,
     )
+    if picks.labeled_skipped:
+        uri, reason = next(iter(picks.labeled_skipped.items()))
+        out.warn(
+            f"{len(picks.labeled_skipped)} labeled items were skipped and are left out "
+            f"(e.g. {uri}: {reason})"
+        )
     out.note(
         f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items "
         f"({picks.n_labeled:,} labeled, {picks.n_excluded:,} excluded)"
@@ -484,6 +506,8 @@ def _embed_for(
         result = embed_pool(resolved, options=options, cache=cache_dir, progress=advance)
     if resolved.duplicates:
         out.warn(f"{len(resolved.duplicates)} duplicate URIs dropped (first kept)")
+    if resolved.skipped:
+        out.warn(f"{len(resolved.skipped)} entries ignored (first: {resolved.skipped[0]})")
     for failure in result.failures[:5]:
         out.warn(f"skipped {failure.uri}: {failure.reason}")
     if len(result.failures) > 5:

@@ -22,7 +22,7 @@ import numpy as np
 
 from alcli import __version__
 from alcli.cache import EmbeddingCache, manifest_memo_dir
-from alcli.sources import Item, Pool, is_local, resolve_pool
+from alcli.sources import UNREADABLE_KEY_PREFIX, Item, Pool, is_local, resolve_pool
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
     from alcli.pipeline import Failure
@@ -91,6 +91,7 @@ class EmbedResult:
             "failed": len(self.failures),
             "failures": [{"uri": f.uri, "reason": f.reason} for f in self.failures],
             "duplicates": len(self.pool.duplicates),
+            "ignored": self.pool.skipped,  # manifest lines naming no item, unlistable folders
             "dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
             "fingerprint": self.fingerprint,
             "seconds": round(self.seconds, 4),
@@ -122,33 +123,41 @@ def embed(
         )
     fingerprint = cached_fingerprint(opts, store.directory)
     keys = [item.key for item in pool.items]
+    items: list[Item] = pool.items
+    positions: Sequence[int] = range(len(items))  # of `items` in the pool
+    failures: list[Failure] = []
+    # Items resolving found unreadable are skipped with the reason it gave: their keys name no
+    # content, so they never reach the cache, nor the pipeline (which would only fail them
+    # again). One C-level search of the joined keys finds whether there are any.
+    if UNREADABLE_KEY_PREFIX in "\n".join(keys):
+        items, positions, failures = _without_unreadable(pool)
+        keys = [item.key for item in items]
     vectors, found = store.lookup(fingerprint, keys)
     missing = [] if found.all() else [keys[i] for i in np.flatnonzero(~found)]
     known_bad = store.lookup_failures(fingerprint, missing) if missing else {}
-    failures: list[Failure] = []
     if known_bad:
         from alcli.pipeline import Failure
 
-        failures = [
-            Failure(i, pool.items[i].uri, known_bad[k])
+        failures += [
+            Failure(positions[i], items[i].uri, known_bad[k])
             for i, k in enumerate(keys)
             if not found[i] and k in known_bad
         ]
     todo = [int(i) for i in np.flatnonzero(~found) if keys[i] not in known_bad]
     cached = int(found.sum())
-    if progress is not None and cached:
+    if progress is not None and (cached or failures):
         progress(cached + len(failures))
     stages: dict[str, Any] = {}
     if todo:
         from alcli.models import BackboneInBackground
-        from alcli.pipeline import StageError, run_pipeline
+        from alcli.pipeline import Failure, StageError, run_pipeline
 
         # The network builds while the first images are read and decoded; the build starts
         # after the pipeline has read torch's thread count (the build changes it meanwhile).
         backbone = BackboneInBackground(
             opts.model, opts.weights, opts.image_size, device=opts.device
         )
-        uris = [pool.items[i].uri for i in todo]
+        uris = [items[i].uri for i in todo]
         run = run_pipeline(
             uris,
             read=pool.read,
@@ -170,7 +179,10 @@ def embed(
                         # nothing cached could be used with another dim
                         vectors = np.zeros((len(keys), batch.embeddings.shape[1]), dtype=np.float32)
                         found[:] = False
-                    _keep(batch, rows, todo, keys, fingerprint, store, vectors, found, failures)
+                    _keep(batch, rows, todo, keys, fingerprint, store, vectors, found)
+                    failures += [
+                        Failure(positions[todo[f.index]], f.uri, f.reason) for f in batch.failures
+                    ]
                     if progress is not None:
                         progress(len(rows) + len(batch.failures))
                 stages = batches.stats.as_dict()
@@ -194,7 +206,7 @@ def embed(
     usable = np.flatnonzero(found)
     return EmbedResult(
         pool=pool,
-        items=list(pool.items) if everything else [pool.items[i] for i in usable],
+        items=list(items) if everything else [items[i] for i in usable],
         embeddings=vectors if everything else vectors[usable],
         failures=failures,
         fingerprint=fingerprint,
@@ -203,6 +215,20 @@ def embed(
         seconds=time.perf_counter() - start,
         stages=stages,
     )
+
+
+def _without_unreadable(pool: Pool) -> tuple[list[Item], list[int], list[Failure]]:
+    """The items with real cache keys, their positions in the pool, and one failure (with
+    the reason resolving gave) for each item it found unreadable."""
+    from alcli.pipeline import Failure
+
+    positions = [i for i, item in enumerate(pool.items) if not item.unreadable]
+    failures = [
+        Failure(i, item.uri, pool.unreadable.get(item.uri, "unreadable"))
+        for i, item in enumerate(pool.items)
+        if item.unreadable
+    ]
+    return [pool.items[i] for i in positions], positions, failures
 
 
 def _keep(
@@ -214,22 +240,17 @@ def _keep(
     store: EmbeddingCache,
     vectors: np.ndarray,
     found: np.ndarray,
-    failures: list[Any],
 ) -> None:
     """Store one batch's embeddings (and its permanent failures) before the next one comes."""
-    from alcli.pipeline import Failure
-
     if len(rows):
         store.store(fingerprint, [keys[r] for r in rows], batch.embeddings)
         vectors[rows] = batch.embeddings
         found[rows] = True
-    bad = [Failure(todo[f.index], f.uri, f.reason) for f in batch.failures]
-    remember = [f for f in bad if f.reason.startswith(_PERMANENT)]
+    remember = [f for f in batch.failures if f.reason.startswith(_PERMANENT)]
     if remember:
         store.store_failures(
-            fingerprint, [keys[f.index] for f in remember], [f.reason for f in remember]
+            fingerprint, [keys[todo[f.index]] for f in remember], [f.reason for f in remember]
         )
-    failures.extend(bad)
 
 
 def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:

@@ -86,12 +86,11 @@ def load_labels_csv(path: str | os.PathLike[str], *, normalize_uris: bool = True
     its line.
     """
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        # surrogateescape: a file name that is not UTF-8 matches the pool's name for it
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             return _parse_labels(f, str(path), normalize_uris=normalize_uris)
     except FileNotFoundError:
         raise LabelsError(f"labels file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise LabelsError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     except OSError as exc:
         raise LabelsError(f"{path}: cannot read labels file: {exc.strerror}") from None
 
@@ -294,7 +293,7 @@ class DirectoryOracle:
         """The batch already written for exactly these URIs, if any (the resume case)."""
         wanted = set(uris)
         for _, path in self._batches():
-            with open(path, newline="", encoding="utf-8") as f:
+            with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
                 rows = list(csv.reader(f))[1:]
             if {row[0] for row in rows if row} == wanted:
                 return path
@@ -318,9 +317,12 @@ class DirectoryOracle:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: all or nothing."""
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: all or nothing.
+
+    A non-UTF-8 file name (surrogate-escaped) is written as its own bytes.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

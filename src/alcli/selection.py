@@ -34,6 +34,8 @@ class Picks:
     n_labeled: int
     n_excluded: int
     timings: dict[str, float] = field(default_factory=dict)
+    labeled_skipped: dict[str, str] = field(default_factory=dict)
+    """Labeled URIs left out because the pool skipped them (uri -> reason): the caller warns."""
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per pick: rank (1-based), uri, score, row."""
@@ -56,6 +58,7 @@ class Picks:
             "pool": self.n_pool,
             "labeled": self.n_labeled,
             "excluded": self.n_excluded,
+            "labeled_skipped": len(self.labeled_skipped),
             "seconds": {k: round(v, 4) for k, v in self.timings.items()},
             "picks": self.records(),
         }
@@ -96,18 +99,29 @@ def pick(
     labels: Mapping[str, str] | None = None,
     exclude: Iterable[str] = (),
     seed: int = 0,
+    skipped: Mapping[str, str] | None = None,
 ) -> Picks:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
     ``labels`` (uri -> label) trains the head when the strategy needs probabilities; those
     items and the ``exclude`` URIs (already sent out for labeling, say) are never picked.
     With ``probs`` given, no head is trained: the user brought their own model.
+    ``skipped`` (uri -> reason) names pool items that could not be embedded (so are not in
+    ``uris``): labels and exclusions naming them are left out (listed in
+    ``Picks.labeled_skipped``) instead of failing as URIs the pool lacks. One bad image
+    must not stop a selection; a URI that names no pool item at all still does.
     """
     info = strategies.get(strategy)
     timings: dict[str, float] = {}
     n = len(uris)
-    labeled_rows, label_values = match_labels(uris, labels or {})
-    excluded_rows, _ = match_labels(uris, dict.fromkeys(exclude, ""), what="excluded")
+    skipped = skipped or {}
+    labels = labels or {}
+    labeled_skipped = {uri: skipped[uri] for uri in labels if uri in skipped}
+    if labeled_skipped:
+        labels = {uri: label for uri, label in labels.items() if uri not in labeled_skipped}
+    excluded = dict.fromkeys((uri for uri in exclude if uri not in skipped), "")
+    labeled_rows, label_values = match_labels(uris, labels)
+    excluded_rows, _ = match_labels(uris, excluded, what="excluded")
     blocked = np.zeros(n, dtype=bool)
     blocked[labeled_rows] = True
     blocked[excluded_rows] = True
@@ -152,6 +166,7 @@ def pick(
         n_labeled=len(labeled_rows),
         n_excluded=len(excluded_rows),
         timings=timings,
+        labeled_skipped=labeled_skipped,
     )
 
 
@@ -164,7 +179,7 @@ def read_uri_list(path: str) -> list[str]:
 
     from alcli.sources import normalize_uri
 
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         if path.endswith(".csv"):
             reader = csv.DictReader(f)
             if not reader.fieldnames or "uri" not in reader.fieldnames:
