@@ -16,7 +16,6 @@ import numpy as np
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
 from alcli.errors import LabelsError, StrategyError
-from alcli.learner import fit_scaler, train_committee, train_head
 
 #: Bootstrap heads in the committee of disagreement strategies (BALD, vote entropy).
 COMMITTEE_SIZE = 5
@@ -89,6 +88,53 @@ def match_labels(
     return rows, [labels[uris[r]] for r in rows]
 
 
+def check_inputs(
+    strategy: str, *, probs: bool, embeddings: bool, n_labeled: int
+) -> strategies.StrategyInfo:
+    """The strategy, if ``pick`` can feed it: raises ``StrategyError`` saying why not.
+
+    ``probs``/``embeddings``: whether the caller has them (a pool to embed counts as
+    embeddings). Without probabilities, ``pick`` trains the head a strategy reads on the
+    ``n_labeled`` labels; a user's own probabilities need no labels. Needs no arrays, so
+    ``alcli select`` runs it before embedding anything.
+    """
+    info = strategies.get(strategy)
+    model_needs = {"probs", "committee"} & info.needs
+    given = {"embeddings"} if embeddings else set()
+    if probs:
+        given.add("probs")
+    elif model_needs:
+        if not n_labeled:
+            cold = ", ".join(s.name for s in strategies.available() if s.cold_start)
+            raise StrategyError(
+                f"{info.name} needs labeled items to train a head on (give --labeled "
+                "labels.csv, or your own model's --probs)",
+                hint=f"for a cold start use one of: {cold}",
+            )
+        if embeddings:
+            given |= model_needs
+    return strategies.check_needs(info.name, given)
+
+
+def check_request(
+    strategy: str,
+    *,
+    uris: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    exclude: Iterable[str] = (),
+    probs: bool = False,
+    embeddings: bool = True,
+) -> strategies.StrategyInfo:
+    """Everything ``pick`` would reject that needs no embeddings, checked on the pool's URIs.
+
+    A typo in a strategy name or a labels file that matches nothing should cost
+    milliseconds, not an hour of embedding first.
+    """
+    labeled_rows, _ = match_labels(uris, labels or {})
+    match_labels(uris, dict.fromkeys(exclude, ""), what="excluded")
+    return check_inputs(strategy, probs=probs, embeddings=embeddings, n_labeled=len(labeled_rows))
+
+
 def pick(
     *,
     strategy: str,
@@ -127,14 +173,20 @@ def pick(
     blocked[excluded_rows] = True
 
     committee = None
+    check_inputs(
+        info.name,
+        probs=probs is not None,
+        embeddings=embeddings is not None,
+        n_labeled=len(labeled_rows),
+    )
     needs_model = bool({"probs", "committee"} & set(info.needs))
-    if needs_model and probs is None and not len(labeled_rows):
-        cold = ", ".join(s.name for s in strategies.available() if s.cold_start)
-        raise StrategyError(
-            f"{info.name} needs labeled items to train a head on (give --labeled labels.csv)",
-            hint=f"for a cold start use one of: {cold}",
-        )
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
+        from alcli.learner import (  # scipy's optimizer: loaded once a head is trained
+            fit_scaler,
+            train_committee,
+            train_head,
+        )
+
         started = time.perf_counter()
         scaler = fit_scaler(embeddings)
         X = embeddings[labeled_rows]
