@@ -28,8 +28,6 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +39,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from alcli._threads import one_torch_thread
 from alcli.errors import ItemError, ModelError
 
 DEFAULT_MODEL = "mobilenet_v2"
@@ -577,23 +576,6 @@ class BackboneInBackground:
     def embed(self, batch: torch.Tensor) -> np.ndarray:
         """As ``Backbone.embed``, once the build is done."""
         return self.result().embed(batch)
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run a burst of small tensor ops on one torch thread, then restore the count.
-
-    Building a model (loading, folding, converting weights, one probe image) is hundreds of
-    tiny ops; with two OpenMP threads each one ends in a barrier wait, and when another
-    process shares the 2 cores those waits cost seconds (measured: the probe forward took
-    1.2-1.7 s on two threads under load, 50 ms on one). The count is process-wide in torch.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(name: str, spec: _WeightsSpec, size: int) -> tuple[nn.Module, int]:
