@@ -16,7 +16,8 @@ import numpy as np
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
 from alcli.errors import LabelsError, StrategyError
-from alcli.learner import fit_scaler, train_committee, train_head
+from alcli.learner import fit_scaler
+from alcli.strategy_inputs import strategy_inputs
 
 #: Bootstrap heads in the committee of disagreement strategies (BALD, vote entropy).
 COMMITTEE_SIZE = 5
@@ -122,14 +123,16 @@ def pick(
         )
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
         started = time.perf_counter()
-        scaler = fit_scaler(embeddings)
-        X = embeddings[labeled_rows]
-        if "committee" in info.needs:
-            committee = train_committee(
-                X, label_values, k=COMMITTEE_SIZE, seed=seed, scaler=scaler
-            ).proba(embeddings)
-        if "probs" in info.needs:
-            probs = train_head(X, label_values, scaler=scaler).predict_proba(embeddings)
+        inputs = strategy_inputs(
+            info.needs,
+            embeddings,
+            labeled_rows,
+            label_values,
+            scaler=fit_scaler(embeddings),
+            seed=seed,
+            committee_size=COMMITTEE_SIZE,
+        )
+        probs, committee = inputs.probs, inputs.committee
         timings["head_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
