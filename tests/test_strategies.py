@@ -169,7 +169,7 @@ def test_ties_go_to_the_lower_index() -> None:
 
 
 def test_blas_threads_are_restored() -> None:
-    from alcli.strategies._blas import _openblas_controls, single_threaded_blas
+    from alcli._threads import _openblas_controls, single_threaded_blas
 
     controls = _openblas_controls()
     if not controls:

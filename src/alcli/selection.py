@@ -181,21 +181,21 @@ def pick(
     )
     needs_model = bool({"probs", "committee"} & set(info.needs))
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
-        from alcli.learner import (  # scipy's optimizer: loaded once a head is trained
-            fit_scaler,
-            train_committee,
-            train_head,
-        )
+        # scipy's optimizer: loaded once a head is trained, so a typo exits at once
+        from alcli.learner import fit_scaler
+        from alcli.strategy_inputs import strategy_inputs
 
         started = time.perf_counter()
-        scaler = fit_scaler(embeddings)
-        X = embeddings[labeled_rows]
-        if "committee" in info.needs:
-            committee = train_committee(
-                X, label_values, k=COMMITTEE_SIZE, seed=seed, scaler=scaler
-            ).proba(embeddings)
-        if "probs" in info.needs:
-            probs = train_head(X, label_values, scaler=scaler).predict_proba(embeddings)
+        inputs = strategy_inputs(
+            info.needs,
+            embeddings,
+            labeled_rows,
+            label_values,
+            scaler=fit_scaler(embeddings),
+            seed=seed,
+            committee_size=COMMITTEE_SIZE,
+        )
+        probs, committee = inputs.probs, inputs.committee
         timings["head_s"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -181,7 +181,12 @@ def _warm_up(
     note("warm-up: one batch through the pipeline, not timed")
     with EmbeddingCache(cache_dir) as cache:
         embed(
-            Pool(pool.spec, spare, storage_options=pool.storage_options),
+            Pool(
+                pool.spec,
+                spare,
+                storage_options=pool.storage_options,
+                unreadable=pool.unreadable,
+            ),
             options=options,
             cache=cache,
         )

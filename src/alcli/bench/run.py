@@ -43,7 +43,12 @@ def run_bench(
     names = _checked(opts, limit=limit, rounds=rounds, budget=budget, strategies=strategies)
     note = progress or (lambda message: None)
     pool, list_s = _listed(spec, storage_options, stdin)
-    sample = Pool(spec=pool.spec, items=pool.items[:limit], storage_options=pool.storage_options)
+    sample = Pool(
+        spec=pool.spec,
+        items=pool.items[:limit],
+        storage_options=pool.storage_options,
+        unreadable=pool.unreadable,  # so skipped items keep the reason resolving found
+    )
     n = len(sample.items)
     note(f"{n:,} of {len(pool.items):,} items, listed in {list_s:.2f} s")
     # The count embed would pick for these items, fixed so every measurement uses it.

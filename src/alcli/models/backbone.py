@@ -12,8 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alcli._threads import one_torch_thread
 from alcli.errors import ModelError
 from alcli.models.preprocessing import ImageTransform, short_message
 from alcli.models.registry import (
@@ -192,23 +191,6 @@ def load_backbone(
         transform=ImageTransform(params),
         device=target,
     )
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run a burst of small tensor ops on one torch thread, then restore the count.
-
-    Building a model (loading, folding, converting weights, one probe image) is hundreds of
-    tiny ops; with two OpenMP threads each one ends in a barrier wait, and when another
-    process shares the 2 cores those waits cost seconds (measured: the probe forward took
-    1.2-1.7 s on two threads under load, 50 ms on one). The count is process-wide in torch.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(name: str, spec: WeightsSpec, size: int) -> tuple[nn.Module, int]:
