@@ -4,11 +4,13 @@ exit codes; the cache must never serve wrong numbers and must heal on its own.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -189,6 +191,32 @@ def test_a_garbage_index_is_named_and_rebuilt_from_the_segments(tmp_path: Path) 
     assert "cache.db" not in again.stderr
 
 
+@pytest.mark.parametrize("table", ["Cache", "Cache_key_raw"])
+def test_a_damaged_index_page_found_after_opening_is_healed_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, table: str
+) -> None:
+    """A bad page that opening does not touch surfaces at the first read: heal it there."""
+    with EmbeddingCache(tmp_path) as c:
+        c.store(FP, keys_for(range(10)), rows_for(range(10)))
+    index = tmp_path / "embeddings" / "meta" / "cache.db"
+    with contextlib.closing(sqlite3.connect(index)) as db:
+        query = "SELECT rootpage FROM sqlite_master WHERE name = ?"
+        (page,) = db.execute(query, (table,)).fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    with open(index, "r+b") as f:
+        f.seek((page - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+    with caplog.at_level(logging.WARNING, logger="alcli.cache"), EmbeddingCache(tmp_path) as c:
+        assert "unreadable" not in caplog.text  # opening did not notice
+        embeddings, found = c.lookup(FP, keys_for(range(10)))
+        c.store(FP, keys_for(range(10, 12)), rows_for(range(10, 12)))
+    assert str(index) in caplog.text
+    assert found.all()
+    np.testing.assert_array_equal(embeddings, rows_for(range(10)))
+    with EmbeddingCache(tmp_path) as c:
+        assert c.lookup(FP, keys_for(range(12)))[1].all()
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -253,6 +281,7 @@ def test_a_read_only_cache_serves_warm_runs_and_refuses_cold_ones(shared_dir: Pa
     write_pngs(pool, 5)
     cache_dir = shared_dir / "cache"
     cold = embed(str(pool), options=TINY_OPTIONS, cache=cache_dir)
+    assert cold.embedded == 5
     for inner in [cache_dir, *cache_dir.rglob("*")]:  # chmod -R a-w
         inner.chmod(inner.stat().st_mode & ~0o222)
     before = sorted(cache_dir.rglob("*"))
@@ -264,7 +293,7 @@ def test_a_read_only_cache_serves_warm_runs_and_refuses_cold_ones(shared_dir: Pa
     assert verify.returncode == 0, verify.stderr
     assert "read-only" in alcli("cache", "info", cache_dir=cache_dir, prefix=prefix).stdout
 
-    write_pngs(pool, 1, seed=3, prefix="new")
+    (new,) = write_pngs(pool, 1, seed=3, prefix="new")
     refused = alcli("embed", str(pool), *TINY, cache_dir=cache_dir, prefix=prefix)
     assert refused.returncode == 2, refused.stderr
     assert refused.stdout == ""
@@ -272,7 +301,16 @@ def test_a_read_only_cache_serves_warm_runs_and_refuses_cold_ones(shared_dir: Pa
     assert "read-only" in refused.stderr
     assert str(cache_dir) in refused.stderr
     assert sorted(cache_dir.rglob("*")) == before
-    assert cold.embedded == 5
+
+    new.unlink()
+    index = cache_dir / "embeddings" / "meta" / "cache.db"  # damaged too: segments only
+    index.chmod(0o644)
+    index.write_bytes(np.random.default_rng(1).bytes(8192))
+    index.chmod(0o444)
+    damaged = alcli("embed", str(pool), *TINY, "--json", cache_dir=cache_dir, prefix=prefix)
+    assert damaged.returncode == 0, damaged.stderr
+    assert json.loads(damaged.stdout)["cached"] == 5
+    assert str(index) in damaged.stderr
 
 
 # --- kills and Ctrl-C -----------------------------------------------------------------------

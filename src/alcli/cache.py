@@ -191,6 +191,13 @@ def _can_write(directory: Path) -> bool:
     return os.access(folder, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
 
 
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
 def _check_fingerprint(fingerprint: str) -> None:
     if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
         raise ValueError(
@@ -951,9 +958,10 @@ class EmbeddingCache:
     def _replace_index(self, directory: Path, problem: sqlite3.DatabaseError) -> Any:
         """Set a damaged cache.db aside (kept for inspection) and start an empty one; under a
         lock, so that two processes healing at once do not set each other's new index aside."""
+        damaged = _inode(directory / "cache.db")
         with open(self._root / "meta.lock", "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            with contextlib.suppress(sqlite3.DatabaseError):  # healed meanwhile by another?
+            if _inode(directory / "cache.db") != damaged:  # another process replaced it
                 return diskcache.Cache(str(directory), **_META_SETTINGS)
             aside = directory.with_name(f"meta.unreadable-{time.time_ns():x}")
             directory.rename(aside)
@@ -976,7 +984,8 @@ class EmbeddingCache:
                 self.index_path,
                 problem,
             )
-        for path in sorted((self._root / "segments").iterdir()):
+        folder = self._root / "segments"
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             if path.is_dir() and _FINGERPRINT.fullmatch(path.name):
                 self._adopt(path.name, everything=True)
 
@@ -994,6 +1003,7 @@ class EmbeddingCache:
             if self._read_only is None and _can_write(self._root / "meta"):
                 self._meta = self._replace_index(self._root / "meta", exc)
             else:
+                self._read_only = self._read_only or "its damaged index cannot be replaced"
                 self._meta = _ReadOnlyMeta(self._root / "meta", database=False)
             self._rebuild_index(str(exc))
             return self._meta.get(key)
@@ -1815,11 +1825,11 @@ class EmbeddingCache:
         with self._transaction():
             if not reset:
                 manifest = self._manifest(fingerprint)
-            listed = {t[0] for t in manifest["segments"]}
+            taken = {t[0] for t in manifest["segments"]} | set(manifest["retired"])
             dim = self._manifest_dim(manifest)
             adopted = []
             for entry in found:
-                if entry.name in listed:
+                if entry.name in taken:  # listed or retired meanwhile
                     continue
                 if entry.kind == _EMBEDDINGS and dim not in (None, entry.dim):
                     log.warning(
