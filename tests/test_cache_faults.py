@@ -100,11 +100,9 @@ def test_rows_changed_in_place_are_never_served(
     np.testing.assert_array_equal(embeddings, rows_for(range(20)))
 
 
-def test_an_unchanged_segment_is_checked_once_then_trusted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The warm path must not re-read every byte each run: one check per change of the file."""
-    monkeypatch.setattr(cache_module, "_RACY_NS", 0)  # do not wait out a clock tick
+@pytest.fixture
+def data_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the segments whose data checksum was verified, in order."""
     checked: list[str] = []
     verify = cache_module._Segment.verify_data
 
@@ -113,6 +111,14 @@ def test_an_unchanged_segment_is_checked_once_then_trusted(
         verify(segment)
 
     monkeypatch.setattr(cache_module._Segment, "verify_data", counting)
+    return checked
+
+
+def test_an_unchanged_segment_is_checked_once_then_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_checks: list[str]
+) -> None:
+    """The warm path must not re-read every byte each run: one check per change of the file."""
+    monkeypatch.setattr(cache_module, "_RACY_NS", 0)  # do not wait out a clock tick
     keys = keys_for(range(50))
     with EmbeddingCache(tmp_path) as c:
         c.store(FP, keys, rows_for(range(50)))
@@ -120,11 +126,27 @@ def test_an_unchanged_segment_is_checked_once_then_trusted(
         with EmbeddingCache(tmp_path) as c:
             assert c.lookup(FP, keys)[1].all()
             assert c.lookup(FP, keys[5:9])[1].all()
-    assert len(checked) == 1
+    assert len(data_checks) == 1
     os.utime(segment_files(tmp_path)[0], ns=(0, 0))  # any change to the file: checked again
     with EmbeddingCache(tmp_path) as c:
         assert c.lookup(FP, keys)[1].all()
-    assert len(checked) == 2
+    assert len(data_checks) == 2
+
+
+def test_a_stamp_taken_as_the_file_changed_is_not_trusted(
+    tmp_path: Path, data_checks: list[str]
+) -> None:
+    """A change in the same clock tick as the check would leave the same times: such a
+    check is not remembered (a file time in the future stands for "the same tick")."""
+    keys = keys_for(range(50))
+    with EmbeddingCache(tmp_path) as c:
+        c.store(FP, keys, rows_for(range(50)))
+    soon = time.time_ns() + 3600 * 10**9
+    os.utime(segment_files(tmp_path)[0], ns=(soon, soon))
+    for _ in range(2):
+        with EmbeddingCache(tmp_path) as c:
+            assert c.lookup(FP, keys)[1].all()
+    assert len(data_checks) == 2
 
 
 def test_cache_verify_catches_damage_that_left_the_file_times_alone(tmp_path: Path) -> None:

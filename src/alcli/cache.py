@@ -1403,7 +1403,7 @@ class EmbeddingCache:
         unchanged (inode, size, mtime, ctime) since a check that was not racy: a warm read of
         an unchanged segment costs one fstat, the first read after any change one full pass."""
         key = (fingerprint, segment.entry.name)
-        stamp = segment.stamp()
+        stamp, stamped_at = segment.stamp(), time.time_ns()
         if not always:
             if self._trusted.get(key) == stamp:
                 return
@@ -1413,8 +1413,8 @@ class EmbeddingCache:
                 return
         self._trusted.pop(key, None)
         segment.verify_data()
-        if time.time_ns() - max(stamp[2], stamp[3]) < _RACY_NS:
-            return  # changed moments ago: a change within the same clock tick would not show
+        if stamped_at - max(stamp[2], stamp[3]) < _RACY_NS:
+            return  # changed moments before the stamp: a change in the same tick would not show
         self._remember_verified(fingerprint, key[1], stamp)
         self._trusted[key] = stamp
 
