@@ -149,6 +149,7 @@ def embed(
         progress(cached + len(failures))
     stages: dict[str, Any] = {}
     if todo:
+        store.check_writable()  # a read-only cache: say so before any image is read
         from alcli.models import BackboneInBackground
         from alcli.pipeline import Failure, StageError, run_pipeline
 
