@@ -197,6 +197,15 @@ ModelStreamsOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+ItemTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--item-timeout",
+        min=0.0,
+        help="Seconds one item's read may take, retries included; past it the item is "
+        "skipped (0: no limit).",
+    ),
+]
 CacheDirOpt = Annotated[
     str | None,
     typer.Option(
@@ -251,6 +260,7 @@ def embed(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -266,6 +276,7 @@ def embed(
     options = _embed_options(
         model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
+    options.item_timeout = item_timeout or None
     result = _embed_for(
         out, pool, options, cache_dir, content_hash, _storage_options(endpoint_url, anon, profile)
     )
@@ -322,6 +333,7 @@ def select(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -358,6 +370,7 @@ def select(
             device,
             model_streams,
         )
+        options.item_timeout = item_timeout or None
         result = _embed_for(
             out,
             pool,
@@ -555,6 +568,7 @@ def auto(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -594,6 +608,7 @@ def auto(
     options = _embed_options(
         model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
+    options.item_timeout = item_timeout or None
     storage = _storage_options(endpoint_url, anon, profile)
     result = _embed_for(out, pool, options, cache_dir, content_hash, storage)
     evaluation = None
