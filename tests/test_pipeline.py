@@ -375,6 +375,31 @@ def test_a_read_past_the_item_timeout_is_skipped_and_the_rest_flows() -> None:
         release.set()
 
 
+def test_stuck_reads_are_bounded() -> None:
+    """Every other read hangs: each is one skipped item, but a thread cannot be interrupted,
+    so past max(16, 2 x io_threads) stuck at once the run stops instead of piling up
+    threads; what came before is still handed out."""
+    release = threading.Event()
+
+    def read(uri: str) -> bytes:
+        if int(uri) % 2:
+            release.wait(30)
+        return index_read(uri)
+
+    batches: list[BatchResult] = []
+    try:
+        run = index_run(400, read=read, batch_size=4, io_threads=2, item_timeout=0.2)
+        with pytest.raises(StoreDownError, match=r"17 reads are stuck past 0.2 s"), run:
+            batches.extend(run)
+        alive = [t for t in run.threads if t.is_alive()]
+        assert 17 <= len(alive) <= 17 + 2 + 2 + 4  # the stuck ones, plus stragglers
+    finally:
+        release.set()
+    failed = [f.index for b in batches for f in b.failures]
+    assert failed == list(range(1, 35, 2))
+    assert [int(i) for b in batches for i in b.indices] == list(range(0, 34, 2))
+
+
 def test_unreachable_items_in_a_row_end_the_input_there() -> None:
     """A store that stops answering is the run's problem: items before the run of failures
     are embedded and handed out, then StoreDownError; the rest is not marked unreadable."""

@@ -708,7 +708,7 @@ class _Engine:
         self._put_result(index, Failure(index, read.uri, reason, unreachable=True))
         if len(self._given_up) > max(16, 2 * self._io_threads):  # bounded, like the window
             stuck = len(self._given_up)
-            self._fail_locked(StoreDownError(f"{stuck} reads are stuck past {timeout:g} s"))
+            self._end_input_here(StoreDownError(f"{stuck} reads are stuck past {timeout:g} s"))
             return True
         self._replacements += 1
         thread = self._thread(self._prefetch_worker, f"prefetch-r{self._replacements}")
@@ -727,11 +727,19 @@ class _Engine:
         self._unreachable_run += 1
         if self._unreachable_run < self._unreachable_limit or self._cut_error is not None:
             return
-        self._cut_error = StoreDownError(
-            f"the store stopped answering: {self._unreachable_run} items in a row failed "
-            f"(last: {failure.uri}: {failure.reason})"
+        self._end_input_here(
+            StoreDownError(
+                f"the store stopped answering: {self._unreachable_run} items in a row failed "
+                f"(last: {failure.uri}: {failure.reason})"
+            )
         )
-        self._total = self._collect_index + 1
+
+    def _end_input_here(self, error: StoreDownError) -> None:
+        """With the lock held: the input ends after the item being collected; once every
+        batch before it is out, the consumer gets ``error``."""
+        if self._cut_error is None:
+            self._cut_error = error
+        self._total = min(self._total or self._collect_index + 1, self._collect_index + 1)
         self._source_done = True
         self._wake_all()
 
