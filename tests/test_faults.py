@@ -123,14 +123,14 @@ def test_the_store_dying_mid_embed_stops_the_run_and_a_rerun_embeds_the_rest(
 
 
 def test_ctrl_c_mid_embed_exits_130_promptly_and_keeps_every_finished_batch(
-    tmp_path, s3_pool, proxies, python_sigint
+    runner, tmp_path, s3_pool, proxies, python_sigint
 ) -> None:
     """A real ``alcli embed`` process, held by a hung GET at item 40 (batches of 8): once the
     five batches before it are in the cache, SIGINT. Item 40 holds the output order, so those
     five batches are exactly what was finished; a rerun must find all of them."""
     pool, uris, moto = s3_pool(64)
     proxy = proxies(moto, hang_keys={key_of(uris[40])})
-    cache = tmp_path / "cache"
+    cache = tmp_path / "cache"  # the runner's cache too, for the rerun
     env = {**os.environ, "ALCLI_CACHE_DIR": str(cache)}
     args = ["embed", pool, *TINY, "--endpoint-url", proxy.url, "--batch-size", "8"]
     process = subprocess.Popen(
@@ -160,15 +160,8 @@ def test_ctrl_c_mid_embed_exits_130_promptly_and_keeps_every_finished_batch(
     assert took < 30, took  # not the hung GET's retries, nor the 600 s item timeout
 
     proxy.release()
-    rerun = subprocess.run(
-        [sys.executable, "-m", "alcli", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = embed(runner, pool, proxy.url, "--json")
+    assert rerun.exit_code == 0, rerun.output
     summary = json.loads(rerun.stdout)
     assert (summary["cached"], summary["embedded"], summary["failed"]) == (40, 24, 0)
 
