@@ -68,9 +68,9 @@ def test_the_model_builds_while_the_first_images_are_read(
     first_read = threading.Event()
     real_read, real_load = sources.Pool.read, models.load_backbone
 
-    def read(self: sources.Pool, uri: str) -> bytes:
+    def read(self: sources.Pool, uri: str, **kwargs: object) -> bytes:
         first_read.set()
-        return real_read(self, uri)
+        return real_read(self, uri, **kwargs)
 
     def load(*args: object, **kwargs: object) -> models.Backbone:
         assert first_read.wait(30), "no image was read while the model was being built"

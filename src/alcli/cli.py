@@ -266,6 +266,15 @@ ModelStreamsOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+ItemTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--item-timeout",
+        min=0.0,
+        help="Seconds one item's read may take, retries included; past it the item is "
+        "skipped (0: no limit).",
+    ),
+]
 CacheDirOpt = Annotated[
     str | None,
     typer.Option(
@@ -321,6 +330,7 @@ def embed(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -336,6 +346,7 @@ def embed(
     options = _embed_options(
         model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
+    options.item_timeout = item_timeout or None
     storage = _storage_options(endpoint_url, anon, profile)
     result = _embed_for(out, _resolve(pool, cache_dir, content_hash, storage), options, cache_dir)
     summary = result.summary()
@@ -397,6 +408,7 @@ def select(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -457,6 +469,7 @@ def select(
             device,
             model_streams,
         )
+        options.item_timeout = item_timeout or None
         result = _embed_for(out, to_embed, options, cache_dir)
         names, emb_arr = result.uris, result.embeddings
         skipped = {failure.uri: failure.reason for failure in result.failures}
@@ -658,6 +671,7 @@ def auto(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -701,6 +715,7 @@ def auto(
     options = _embed_options(
         model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
+    options.item_timeout = item_timeout or None
     storage = _storage_options(endpoint_url, anon, profile)
     resolved = _resolve(pool, cache_dir, content_hash, storage)
     autorun.check_coverage(labeler, resolved.uris)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from alcli import __version__
 from alcli.cache import EmbeddingCache, manifest_memo_dir
+from alcli.errors import StoreDownError
 from alcli.sources import UNREADABLE_KEY_PREFIX, Item, Pool, is_local, resolve_pool
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
@@ -44,6 +46,7 @@ class EmbedOptions:
     decode_threads: int = 2
     device: str = "cpu"
     model_streams: int | None = None  # None: run_pipeline picks (1 on a GPU, cpu_streams())
+    item_timeout: float | None = 60.0  # seconds one item's read may take, retries included
 
 
 #: Reads in flight for a pool with remote items: a GET waits ~20-100 ms on the network, so
@@ -151,7 +154,7 @@ def embed(
     if todo:
         store.check_writable()  # a read-only cache: say so before any image is read
         from alcli.models import BackboneInBackground
-        from alcli.pipeline import Failure, StageError, run_pipeline
+        from alcli.pipeline import CtrlCStops, Failure, StageError, run_pipeline
 
         # The network builds while the first images are read and decoded; the build starts
         # after the pipeline has read torch's thread count (the build changes it meanwhile).
@@ -159,9 +162,12 @@ def embed(
             opts.model, opts.weights, opts.image_size, device=opts.device
         )
         uris = [items[i].uri for i in todo]
+        timeout = opts.item_timeout or None
+        stop = stop if stop is not None else threading.Event()
+        ctrl_c = CtrlCStops(stop)  # Ctrl-C: stop at a batch boundary, keep every batch done
         run = run_pipeline(
             uris,
-            read=pool.read,
+            read=partial(pool.read, timeout=timeout),
             preprocess=backbone.preprocess,
             embed=backbone.embed,
             batch_size=opts.batch_size,
@@ -170,10 +176,12 @@ def embed(
             stop=stop,
             pin_memory=backbone.device.type == "cuda",
             model_streams=opts.model_streams or "auto",
+            item_timeout=timeout,
         )
         backbone.start()
+        saved = 0  # items embedded and stored by this run
         try:
-            with run as batches:
+            with ctrl_c, run as batches:
                 for batch in batches:
                     rows = np.asarray([todo[j] for j in batch.indices], dtype=np.int64)
                     if len(rows) and vectors.shape[1] != batch.embeddings.shape[1]:
@@ -184,9 +192,12 @@ def embed(
                     failures += [
                         Failure(positions[todo[f.index]], f.uri, f.reason) for f in batch.failures
                     ]
+                    saved += len(rows)
                     if progress is not None:
                         progress(len(rows) + len(batch.failures))
                 stages = batches.stats.as_dict()
+            if ctrl_c.interrupted:  # raised here, after the last finished batch was stored
+                raise KeyboardInterrupt
             # The build overlaps the first reads and decodes; what it did not hide is the wait.
             stages["model_build"] = {
                 "seconds": round(backbone.build_s, 4),
@@ -198,6 +209,10 @@ def embed(
             if build_error is not None and error.stage == "infer":
                 raise build_error from None
             raise
+        except StoreDownError as error:  # the run's problem; every batch before it is stored
+            raise StoreDownError(
+                f"{error.message}; {saved:,} embedded and saved; rerun to continue"
+            ) from error
         if vectors.shape[1] == 0:  # nothing cached and nothing embedded: keep the model's width
             vectors = np.zeros((len(keys), backbone.result().dim), dtype=np.float32)
         # One in-order segment lets the next warm run map the pool instead of copying it.

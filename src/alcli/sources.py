@@ -73,9 +73,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol
+from fsspec.exceptions import FSTimeoutError
 from fsspec.registry import get_filesystem_class
 
-from alcli.errors import ItemError, PoolError
+from alcli.errors import ItemError, PoolError, StoreUnreachableError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -139,16 +140,20 @@ class Pool:
     def uris(self) -> list[str]:
         return [item.uri for item in self.items]
 
-    def read(self, uri: str) -> bytes:
+    def read(self, uri: str, timeout: float | None = None) -> bytes:
         """The item's bytes; safe to call from many threads (one filesystem per protocol).
 
-        Raises ``ItemError`` ("not found", "empty file", "unreadable: ...") for a bad item.
+        Raises ``ItemError`` ("not found", "empty file", "unreadable: ...") for a bad item, and
+        its kind ``StoreUnreachableError`` when the store did not answer ("connection failed: ...",
+        or "timed out after T s": a remote read with all its retries takes at most ``timeout``
+        seconds, then it is cancelled). Local reads cannot be cancelled; the pipeline's own
+        deadline covers them.
         """
         protocol, path = _split(uri)
         if protocol is None:
             data = _read_local(path)
         else:
-            data = _read_remote(self._filesystems.get(protocol), protocol, path)
+            data = _read_remote(self._filesystems.get(protocol), protocol, path, timeout)
         if not data:
             raise ItemError("empty file")
         return data
@@ -258,20 +263,62 @@ def _read_local(path: str) -> bytes:
         raise ItemError(_os_reason(error)) from None
 
 
-def _read_remote(fs: Any, protocol: str, path: str) -> bytes:
+def _read_remote(fs: Any, protocol: str, path: str, timeout: float | None = None) -> bytes:
     # s3fs issues a HEAD before every GET unless max_concurrency is 1: one request per item.
-    extra = {"max_concurrency": 1} if protocol in ("s3", "s3a") else {}
+    extra: dict[str, Any] = {"max_concurrency": 1} if protocol in ("s3", "s3a") else {}
+    if timeout and getattr(fs, "async_impl", False):
+        # fsspec runs the call (retries included) under asyncio.wait_for: on the deadline the
+        # request is cancelled and its connection freed, where a hung GET used to be retried
+        # for ever while holding one of the few pooled connections.
+        extra["timeout"] = timeout
     try:
         data = fs.cat_file(path, **extra)
+    except FSTimeoutError:
+        gone = (
+            StoreUnreachableError.timed_out(timeout)
+            if timeout
+            else StoreUnreachableError("timed out")
+        )
+        raise gone from None
     except FileNotFoundError:
         raise ItemError("not found") from None
     except IsADirectoryError:
         raise ItemError("unreadable: is a directory") from None
     except PermissionError:
         raise ItemError("unreadable: access denied") from None
-    except Exception as error:  # any store failure is this item's failure, not the run's
-        raise ItemError(f"unreadable: {type(error).__name__}: {_one_line(error)}") from None
+    except Exception as error:  # any other store failure is this item's failure
+        detail = f"{type(error).__name__}: {_one_line(error)}"
+        if _lost_connection(error):  # ... unless the store itself is gone: the run's
+            raise StoreUnreachableError(f"connection failed: {detail}") from None
+        raise ItemError(f"unreadable: {detail}") from None
     return bytes(data)
+
+
+#: Exceptions (by class name, so that no client library is imported to check) that mean the
+#: store could not be reached at all, whatever the item: botocore's, aiohttp's, the OS's.
+_CONNECTION_ERRORS = frozenset(
+    {
+        "ConnectionError",  # the OS's (refused, reset, broken pipe) and botocore's (refused,
+        # unreachable, DNS: EndpointConnectionError; ConnectTimeoutError)
+        "ConnectionClosedError",  # botocore: the connection dropped mid-request
+        "ReadTimeoutError",  # botocore: no answer within its read timeout, retries spent
+        "ClientConnectionError",  # aiohttp: connector errors, server disconnected
+        "TimeoutError",  # socket and asyncio timeouts
+        "gaierror",  # DNS
+    }
+)
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """True when ``error`` (or what it wraps) is a connection failure, not an answer."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(cls.__name__ in _CONNECTION_ERRORS for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 # --- keys ---------------------------------------------------------------------------------
