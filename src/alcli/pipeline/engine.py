@@ -31,7 +31,11 @@ _READ_JOIN_TIMEOUT_S = 1.0
 
 class Engine:
     """The shared state and the stage threads. Holds no reference to the consumer's iterator,
-    so dropping the iterator (a ``break``) lets its finaliser stop everything."""
+    so dropping the iterator (a ``break``) lets its finaliser stop everything.
+
+    The constructor is long only because it wires the stages together by keyword, one
+    argument per line; it holds no logic of its own.
+    """
 
     def __init__(
         self,
@@ -59,9 +63,9 @@ class Engine:
                 "prefetch": StageStats(io_threads),
                 "preprocess": StageStats(decode_threads),
                 "infer": StageStats(model_streams),
-            }
+            },
+            model_streams=model_streams,
         )
-        self.stats.model_streams = model_streams
         stages = self.stats.stages
         self._window = ReadWindow(
             control,
@@ -104,11 +108,13 @@ class Engine:
             stats=stages["infer"],
         )
         self._replacements = 0  # I/O threads started in place of stuck ones
-        self._threads = [
-            *(self._thread(self._prefetch.worker, f"prefetch-{i}") for i in range(io_threads)),
-            *(self._thread(self._decode.worker, f"preprocess-{i}") for i in range(decode_threads)),
-            *(self._thread(infer.worker, f"infer-{i}") for i in range(model_streams)),
-        ]
+        self._threads: list[threading.Thread] = []
+        for worker, name, count in (
+            (self._prefetch.worker, "prefetch", io_threads),
+            (self._decode.worker, "preprocess", decode_threads),
+            (infer.worker, "infer", model_streams),
+        ):
+            self._threads += [self._thread(worker, f"{name}-{i}") for i in range(count)]
         for thread in self._threads:
             thread.start()
 

@@ -130,27 +130,22 @@ def run_pipeline(
     ``unreachable_limit``: after that many items in a row (input order) whose read raised
     ``StoreUnreachableError`` or timed out, the input ends there: every item before it is still
     embedded and handed out, then iteration raises ``StoreDownError``.
-    """
-    for label, value in (
-        ("batch size", batch_size),
-        ("I/O threads", io_threads),
-        ("decode threads", decode_threads),
-        ("max in-flight batches", max_inflight_batches),
-        ("unreachable limit", unreachable_limit),
-    ):
-        if value < 1:
-            raise UsageError(f"{label} must be at least 1, got {value}")
-    if item_timeout is not None and not item_timeout > 0:
-        raise UsageError(f"item timeout must be a positive number of seconds, not {item_timeout}")
-    if model_streams == "auto":
-        import torch
 
-        model_streams = 1 if pin_memory and torch.cuda.is_available() else cpu_streams()
-    if not isinstance(model_streams, int) or model_streams < 1:
-        raise UsageError(f"model streams must be a positive number or auto, not {model_streams!r}")
-    fixed = isinstance(torch_threads, int) and torch_threads > 0
-    if not (fixed or torch_threads in (None, "auto")):
-        raise UsageError(f"torch threads must be a positive number or auto, not {torch_threads!r}")
+    (Long for its docstring and its keyword arguments; the checks are ``_checked_streams``.)
+    """
+    model_streams = _checked_streams(
+        model_streams,
+        pin_memory=pin_memory,
+        torch_threads=torch_threads,
+        item_timeout=item_timeout,
+        counts={
+            "batch size": batch_size,
+            "I/O threads": io_threads,
+            "decode threads": decode_threads,
+            "max in-flight batches": max_inflight_batches,
+            "unreachable limit": unreachable_limit,
+        },
+    )
     engine = Engine(
         uris,
         read=read,
@@ -169,3 +164,30 @@ def run_pipeline(
         unreachable_limit=unreachable_limit,
     )
     return PipelineRun(engine, progress)
+
+
+def _checked_streams(
+    model_streams: int | str,
+    *,
+    pin_memory: bool,
+    torch_threads: int | str | None,
+    item_timeout: float | None,
+    counts: dict[str, int],
+) -> int:
+    """Check ``run_pipeline``'s arguments (UsageError) before a thread starts; the number
+    of model streams, ``"auto"`` resolved."""
+    for label, value in counts.items():
+        if value < 1:
+            raise UsageError(f"{label} must be at least 1, got {value}")
+    if item_timeout is not None and not item_timeout > 0:
+        raise UsageError(f"item timeout must be a positive number of seconds, not {item_timeout}")
+    if model_streams == "auto":
+        import torch
+
+        model_streams = 1 if pin_memory and torch.cuda.is_available() else cpu_streams()
+    if not isinstance(model_streams, int) or model_streams < 1:
+        raise UsageError(f"model streams must be a positive number or auto, not {model_streams!r}")
+    fixed = isinstance(torch_threads, int) and torch_threads > 0
+    if not (fixed or torch_threads in (None, "auto")):
+        raise UsageError(f"torch threads must be a positive number or auto, not {torch_threads!r}")
+    return model_streams
