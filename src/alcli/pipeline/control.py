@@ -1,13 +1,13 @@
 """The one lock every stage shares, the run's stop and its first error.
 
-All coordination goes through this lock and a few conditions on it, each with one meaning
-and one owner: ``can_read`` (a window slot came back: ``prefetch``), ``can_decode`` (bytes
-to decode, or the decoders' job changed: ``decode``), ``arrived`` (the item the model
-streams collect next is in: ``ordering.InputOrder``) and ``output_moved`` (a batch was put
-into or taken from the output: ``ordering.OutputOrder``). Every wait also wakes every
-``POLL_S`` to notice a stop event nobody notified it about, so no thread can outlive
-``close()`` by more than that, except one stuck inside a ``read`` call, which is daemonic and
-abandoned.
+All coordination goes through this lock and four conditions on it, each with one meaning
+and one owner: ``can_read`` (a window slot came back: ``reading.ReadWindow``), ``can_decode``
+(bytes to decode, all read, or who decodes changed: ``decoding.Decode``), ``arrived`` (the
+item the model streams collect next is in: ``ordering.InputOrder``) and ``moved`` (a batch
+was put into or taken from the output: ``ordering.OutputOrder``); besides, the model streams
+take turns to collect (``infer.Infer``). Every wait also wakes every ``POLL_S`` to notice a
+stop event nobody notified it about, so no thread can outlive ``close()`` by more than that,
+except one stuck inside a ``read`` call, which is daemonic and abandoned.
 """
 
 from __future__ import annotations

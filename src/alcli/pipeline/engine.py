@@ -135,10 +135,6 @@ class Engine:
         thread.start()
 
     @property
-    def error(self) -> BaseException | None:
-        return self._control.error
-
-    @property
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
 
