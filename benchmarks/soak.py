@@ -10,8 +10,10 @@ symlinks, and one more good-looking object hangs on GET when tests/faultproxy.py
 i11-s3) is importable, else the report says that part was skipped.
 
 The runs: ``alcli embed MANIFEST --json`` in a subprocess (``--model resnet18 --weights none
---image-size 32`` by default), SIGKILLed ``--kills`` times at seeded moments and rerun each
-time, then run to completion and once more warm. The moments: the first kill lands a seeded
+--image-size 16`` by default: the images' own size; resnet18 runs about twice as fast as at
+32 px on the 2-core dev box, which brings 200,000 items within minutes), SIGKILLed
+``--kills`` times at seeded moments and rerun each time, then run to completion and once
+more warm. The moments: the first kill lands a seeded
 0.2-3 s after start (pool resolution, model build), the middle ones when the pool's seeded
 fraction has gone through the model, the last a seeded 0-0.2 s after a run's last forward
 pass (its final stores and compaction).
@@ -50,6 +52,7 @@ import collections
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -63,9 +66,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.py, s3server.py, faultproxy.py
+
+from helpers import PNG_SIGNATURE, png_bytes  # noqa: E402
+
 IMAGE_SIDE = 16
 FILES_PER_FOLDER = 1000
 LOCAL_KINDS = ("corrupt", "truncated", "not_image", "empty", "missing", "dangling_symlink")
@@ -151,21 +157,12 @@ class SoakPool:
         return [uri for uri in self.uris if uri not in self.bad]
 
 
-def png_bytes(rng: np.random.Generator) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    pixels = rng.integers(0, 256, (IMAGE_SIDE, IMAGE_SIDE, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def bad_bytes(kind: str, rng: np.random.Generator) -> bytes | None:
     """The file a bad item of ``kind`` is made of (None: no file at all)."""
     if kind == "corrupt":
-        return b"\x89PNG\r\n\x1a\n" + rng.bytes(200)
+        return PNG_SIGNATURE + rng.bytes(200)
     if kind == "truncated":
-        return png_bytes(rng)[:60]
+        return png_bytes(rng, IMAGE_SIDE)[:60]
     if kind == "not_image":
         return b"this is not an image\n"
     if kind == "empty":
@@ -198,7 +195,7 @@ def make_pool(
         if kind == "dangling_symlink":
             path.symlink_to(path.with_name(f"gone-{i}.png"))
             continue
-        data = png_bytes(rng) if kind is None else bad_bytes(kind, rng)
+        data = png_bytes(rng, IMAGE_SIDE) if kind is None else bad_bytes(kind, rng)
         if data is not None:
             path.write_bytes(data)
     manifest.write_text("".join(f"{uri}\n" for uri in pool.uris))
@@ -419,11 +416,11 @@ def soak(
             break  # it finished (the kill came too late) or failed: nothing left to kill
     result.seconds["killed_runs_s"] = round(time.monotonic() - started, 3)
     last = result.runs[-1] if result.runs else None
-    if last is None or last.killed:
+    if last is None or (last.killed and not last.hung):
         result.final = run_cli(args, work, timeout_s=timeout_s)
         log(f"  final: {describe(result.final)}")
-    else:
-        result.final = result.runs.pop()  # the last planned kill came after the run's end
+    else:  # it ended before its planned kill: finished, failed or hung
+        result.final = result.runs.pop()
     result.seconds["final_run_s"] = result.final.seconds
     if result.final.exit_code == 0:
         result.warm = run_cli(args, work, timeout_s=timeout_s)
@@ -441,6 +438,16 @@ def describe(run: Run) -> str:
     )
 
 
+def failure(run: Run | None, *, number: int) -> str:
+    """Why run ``number`` (1-based, over all runs) gave no summary, in one line."""
+    if run is None:
+        return "no run"
+    if run.hung:
+        return f"run {number} hung: no exit after {run.seconds:.0f} s"
+    last = run.stderr_tail.strip().splitlines()[-1:] or ["(nothing on stderr)"]
+    return f"run {number} exited {run.exit_code}: {last[0]}"
+
+
 def check(result: Soak, pool: SoakPool, cache_dir: Path, batch_size: int) -> dict[str, Any]:
     """items_lost, items_recomputed and the skipped reasons, from the runs and the warm run."""
     good = len(pool.good)
@@ -451,6 +458,9 @@ def check(result: Soak, pool: SoakPool, cache_dir: Path, batch_size: int) -> dic
         "kills": kills,
         "items_recomputed": forwarded - good if result.warm else None,
         "recomputed_per_kill": [run.forwarded - run.stored for run in result.runs],
+        "max_recomputed_per_kill": max(
+            (run.forwarded - run.stored for run in result.runs), default=0
+        ),
         "batch_size": batch_size,
         "tmp_files_after_kills": [run.tmp_files_after for run in result.runs],
         "leftover_tmp_files": tmp_files(cache_dir),
@@ -462,9 +472,8 @@ def check(result: Soak, pool: SoakPool, cache_dir: Path, batch_size: int) -> dic
     )
     warm = result.warm.summary if result.warm and result.warm.summary else None
     if warm is None:
-        bad = result.final.stderr_tail if result.final else "no run"
         report["items_lost"] = None
-        report["error"] = f"the final run did not finish: {bad.strip().splitlines()[-1:]}"
+        report["error"] = failure(result.final, number=len(runs))
         return report
     reasons = {failure["uri"]: failure["reason"] for failure in warm["failures"]}
     unreported = [uri for uri in pool.bad if uri not in reasons]
@@ -535,7 +544,9 @@ def compare_with_uninterrupted(
 
 
 @contextmanager
-def s3_pool(pool: SoakPool, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+def s3_pool(
+    pool: SoakPool, rng: np.random.Generator, hang_limit_s: float
+) -> Iterator[dict[str, Any]]:
     """Upload the pool to a moto server, delete the 'deleted' objects, hang one when the
     fault proxy exists. Yields the endpoint, the s3:// URIs by local path, and what hangs."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -548,15 +559,15 @@ def s3_pool(pool: SoakPool, rng: np.random.Generator) -> Iterator[dict[str, Any]
         upload([path for path in pool.files if path.exists()], endpoint, S3_PREFIX)
         uri_of = {str(p): f"s3://{BUCKET}/{S3_PREFIX}/{p.name}" for p in pool.files}
         deleted = [uri for uri, kind in pool.bad.items() if kind == "deleted"]
-        _delete(endpoint, BUCKET, [uri_of[uri].split("/", 3)[3] for uri in deleted], pool)
+        _delete(endpoint, BUCKET, [uri_of[uri].split("/", 3)[3] for uri in deleted])
         info: dict[str, Any] = {"upload_s": round(time.monotonic() - started, 3)}
-        hang = _hanging_endpoint(stack, endpoint, BUCKET, pool, uri_of, rng)
+        hang = _hanging_endpoint(stack, endpoint, pool, uri_of, rng, hang_limit_s)
         info.update(hang)
         info["uri_of"] = uri_of
         yield info
 
 
-def _delete(endpoint: str, bucket: str, keys: list[str], pool: SoakPool) -> None:
+def _delete(endpoint: str, bucket: str, keys: list[str]) -> None:
     """Upload what a deleted object was, then delete it: a key a listing once had."""
     import boto3
 
@@ -569,15 +580,15 @@ def _delete(endpoint: str, bucket: str, keys: list[str], pool: SoakPool) -> None
 def _hanging_endpoint(
     stack: ExitStack,
     endpoint: str,
-    bucket: str,
     pool: SoakPool,
     uri_of: dict[str, str],
     rng: np.random.Generator,
+    hang_limit_s: float,
 ) -> dict[str, Any]:
-    """The endpoint the CLI talks to: the fault proxy with one hanging object, or moto."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    """The endpoint the CLI talks to: tests/faultproxy.py in front of moto holding one
+    object's GETs for ``hang_limit_s``, or moto itself when that module is not there."""
     try:
-        import faultproxy
+        from faultproxy import FaultProxy
     except ImportError:
         return {
             "endpoint": endpoint,
@@ -585,14 +596,9 @@ def _hanging_endpoint(
         }
     victim = str(rng.choice(pool.good))
     key = uri_of[victim].split("/", 3)[3]
-    url = faultproxy.start(endpoint, hang_keys={f"{bucket}/{key}"})
-    if hasattr(url, "__exit__"):  # a context manager rather than a plain URL
-        url = stack.enter_context(url)
-    stop = getattr(faultproxy, "stop", None)
-    if callable(stop):
-        stack.callback(stop, url)
+    proxy = stack.enter_context(FaultProxy(endpoint, hang_keys={key}, hang_limit_s=hang_limit_s))
     pool.bad[victim] = HANG_KIND
-    return {"endpoint": str(url), "hanging_object": uri_of[victim]}
+    return {"endpoint": proxy.url, "hanging_object": uri_of[victim], "proxy": proxy}
 
 
 # --------------------------------------------------------------------------- main
@@ -613,7 +619,7 @@ def soak_one(args: argparse.Namespace, n: int, work: Path, *, compare: bool) -> 
     phase["generate_s"] = round(time.monotonic() - started, 3)
     cli_options = [
         "--model", args.model, "--weights", args.weights, "--image-size", str(args.image_size),
-        "--batch-size", str(args.batch_size),
+        "--batch-size", str(args.batch_size), *shlex.split(args.embed_args),
     ]  # fmt: skip
     cache_dir = work / f"cache-{n}"
     shutil.rmtree(cache_dir, ignore_errors=True)
@@ -622,10 +628,13 @@ def soak_one(args: argparse.Namespace, n: int, work: Path, *, compare: bool) -> 
         storage_options = None
         spec_of: Callable[[list[str]], str]
         extra: dict[str, Any] = {}
+        proxy: Any = None
         if args.s3:
             from alcli.sources import s3_options
 
-            s3 = stack.enter_context(s3_pool(pool, rng))
+            # the hanging object hangs all soak long: every run may ask for it again
+            s3 = stack.enter_context(s3_pool(pool, rng, timeout_s * (args.kills + 4)))
+            proxy = s3.pop("proxy", None)
             phase["upload_s"] = s3.pop("upload_s")
             uri_of = s3.pop("uri_of")
             cli_options += ["--endpoint-url", s3["endpoint"]]
@@ -679,6 +688,8 @@ def soak_one(args: argparse.Namespace, n: int, work: Path, *, compare: bool) -> 
                 timeout_s=timeout_s,
             )
             phase["compare_s"] = round(time.monotonic() - compare_started, 3)
+        if proxy is not None:  # how many times a run asked for the hanging object
+            extra["s3"]["hung_gets"] = len(proxy.hung)
         report.update(extra)
     phase["total_s"] = round(time.monotonic() - started, 3)
     report["seconds"] = phase
@@ -711,8 +722,11 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true", help="serve the pool from moto S3")
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--weights", default="none")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIDE)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--embed-args", default="", help="more options for alcli embed, e.g. '--item-timeout 10'"
+    )
     parser.add_argument(
         "--compare-n", type=int, default=20_000, help="good items compared with a straight run"
     )
@@ -729,12 +743,15 @@ def main() -> None:
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alcli-soak-")))
         started = time.monotonic()
+        load_before = list(os.getloadavg())
+        small = None
+        if args.rss_n and args.rss_n != args.n:  # first: it is the cheaper one to see fail
+            small = soak_one(args, args.rss_n, work, compare=False)
         report = soak_one(args, args.n, work, compare=True)
         report["variant"] = "s3" if args.s3 else "local"
         report["model"] = f"{args.model} weights={args.weights} image_size={args.image_size}"
         report["ok"] = verdict(report)
-        if args.rss_n and args.rss_n != args.n:
-            small = soak_one(args, args.rss_n, work, compare=False)
+        if small is not None and small["peak_rss_mib"] and report["peak_rss_mib"]:
             sizes = sorted([(args.rss_n, small), (args.n, report)], key=lambda pair: pair[0])
             (n_small, a), (n_large, b) = sizes
             report["rss_comparison"] = {
@@ -749,7 +766,11 @@ def main() -> None:
                 "small_pool_ok": verdict(small),
                 "small_pool": {k: small[k] for k in SMALL_KEYS if k in small},
             }
-        report["machine"] = {"cores": os.cpu_count(), "load_after": list(os.getloadavg())}
+        report["machine"] = {
+            "cores": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": list(os.getloadavg()),
+        }
         report["seconds_all"] = round(time.monotonic() - started, 3)
     if args.json:
         print(json.dumps(report, indent=1))
