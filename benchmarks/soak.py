@@ -700,11 +700,18 @@ def soak_one(args: argparse.Namespace, n: int, work: Path, *, compare: bool) -> 
 
 
 def verdict(report: dict[str, Any]) -> bool:
+    """Nothing lost, little recomputed, the same bytes as an uninterrupted run."""
     return bool(
         report.get("items_lost") == 0
         and report.get("recomputed_within_one_batch_per_kill")
         and report.get("compare", {"identical": True}).get("identical")
     )
+
+
+def overall(report: dict[str, Any]) -> bool:
+    """``verdict``, and a peak RSS flat in the pool size when two sizes were soaked."""
+    flat = report.get("rss_comparison", {"flat": True})["flat"]
+    return bool(report["ok_nothing_lost"] and flat)
 
 
 def main() -> None:
@@ -750,7 +757,7 @@ def main() -> None:
         report = soak_one(args, args.n, work, compare=True)
         report["variant"] = "s3" if args.s3 else "local"
         report["model"] = f"{args.model} weights={args.weights} image_size={args.image_size}"
-        report["ok"] = verdict(report)
+        report["ok_nothing_lost"] = verdict(report)
         if small is not None and small["peak_rss_mib"] and report["peak_rss_mib"]:
             sizes = sorted([(args.rss_n, small), (args.n, report)], key=lambda pair: pair[0])
             (n_small, a), (n_large, b) = sizes
@@ -766,6 +773,7 @@ def main() -> None:
                 "small_pool_ok": verdict(small),
                 "small_pool": {k: small[k] for k in SMALL_KEYS if k in small},
             }
+        report["ok"] = overall(report)
         report["machine"] = {
             "cores": os.cpu_count(),
             "load_before": load_before,
@@ -788,7 +796,7 @@ def print_table(report: dict[str, Any]) -> None:
     for key in (
         "variant", "model", "items", "bad_items", "kills", "items_lost", "items_recomputed",
         "recomputed_per_kill", "peak_rss_mib", "peak_rss_mib_per_run", "leftover_tmp_files",
-        "compare", "rss_comparison", "seconds", "ok",
+        "compare", "rss_comparison", "seconds", "ok_nothing_lost", "ok",
     ):  # fmt: skip
         if key in report:
             value = report[key]
