@@ -140,7 +140,10 @@ def agent_digest() -> str:
     """Identity of the agent's code: a cached auto run is reused only while it is unchanged."""
     import alcli.agent
 
-    return hashlib.sha256(Path(alcli.agent.__file__).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sorted(Path(alcli.agent.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cached_run(

@@ -12,9 +12,11 @@ Conventions every strategy follows:
   results reproducible without a seed and easy to state.
 * Randomness comes only from the ``seed`` (an int or a ``numpy.random.Generator``); the same
   inputs and seed give the same picks.
-* Uncertainty, disagreement and hybrid strategies need at least one labeled item (their
-  probabilities come from a model trained on labels); for a cold start use ``typiclust``,
-  ``kmeans``, ``coreset`` or ``random``.
+* Uncertainty, disagreement and hybrid strategies read a model's probabilities (or a
+  committee's). Pass your own model's and no labels are needed; ``alcli select`` without
+  ``--probs`` trains that model on your labels, so there it needs at least one labeled item.
+  For a cold start (no labels, no model) use ``typiclust``, ``kmeans``, ``coreset`` or
+  ``random``.
 * Entropies are in nats; distances are Euclidean on the embeddings as given.
 """
 
@@ -26,6 +28,7 @@ from .registry import (
     PluginWarning,
     StrategyInfo,
     available,
+    check_needs,
     get,
     register,
     run,
@@ -39,6 +42,7 @@ __all__ = [
     "StrategyInfo",
     "available",
     "baselines",
+    "check_needs",
     "disagreement",
     "diversity",
     "get",

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._blas import single_threaded_blas
+from alcli._threads import single_threaded_blas
+
 from ._distances import FloatArray, row_chunks, squared_distances, squared_norms
 from ._kmeans import kmeans
 

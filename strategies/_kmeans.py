@@ -21,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from ._blas import single_threaded_blas
+from alcli._threads import single_threaded_blas
+
 from ._distances import FloatArray, nearest, row_chunks, squared_distances, squared_norms
 
 #: Rows per cluster (and at least this many rows) kept when Lloyd runs on a subsample.

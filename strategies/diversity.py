@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ._blas import single_threaded_blas
+from alcli._threads import single_threaded_blas
+
 from ._distances import (
     FloatArray,
     kth_neighbour_distance,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ._blas import single_threaded_blas
+from alcli._threads import single_threaded_blas
+
 from ._distances import FloatArray, nearest, squared_distances, squared_norms
 from ._kmeans import group_by_label, kmeans, nearest_member_per_cluster, sample_proportional
 from ._select import Picks, SelectionContext, rank_unlabeled

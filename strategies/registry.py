@@ -6,6 +6,12 @@ in (or when :func:`available` lists everything), so a broken plugin costs nothin
 for and never hides the built-ins. ``run`` validates inputs once, checks the strategy's
 declared needs (with advice on what could run instead), calls it, and checks what it returned,
 so every strategy, built-in or not, honours the same contract.
+
+The ``labeled`` need does not ask the caller for labels: probabilities or a committee passed
+in come from the caller's own model, trained on the caller's labels (as modAL and
+scikit-activeml take them). It says the strategy's inputs come from a trained model, so a
+caller that trains that model itself (``alcli select`` without ``--probs``, the agent) needs
+at least one labeled item; ``cold_start`` strategies need no model at all.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from alcli.errors import RunError, StrategyError
 
 from ._select import (
     NEEDS,
-    BoolArray,
     FloatArray,
     Picks,
     SelectionContext,
@@ -47,9 +52,6 @@ FAMILY_ORDER = ("baselines", "uncertainty", "disagreement", "diversity", "hybrid
 StrategyFn = Callable[[SelectionContext], "Picks | npt.NDArray[np.integer[Any]]"]
 F = TypeVar("F", bound=StrategyFn)
 
-#: What to run instead when there are no labels yet (see the ``labeled`` need).
-_COLD_START_ADVICE = "typiclust, kmeans, coreset or random"
-
 
 class PluginWarning(UserWarning):
     """A third-party strategy plugin could not be loaded; the others still work."""
@@ -59,9 +61,10 @@ class PluginWarning(UserWarning):
 class StrategyInfo:
     """Everything the CLI, the agent and error messages need to know about a strategy.
 
-    ``needs`` ⊆ {"probs", "committee", "embeddings", "labeled"}; ``cost`` is big-O in n, d,
-    C, K, b; ``cold_start`` says it is usable with no labels; ``origin`` is "alcli" or the
-    distribution a plugin came from; ``fn`` maps a SelectionContext to picks.
+    ``needs`` ⊆ {"probs", "committee", "embeddings", "labeled"} (``labeled``: the inputs
+    come from a model trained on labels, see the module docstring); ``cost`` is big-O in n,
+    d, C, K, b; ``cold_start`` says it is usable with no labels and no model; ``origin`` is
+    "alcli" or the distribution a plugin came from; ``fn`` maps a SelectionContext to picks.
     """
 
     name: str
@@ -222,11 +225,11 @@ class Registry:
         return StrategyError(f"unknown strategy {name!r}", hint=hint)
 
     def runnable_with(self, given: set[str]) -> list[str]:
-        """Names whose needs are met by ``given`` (the arrays passed, plus "labeled")."""
+        """Names whose array needs are met by ``given`` (the names of the arrays passed)."""
         return [
             info.name
             for info in sorted(self._infos.values(), key=_listing_order)
-            if info.needs <= given
+            if info.needs - {"labeled"} <= given
         ]
 
 
@@ -339,7 +342,7 @@ def run_with_scores(
             arrays[key] = as_float_array(value, key, ndim)
     n = pool_size(arrays, labeled)
     mask = labeled_mask(labeled, n)
-    _check_needs(info, arrays, mask)
+    check_needs(info.name, arrays)
     needed = {key: array for key, array in arrays.items() if key in info.needs}
     for key, array in needed.items():
         check_finite(array, key)
@@ -362,25 +365,24 @@ def run_with_scores(
     return _checked_output(info, ctx, info.fn(ctx))
 
 
-def _check_needs(info: StrategyInfo, arrays: dict[str, FloatArray], mask: BoolArray) -> None:
-    given = set(arrays)
-    if mask.any():
-        given.add("labeled")
-    missing = sorted((info.needs - given) - {"labeled"})
+def check_needs(name: str, given: Iterable[str]) -> StrategyInfo:
+    """The strategy ``name``, if the arrays named in ``given`` are all it reads; else why not.
+
+    Needs no arrays, so a caller can check a request before computing them (``alcli select``
+    checks before embedding a pool). ``given`` holds names among "probs", "committee" and
+    "embeddings"; a ``StrategyError`` says what is missing and what could run instead.
+    """
+    info = get(name)
+    have = set(given) - {"labeled"}
+    missing = sorted((info.needs - have) - {"labeled"})
     if missing:
         what = " and ".join(missing)
-        instead = [n for n in _REGISTRY.runnable_with(given) if n != info.name]
+        instead = [n for n in _REGISTRY.runnable_with(have) if n != info.name]
         hint = (
             f"with what you passed you can run: {', '.join(instead)}" if instead else f"pass {what}"
         )
         raise StrategyError(f"{info.name} needs {what}, which was not given", hint=hint)
-    if "labeled" in info.needs and "labeled" not in given:
-        raise StrategyError(
-            f"{info.name} needs at least one labeled item: its "
-            f"{'committee' if 'committee' in info.needs else 'probabilities'} come from a "
-            "model trained on the labels, and with none they mean nothing",
-            hint=f"for a cold start use {_COLD_START_ADVICE}",
-        )
+    return info
 
 
 def _checked_output(

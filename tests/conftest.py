@@ -18,12 +18,19 @@ Images:
   ``tmp_path / subdir`` and returns their paths, sorted.
 - ``broken_images(folder=None)``: writes a corrupt PNG, a zero-byte ``.png`` and a text file
   named ``.jpg`` (default folder ``tmp_path / "broken"``); returns ``{kind: path}``.
+
+Signals: ``python_sigint`` gives the test Python's own SIGINT handler, even when the suite
+inherited SIGINT ignored (started in the background): Ctrl-C tests need it.
+
+Store faults: ``tests/faultproxy.py`` (``FaultProxy``) sits in front of the S3 server and
+hangs chosen GETs or takes the store down; see ``test_faults.py``.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,6 +119,17 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("ALCLI_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return CliRunner()
+
+
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler (KeyboardInterrupt) during the test, whatever this process
+    inherited: a suite started in the background by a non-interactive shell inherits SIGINT
+    ignored, and then neither ``_thread.interrupt_main()`` nor a child process's Ctrl-C
+    does anything (a child inherits an ignored signal; a handled one resets to default)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

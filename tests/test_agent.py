@@ -26,6 +26,7 @@ from alcli.agent import (
     choose_elimination,
     clamp_picks,
     forecast,
+    load_state,
     rank_strategies,
     run_auto,
     saved_config,
@@ -260,10 +261,10 @@ def test_shared_run_writes_outputs_and_trains_on_every_label(tmp_path) -> None:
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert (tmp_path / "head.npz").exists()
     # the heads a resume could start from: each survivor's and the shared one, no stale ones
-    state = json.loads((tmp_path / "state.json").read_text())
+    state = load_state(tmp_path)
     saved_heads = {path.stem for path in (tmp_path / "heads").glob("*.npz")}
-    assert state["shared_head"] in saved_heads
-    assert len(saved_heads) <= len(state["alive"]) + 1
+    assert state.shared_head in saved_heads
+    assert len(saved_heads) <= len(state.alive) + 1
     assert set(report.timings) >= {"heads", "forecasts", "selection", "overhead"}
     assert report.final_accuracy > report.rows[0].accuracy
 
@@ -469,8 +470,8 @@ def test_oracle_failure_keeps_what_was_bought(tmp_path) -> None:
     oracle = FailingSecondCall(truth)
     with pytest.raises(OracleError, match="service down"):
         run_auto(uris, X, oracle, config(), out_dir=tmp_path, eval_set=eval_set)
-    state = json.loads((tmp_path / "state.json").read_text())
-    assert len(state["labels"]) == 40  # the initial set survived the failure
+    state = load_state(tmp_path)
+    assert len(state.labels) == 40  # the initial set survived the failure
     report = run_auto(uris, X, oracle, config(), out_dir=tmp_path, eval_set=eval_set, resume=True)
     assert len(oracle.asked) == len(set(oracle.asked)) == report.labels_bought
 
@@ -511,10 +512,15 @@ def test_directory_oracle_round_trips_through_pending_labels(tmp_path) -> None:
 # --- crash and resume in a real process --------------------------------------------------------
 
 SCRIPT = """
-import json, sys
+import json, os, signal, sys
 import numpy as np
 from alcli.agent import AutoConfig, run_auto
 from alcli.oracle import CommandOracle
+
+def die_at(phase):
+    # the phase named in ALCLI_TEST_CRASH_AT: die there like kill -9
+    if phase == os.environ.get("ALCLI_TEST_CRASH_AT"):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 out_dir, labels_csv, log = sys.argv[1:4]
 rng = np.random.default_rng(0)
@@ -536,7 +542,9 @@ config = AutoConfig(
     target_accuracy=0.99, budget=160, strategies=("random", "margin", "kcenter"),
     initial=40, round_size=30, seed=3, eval_frac=0.2, plateau_rounds=50,
 )
-report = run_auto(uris, X, oracle, config, out_dir=out_dir, resume=len(sys.argv) > 4)
+report = run_auto(
+    uris, X, oracle, config, out_dir=out_dir, resume=len(sys.argv) > 4, on_phase=die_at
+)
 skip = ("timings", "strategy_seconds", "out_dir")
 print(json.dumps({k: v for k, v in report.as_dict().items() if k not in skip}))
 """

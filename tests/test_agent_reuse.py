@@ -7,9 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from alcli import agent
-from alcli.agent import AutoConfig, EvalSet, run_auto
-from alcli.learner import Head, train_head
+from alcli.agent import AutoConfig, EvalSet, heads, run_auto
+from alcli.learner import Head, fit_scaler, train_head
 from alcli.oracle import load_labels_csv
 
 N_POOL = 500
@@ -60,7 +59,7 @@ def test_the_final_head_is_the_last_fit_not_a_second_one(tmp_path, monkeypatch, 
         fits.append(len(y))
         return train_head(Xs, y, **kwargs)
 
-    monkeypatch.setattr(agent, "train_head", counting_train_head)
+    monkeypatch.setattr(heads, "train_head", counting_train_head)
     cfg = race(budget=160, strategies=("margin", "entropy"), spend=spend)
     report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
     assert report.stop_reason == "budget"
@@ -74,7 +73,7 @@ def test_the_final_head_is_the_last_fit_not_a_second_one(tmp_path, monkeypatch, 
         rows = np.array(labeled)
         # Warm-started from the last round's shared head, it is the same convex optimum as a
         # cold fit up to L-BFGS's tolerance: same predictions on (nearly) every pool row.
-        cold = train_head(X[rows], [truth[uris[r]] for r in rows], scaler=agent.fit_scaler(X))
+        cold = train_head(X[rows], [truth[uris[r]] for r in rows], scaler=fit_scaler(X))
         agree = np.mean(report.final_head.predict(X) == cold.predict(X))
         assert agree >= 0.99
         assert report.final_head.n_iter < cold.n_iter

@@ -38,7 +38,7 @@ from alcli.sources import resolve_pool
 
 TINY = ["--model", "mobilenet_v3_small", "--weights", "none", "--image-size", "32"]
 SMALL = [*TINY, "--batch-size", "4", "--io-threads", "4"]
-KINDS = {"model", "contention", "io", "decode", "ramp"}
+KINDS = {"model", "build", "contention", "io", "decode", "ramp"}  # every kind diagnose names
 
 
 @pytest.fixture

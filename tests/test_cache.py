@@ -34,7 +34,8 @@ def rows_for(indices: range | list[int] | np.ndarray, dim: int = DIM) -> np.ndar
 
 def segment_files(directory: Path, fingerprint: str = FP) -> list[Path]:
     """Committed-looking segment files, oldest first (names start with a time stamp)."""
-    return sorted((directory / "embeddings" / "segments" / fingerprint).glob("*.seg"))
+    folder = directory / "embeddings" / "segments" / fingerprint
+    return sorted(p for p in folder.glob("*.seg") if not p.name.startswith("."))
 
 
 @pytest.fixture

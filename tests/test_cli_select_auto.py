@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -234,3 +235,196 @@ def test_auto_with_humans_in_the_loop_waits_then_resumes(runner, mnist, tmp_path
             "--json",
         ]
     assert doc["labels_bought"] == 30
+
+
+# --------------------------------------------------- auto: checked before it embeds or buys
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+#: An oracle command: looks each URI up in a uri,label CSV (argv[1]) and logs every request's
+#: size to argv[2]; stdin is logged raw to argv[2] + ".stdin".
+LOOKUP_ORACLE = """
+import csv, sys
+labels = dict(csv.reader(open(sys.argv[1], newline="")))
+data = sys.stdin.buffer.read()
+open(sys.argv[2] + ".stdin", "ab").write(data)
+uris = data.decode().splitlines()
+open(sys.argv[2], "a").write(f"{len(uris)}\\n")
+for uri in uris:
+    print(f"{uri},{labels.get(uri, 'a' if len(uri) % 2 else 'b')}")
+"""
+
+
+def in_words(labels_csv: Path, out: Path) -> Path:
+    """The same labels in another vocabulary: '3' becomes 'three'."""
+    rows = list(csv.reader(labels_csv.open()))
+    with out.open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *((uri, WORDS[int(y)]) for uri, y in rows[1:])])
+    return out
+
+
+def lookup_oracle(tmp_path: Path, labels: Path) -> tuple[str, Path]:
+    """``--oracle-cmd`` text for LOOKUP_ORACLE over ``labels``, and its request log."""
+    script = tmp_path / "oracle.py"
+    script.write_text(LOOKUP_ORACLE)
+    log = tmp_path / "oracle.log"
+    return shlex.join([sys.executable, str(script), str(labels), str(log)]), log
+
+
+def segments(cache: Path) -> list[Path]:
+    return sorted(cache.rglob("*.seg")) if cache.exists() else []
+
+
+AUTO_SMALL = [
+    *TINY,
+    "--target-acc",
+    "0.99",
+    "--budget",
+    "40",
+    "--initial",
+    "20",
+    "--round-size",
+    "10",
+    "--strategies",
+    "margin,random",
+]
+
+
+def test_auto_labels_file_sharing_no_class_with_eval_stops_before_embedding(
+    runner, mnist, tmp_path
+):
+    pools = mnist["pools"]
+    words = in_words(pools["train"].labels_csv, tmp_path / "words.csv")
+    args = ["auto", pools["train"].directory, *AUTO_SMALL, "--eval", pools["test"].labels_csv]
+    result = invoke(runner, *args, "--oracle", words, "--out", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert "share no class with the eval set" in result.stderr
+    assert "'eight'" in result.stderr
+    assert "'0'" in result.stderr
+    assert segments(tmp_path / "cache") == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_auto_oracle_in_another_vocabulary_stops_after_round_0_and_keeps_labels(
+    runner, mnist, tmp_path
+):
+    """A command oracle's classes are known only once it answers: stop before round 1.
+
+    The labels it sold are saved: resuming with an eval set in its vocabulary does not buy
+    them again.
+    """
+    pools = mnist["pools"]
+    words = in_words(pools["train"].labels_csv, tmp_path / "words.csv")
+    command, log = lookup_oracle(tmp_path, words)
+    args = ["auto", pools["train"].directory, *AUTO_SMALL, "--oracle-cmd", command]
+    first = invoke(runner, *args, "--eval", pools["test"].labels_csv, "--out", tmp_path / "run")
+    assert first.exit_code == 2, first.output
+    assert "share no class with the eval set" in first.stderr
+    assert "round 0:" in first.stderr
+    assert "round 1:" not in first.stderr
+    assert log.read_text().split() == ["20"]  # the initial set, nothing more
+
+    words_eval = in_words(pools["test"].labels_csv, tmp_path / "words-eval.csv")
+    resumed = invoke(runner, *args, "--eval", words_eval, "--resume", tmp_path / "run", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    bought = json.loads(resumed.stdout)["labels_bought"]
+    sizes = [int(n) for n in log.read_text().split()]
+    assert sizes[0] == 20
+    assert sum(sizes) == bought  # every label bought once
+
+
+def test_auto_command_oracle_writing_non_utf8_is_one_line_exit_1(runner, mnist, tmp_path):
+    code = "import sys; sys.stdin.read(); sys.stdout.buffer.write(b'x,\\xff\\n')"
+    command = shlex.join([sys.executable, "-c", code])
+    result = invoke(
+        runner,
+        "auto",
+        mnist["pools"]["train"].directory,
+        *AUTO_SMALL,
+        "--oracle-cmd",
+        command,
+        "--eval-frac",
+        "0.2",
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "is not UTF-8 text" in lines[0]
+    assert "internal error" not in lines[0]
+
+
+@pytest.mark.parametrize("case", ["holds-a-run", "under-a-file", "stray-oracle", "typo"])
+def test_auto_checks_its_inputs_before_embedding(runner, mnist, tmp_path, case):
+    pools = mnist["pools"]
+    oracle, out, extra = pools["train"].labels_csv, tmp_path / "run", []
+    if case == "holds-a-run":
+        out.mkdir()
+        (out / "state.json").write_text("{}")
+        needle = "already holds an alcli auto run"
+    elif case == "under-a-file":
+        (tmp_path / "file").write_text("")
+        out, needle = tmp_path / "file" / "run", "is not a folder"
+    elif case == "stray-oracle":
+        oracle = tmp_path / "stray.csv"
+        oracle.write_text("uri,label\n/elsewhere/a.png,0\n")
+        needle = "labels none of the pool's 160 items"
+    else:
+        extra, needle = ["--strategies", "margin,corset"], "did you mean 'coreset'?"
+    result = invoke(
+        runner,
+        "auto",
+        pools["train"].directory,
+        *AUTO_SMALL,
+        *extra,
+        "--oracle",
+        oracle,
+        "--eval",
+        pools["test"].labels_csv,
+        "--out",
+        out,
+    )
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr
+    assert segments(tmp_path / "cache") == []
+
+
+def test_auto_leaves_out_names_a_command_oracle_cannot_be_sent(runner, png_pool, tmp_path):
+    """A name with a line break would reach the command as two URIs: such an item is left
+    out of the race (a warning), and the run goes on."""
+    plain = png_pool(8)
+    (tmp_path / "pool" / "evil.png\nforged.png").write_bytes(plain[0].read_bytes())
+    labels = tmp_path / "none.csv"
+    labels.write_text("uri,label\n")
+    command, log = lookup_oracle(tmp_path, labels)
+    result = invoke(
+        runner,
+        "auto",
+        tmp_path / "pool",
+        *TINY,
+        "--oracle-cmd",
+        command,
+        "--eval-frac",
+        "0.25",
+        "--target-acc",
+        "0.99",
+        "--budget",
+        "4",
+        "--initial",
+        "2",
+        "--round-size",
+        "2",
+        "--strategies",
+        "random",
+        "--out",
+        tmp_path / "run",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 items left out" in result.stderr
+    assert json.loads(result.stdout)["labels_bought"] >= 2  # the initial set, at least
+    sent = Path(f"{log}.stdin").read_bytes()
+    assert b"forged" not in sent
+    assert b"evil" not in sent

@@ -68,16 +68,16 @@ def test_the_model_builds_while_the_first_images_are_read(
     first_read = threading.Event()
     real_read, real_load = sources.Pool.read, models.load_backbone
 
-    def read(self: sources.Pool, uri: str) -> bytes:
+    def read(self: sources.Pool, uri: str, **kwargs: object) -> bytes:
         first_read.set()
-        return real_read(self, uri)
+        return real_read(self, uri, **kwargs)
 
     def load(*args: object, **kwargs: object) -> models.Backbone:
         assert first_read.wait(30), "no image was read while the model was being built"
         return real_load(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sources.Pool, "read", read)
-    monkeypatch.setattr(models, "load_backbone", load)
+    monkeypatch.setattr(models.background, "load_backbone", load)  # what the builder calls
     result = embed(str(tmp_path / "pool"), options=TINY, cache=tmp_path / "cache")
     assert (result.embedded, len(result.failures)) == (8, 0)
     assert result.embeddings.shape == (8, 1024)  # mobilenet_v3_small
@@ -149,3 +149,35 @@ def test_a_local_pool_is_read_with_the_local_thread_count(png_pool, tmp_path: Pa
     build = result.stages["model_build"]  # how long it took, and what it did not hide
     assert build["seconds"] > 0
     assert 0 <= build["waited_s"] <= build["seconds"] + 0.05
+
+
+def test_unreadable_items_are_skipped_never_cached_and_heal_when_fixed(
+    png_pool, tmp_path: Path
+) -> None:
+    """A dangling link is a failure at its pool position with resolving's reason; its
+    'unreadable-' key reaches neither the cache nor the pipeline, and fixing the link makes
+    the next run embed it (no stale failure remembered)."""
+    from alcli.cache import EmbeddingCache
+    from helpers import png_bytes, write_corrupt_png
+
+    paths = png_pool(3)
+    root = tmp_path / "pool"
+    late = root / "img00001b.png"  # sorts between the good images: position 2
+    late.symlink_to("later.bin")  # not an image name: the link is the only item
+    write_corrupt_png(root / "zz.png")  # a pipeline failure after it: position 4
+    cold = embed(str(root), options=TINY, cache=tmp_path / "cache")
+    assert [(f.index, f.uri, f.reason[:13]) for f in cold.failures] == [
+        (2, str(late), "not found (da"),
+        (4, str(root / "zz.png"), "corrupt image"),
+    ]
+    assert cold.uris == [str(p) for p in paths]
+    assert (cold.embedded, cold.cached) == (3, 0)
+    with EmbeddingCache(tmp_path / "cache") as cache:
+        [stats] = cache.stats().values()
+    assert (stats["items"], stats["failures"]) == (3, 1)  # the corrupt image is remembered
+
+    (root / "later.bin").write_bytes(png_bytes(np.random.default_rng(7)))
+    healed = embed(str(root), options=TINY, cache=tmp_path / "cache")
+    assert (healed.embedded, healed.cached) == (1, 3)
+    assert [f.uri for f in healed.failures] == [str(root / "zz.png")]
+    assert healed.uris == [str(paths[0]), str(paths[1]), str(late), str(paths[2])]

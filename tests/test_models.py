@@ -1,4 +1,4 @@
-"""models.py: backbones by name, offline weights, exact preprocessing, fingerprints."""
+"""alcli.models: backbones by name, offline weights, exact preprocessing, fingerprints."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_missing_weights_file_says_where_to_put_it(
 
 
 def test_default_is_mobilenet_v2_with_offline_v1_weights() -> None:
-    spec, params = models._resolved("mobilenet_v2", None, None)
+    spec, params = models.registry._resolved("mobilenet_v2", None, None)
     assert spec.kind == "enum"
     assert spec.enum is torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
     assert (params.resize, params.crop) == (256, 224)
@@ -166,7 +166,7 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path: Path) -> None:
 def test_preprocess_matches_torchvision_exactly(
     name: str, weights: str, image_size: int | None
 ) -> None:
-    spec, params = models._resolved(name, weights, image_size)
+    spec, params = models.registry._resolved(name, weights, image_size)
     ours = ImageTransform(params)
     reference = torchvision_transform(spec.enum, params)
     rng = np.random.default_rng(7)
@@ -196,7 +196,7 @@ def test_large_jpeg_decodes_through_draft() -> None:
     assert image.mode == "RGB"
     assert min(image.size) >= 128
     assert image.size[0] <= 2400 // 8 * 2  # decoded at a reduced DCT scale
-    _, params = models._resolved("mobilenet_v2", None, 112)
+    _, params = models.registry._resolved("mobilenet_v2", None, 112)
     got = ImageTransform(params)(data)
     full = torchvision_transform(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1, params)(
         Image.open(io.BytesIO(data)).convert("RGB")
@@ -239,7 +239,7 @@ def test_decompression_bomb_is_an_item_error(monkeypatch: pytest.MonkeyPatch, si
 
 
 def test_grayscale_and_palette_become_three_channels() -> None:
-    _, params = models._resolved("mobilenet_v2", None, 32)
+    _, params = models.registry._resolved("mobilenet_v2", None, 32)
     transform = ImageTransform(params)
     gray = Image.fromarray(np.full((20, 20), 128, dtype=np.uint8))
     out = transform(encode(gray))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from alcli.oracle import (
     LabelsFileOracle,
     Oracle,
     PendingLabels,
+    format_labels_csv,
     load_labels_csv,
 )
 
@@ -236,3 +239,106 @@ def test_command_oracle_matches_answers_spelled_differently(tmp_path, monkeypatc
     oracle = CommandOracle(python('import sys; sys.stdin.read(); print("imgs/a.png,cat")'))
     asked = str(tmp_path / "imgs" / "a.png")
     assert oracle.label([asked]) == {asked: "cat"}
+
+
+# --- CommandOracle: a stuck, odd or hostile command -----------------------------------------
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for a reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_command_oracle_timeout_kills_the_whole_process_group(tmp_path) -> None:
+    """A shell script's child (here a sleep) holds the pipes; it must die with the script."""
+    pidfile = tmp_path / "grandchild.pid"
+    script = f"sleep 120 & echo $! > {pidfile}; wait"
+    oracle = CommandOracle(["sh", "-c", script], timeout_s=3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OracleError, match=r"timed out after 3 s"):
+            oracle.label(["s3://b/a"])
+        elapsed = time.monotonic() - started
+        assert pidfile.exists(), "the shell did not start its child within the timeout"
+        pid = int(pidfile.read_text())
+        deadline = time.monotonic() + 30
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(pid), "the grandchild sleep outlived the timed-out oracle command"
+        assert elapsed < 60  # not held until the sleep ends
+    finally:
+        if pidfile.exists() and not _gone(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_command_oracle_output_that_is_not_utf8_is_an_oracle_error() -> None:
+    code = r'import sys; sys.stdin.read(); sys.stdout.buffer.write(b"s3://b/a,caf\xe9\n")'
+    oracle = CommandOracle(python(code), timeout_s=30)
+    with pytest.raises(OracleError, match=r"output line 1 is not UTF-8 text \(byte 0xe9\)"):
+        oracle.label(["s3://b/a"])
+
+
+def test_command_oracle_names_that_are_not_utf8_go_through_as_bytes() -> None:
+    """A pool name that is not UTF-8 (kept with surrogateescape) is sent as its own bytes."""
+    code = r"""
+    import sys
+    for line in sys.stdin.buffer:
+        sys.stdout.buffer.write(line.rstrip(b"\n") + b",cat\n")
+    """
+    odd = "/pool/caf\udce9.png"
+    assert CommandOracle(python(code), timeout_s=30).label([odd, "/pool/b.png"]) == {
+        odd: "cat",
+        "/pool/b.png": "cat",
+    }
+    bad_label = r"""
+    import sys
+    for line in sys.stdin.buffer:
+        sys.stdout.buffer.write(line.rstrip(b"\n") + b",\xff\n")
+    """
+    with pytest.raises(OracleError, match="is not UTF-8 text"):
+        CommandOracle(python(bad_label), timeout_s=30).label([odd])
+
+
+def test_command_oracle_two_labels_for_one_uri_is_an_error() -> None:
+    twice = 'import sys; sys.stdin.read(); print("s3://b/a,cat"); print("s3://b/a,dog")'
+    with pytest.raises(OracleError, match=r"labeled 's3://b/a' twice, 'cat' and 'dog'"):
+        CommandOracle(python(twice), timeout_s=30).label(["s3://b/a"])
+    same = 'import sys; sys.stdin.read(); print("s3://b/a,cat"); print("s3://b/a, cat")'
+    assert CommandOracle(python(same), timeout_s=30).label(["s3://b/a"]) == {"s3://b/a": "cat"}
+
+
+def test_command_oracle_is_never_sent_a_uri_with_a_line_break(tmp_path) -> None:
+    """One URI per line: a name holding a line break would reach the command as two."""
+    marker = tmp_path / "ran"
+    oracle = CommandOracle(["touch", str(marker)], timeout_s=30)
+    for name in ("s3://b/a.png\ns3://b/forged.png", "s3://b/a\r.png", "s3://b/a\u2028.png"):
+        with pytest.raises(OracleError, match="line break") as caught:
+            oracle.label(["s3://b/ok.png", name])
+        assert "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
+def test_directory_oracle_one_item_labeled_twice_is_an_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    oracle = DirectoryOracle(tmp_path / "inbox")
+    asked = str(tmp_path / "a.png")
+    with pytest.raises(PendingLabels) as pending:
+        oracle.label([asked])
+    write(pending.value.labels_path, f"uri,label\na.png,cat\n{asked},dog\n")
+    with pytest.raises(LabelsError, match=r"labels '.*a\.png' twice, 'dog' and 'cat'"):
+        oracle.label([asked])
+
+
+def test_labels_csv_quotes_every_line_break(tmp_path) -> None:
+    """The csv module leaves a lone CR bare; a reader would split the row there."""
+    labels = {"s3://b/a\r.png": "cat", "s3://b/b\x0c.png": "dog", 's3://b/"c",d': "cow"}
+    text = format_labels_csv(labels)
+    assert text.count("\n") == 4
+    path = tmp_path / "l.csv"
+    path.write_text(text, newline="")
+    assert load_labels_csv(path, normalize_uris=False) == labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from alcli.errors import ItemError, RunError, UsageError
+from alcli.errors import ItemError, RunError, StoreDownError, StoreUnreachableError, UsageError
 from alcli.models import load_backbone
 from alcli.pipeline import (
     THREAD_PREFIX,
     BatchResult,
+    CtrlCStops,
     PipelineRun,
     StageError,
     ThreadTuner,
@@ -276,29 +278,155 @@ def test_stop_event_ends_the_iteration_early() -> None:
     assert run.stats.as_dict()["stopped"] is True
 
 
-def test_keyboard_interrupt_in_the_consumer_shuts_down() -> None:
-    interrupted = threading.Event()
+@pytest.fixture
+def sigint_delivered(python_sigint: None) -> threading.Event:
+    """An event set when SIGINT's handler has run (then KeyboardInterrupt, as Python's).
+
+    ``python_sigint`` first: ``_thread.interrupt_main()`` does nothing when SIGINT is
+    ignored, as a suite started in the background inherits it; that is how this test once
+    read all its 100,000 items ("DID NOT RAISE", ~2 minutes) in a suite that passed alone.
+    """
+    delivered = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        delivered.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)  # python_sigint puts the previous one back
+    return delivered
+
+
+def interrupting_read(
+    at: int, delivered: threading.Event, after: threading.Event | None = None
+) -> Callable[[str], bytes]:
+    """A read that sends Ctrl-C to the main thread when item ``at`` is read (once ``after``
+    is set, if given), and holds every later item until it was delivered: the run cannot
+    end before the interrupt lands."""
 
     def read(uri: str) -> bytes:
-        if uri == "50" and not interrupted.is_set():
-            interrupted.set()
+        if int(uri) == at:
+            if after is not None:
+                after.wait(30)
             _thread.interrupt_main()  # what Ctrl-C does to the main thread
-        return slow_read(uri)
+        elif int(uri) > at:
+            delivered.wait(30)  # bounded: a lost interrupt fails the test, it does not hang
+        return index_read(uri)
 
-    run = index_run(
-        100_000,
-        read=read,
-        batch_size=8,
-    )
+    return read
+
+
+def test_keyboard_interrupt_in_the_consumer_shuts_down(sigint_delivered) -> None:
+    run = index_run(200, read=interrupting_read(50, sigint_delivered), batch_size=8)
 
     def consume() -> None:
         with run:  # Ctrl-C may land in the loop body, outside the pipeline's own code
             for _ in run:
-                time.sleep(0.01)
+                time.sleep(0.001)
 
     with pytest.raises(KeyboardInterrupt):
         consume()
-    assert interrupted.is_set()
+    assert sigint_delivered.is_set()
+    assert not wait_for_no_pipeline_threads(1.0)
+
+
+def test_ctrl_c_stops_the_run_at_a_batch_boundary(python_sigint) -> None:
+    """Under CtrlCStops the first Ctrl-C only sets the stop event: no KeyboardInterrupt in
+    the middle of the pipeline's locks, and every batch handed out is whole and in order."""
+    stop, first_batch = threading.Event(), threading.Event()
+    received: list[BatchResult] = []
+    read = interrupting_read(50, stop, after=first_batch)
+    with CtrlCStops(stop) as ctrl_c:
+        run = index_run(200, read=read, batch_size=8, stop=stop)
+        with run:
+            for batch in run:
+                received.append(batch)
+                first_batch.set()
+    assert ctrl_c.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # back
+    assert run.stopped
+    seen = check_ordered_batches(received, len(received) * 8, 8)
+    assert 8 <= len(seen) <= 48  # nothing past item 50 was read before the stop
+    assert not wait_for_no_pipeline_threads(1.0)
+
+
+def test_ctrl_c_stops_does_nothing_where_python_does_not_handle_sigint() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with CtrlCStops(threading.Event()):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_read_past_the_item_timeout_is_skipped_and_the_rest_flows() -> None:
+    """A read that never returns (a hung GET, a stuck network mount) becomes one failure;
+    the items after it, held behind it by input order, come out; close() does not wait
+    for the stuck thread."""
+    release = threading.Event()
+
+    def read(uri: str) -> bytes:
+        if uri == "13":
+            release.wait(30)  # bounded: without a deadline the run ends after 30 s
+        return index_read(uri)
+
+    started = time.monotonic()
+    try:
+        run = index_run(40, read=read, batch_size=8, io_threads=2, item_timeout=0.5)
+        batches = collect(run)
+        assert time.monotonic() - started < 20
+        failures = [(f.index, f.reason, f.unreachable) for b in batches for f in b.failures]
+        assert failures == [(13, "timed out after 0.5 s", True)]
+        seen = check_ordered_batches(batches, 40, 8)
+        assert seen == [i for i in range(40) if i != 13]
+        assert [t for t in run.threads if t.is_alive()]  # the stuck one, abandoned
+    finally:
+        release.set()
+
+
+def test_stuck_reads_are_bounded() -> None:
+    """Every other read hangs: each is one skipped item, but a thread cannot be interrupted,
+    so past max(16, 2 x io_threads) stuck at once the run stops instead of piling up
+    threads; what came before is still handed out."""
+    release = threading.Event()
+
+    def read(uri: str) -> bytes:
+        if int(uri) % 2:
+            release.wait(30)
+        return index_read(uri)
+
+    batches: list[BatchResult] = []
+    try:
+        run = index_run(400, read=read, batch_size=4, io_threads=2, item_timeout=0.2)
+        with pytest.raises(StoreDownError, match=r"17 reads are stuck past 0.2 s"), run:
+            batches.extend(run)
+        alive = [t for t in run.threads if t.is_alive()]
+        assert 17 <= len(alive) <= 17 + 2 + 2 + 4  # the stuck ones, plus stragglers
+    finally:
+        release.set()
+    failed = [f.index for b in batches for f in b.failures]
+    assert failed == list(range(1, 35, 2))
+    assert [int(i) for b in batches for i in b.indices] == list(range(0, 34, 2))
+
+
+def test_unreachable_items_in_a_row_end_the_input_there() -> None:
+    """A store that stops answering is the run's problem: items before the run of failures
+    are embedded and handed out, then StoreDownError; the rest is not marked unreadable."""
+
+    def read(uri: str) -> bytes:
+        if uri == "3" or int(uri) >= 20:  # one lone failure is just a skipped item
+            raise StoreUnreachableError("connection failed: ConnectionRefusedError")
+        return index_read(uri)
+
+    run = index_run(1000, read=read, batch_size=8, unreachable_limit=8)
+    batches: list[BatchResult] = []
+    with pytest.raises(StoreDownError, match="8 items in a row failed") as caught, run:
+        batches.extend(run)
+    assert isinstance(caught.value, RunError)
+    assert "(last: 27: connection failed: ConnectionRefusedError)" in str(caught.value)
+    assert [int(i) for b in batches for i in b.indices] == [i for i in range(20) if i != 3]
+    failures = [f.index for b in batches for f in b.failures]
+    assert failures == [3, *range(20, 28)]
+    assert run.stats.as_dict()["items"] < 1000
     assert not wait_for_no_pipeline_threads(1.0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -688,3 +689,131 @@ def test_manifest_memo_keeps_only_the_newest(tmp_path: Path, monkeypatch) -> Non
     manifest = tmp_path / "late.csv"
     manifest.write_text("uri,etag\ns3://bkt/late.jpg,abc\n")
     assert len(resolve_pool(str(manifest), memo_dir=blocked).items) == 1
+
+
+# --- bad entries: each one is that entry's problem, with its reason -----------------------
+
+LOOP = f"unreadable: {os.strerror(errno.ELOOP)}"
+
+
+def test_walk_keeps_dangling_links_and_link_loops_as_unreadable_items(
+    tmp_path: Path, png_pool: PngPool
+):
+    images = png_pool(2)
+    root = tmp_path / "pool"
+    (root / "dangling.png").symlink_to("nowhere.png")
+    (root / "loop-a.png").symlink_to("loop-b.png")
+    (root / "loop-b.png").symlink_to("loop-a.png")
+    (root / "loop-dir").symlink_to("loop-dir")  # not an image name: not an item either
+    (root / "again").symlink_to(".")  # a folder cycle, cut by its real path
+
+    pool = resolve_pool(str(root))
+
+    bad = {str(root / name) for name in ("dangling.png", "loop-a.png", "loop-b.png")}
+    assert pool.uris == sorted([*uris_of(images), *bad])
+    assert {item.uri for item in pool.items if item.unreadable} == bad
+    assert pool.unreadable == {
+        str(root / "dangling.png"): "not found (dangling symlink)",
+        str(root / "loop-a.png"): LOOP,
+        str(root / "loop-b.png"): LOOP,
+    }
+    assert pool.skipped == []
+
+
+def test_glob_manifest_and_content_hash_give_bad_entries_their_reasons(
+    tmp_path: Path, png_pool: PngPool
+):
+    png_pool(1)
+    root = tmp_path / "pool"
+    (root / "loop-a.png").symlink_to("loop-b.png")
+    (root / "loop-b.png").symlink_to("loop-a.png")
+    (root / "dangling.png").symlink_to("nowhere.png")
+    manifest = root / "list.txt"
+    manifest.write_text("img00000.png\nloop-a.png\nmissing.png\n../pool\ndangling.png\n")
+    expected = {
+        str(root / "loop-a.png"): LOOP,
+        str(root / "missing.png"): "not found",
+        str(root): "unreadable: not a file",
+        str(root / "dangling.png"): "not found (dangling symlink)",
+    }
+    for content_hash in (False, True):
+        listed = resolve_pool(str(manifest), content_hash=content_hash)
+        assert listed.unreadable == expected
+        assert [item.unreadable for item in listed.items] == [False, True, True, True, True]
+
+    globbed = resolve_pool(str(root / "*.png"))
+    assert globbed.unreadable == {
+        str(root / "dangling.png"): "not found (dangling symlink)",
+        str(root / "loop-a.png"): LOOP,
+        str(root / "loop-b.png"): LOOP,
+    }
+
+
+def test_csv_row_with_more_fields_than_columns_is_reported_not_truncated(
+    tmp_path: Path, png_pool: PngPool
+):
+    png_pool(1)
+    manifest = tmp_path / "pool" / "list.csv"
+    manifest.write_text("uri,label\nimg00000.png,cat\n" + "a,b.png,dog\n")
+
+    pool = resolve_pool(str(manifest))
+
+    # The uri is not the last column: the row is reported under its first cell.
+    assert pool.uris == [str(tmp_path / "pool/img00000.png"), str(tmp_path / "pool/a")]
+    assert pool.unreadable == {
+        str(tmp_path / "pool/a"): f"bad manifest row {manifest}:3: 3 fields for 2 columns "
+        "(quote a URI that holds a comma)"
+    }
+
+
+def _expected_local_key(path: Path) -> str:
+    """The documented key scheme, computed over the name's own bytes."""
+    import hashlib
+
+    info = os.stat(path)
+    digest = hashlib.blake2b(b"local", digest_size=16)
+    for field in (os.fsencode(os.path.realpath(path)), info.st_size, info.st_mtime_ns):
+        digest.update(b"\0")
+        digest.update(field if isinstance(field, bytes) else str(field).encode())
+    return digest.hexdigest()
+
+
+def test_non_utf8_names_are_kept_and_keyed_as_their_bytes(tmp_path: Path, png_pool: PngPool):
+    (image,) = png_pool(1)
+    root = tmp_path / "pool"
+    odd = root / os.fsdecode(b"odd-\xff.png")
+    odd.write_bytes(png_blobs(1, seed=3)[0])
+    manifest = tmp_path / "list.txt"
+    manifest.write_bytes(os.fsencode(str(odd)) + b"\n" + os.fsencode(str(image)) + b"\n")
+    listing = io.StringIO(f"{odd}\n{image}\n")  # what stdin gives with surrogateescape
+
+    walked = resolve_pool(str(root))
+    expected = sorted([Item(str(image), _expected_local_key(image)),
+                       Item(str(odd), _expected_local_key(odd))])  # fmt: skip
+    assert walked.items == expected  # a UTF-8 name keeps the key it always had
+    assert sorted(resolve_pool(str(root / "*.png")).items) == expected
+    assert sorted(resolve_pool(str(manifest)).items) == expected
+    assert sorted(resolve_pool("-", stdin=listing).items) == expected
+    assert walked.read(str(odd)) == odd.read_bytes()
+
+
+def test_unlistable_sub_folder_is_noted_and_the_walk_goes_on(tmp_path: Path, png_pool: PngPool):
+    """Listing a folder whose path passes PATH_MAX fails (ENAMETOOLONG), even as root."""
+    images = png_pool(1)
+    root = tmp_path / "pool"
+    name = "d" * 250
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    path = str(root)
+    try:
+        while len(os.fsencode(path)) < 4096:
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, path = child, f"{path}/{name}"
+    finally:
+        os.close(fd)
+
+    pool = resolve_pool(str(root))
+
+    assert pool.uris == uris_of(images)
+    assert pool.skipped == [f"{path}: cannot list: {os.strerror(errno.ENAMETOOLONG)}"]

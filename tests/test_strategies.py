@@ -169,7 +169,7 @@ def test_ties_go_to_the_lower_index() -> None:
 
 
 def test_blas_threads_are_restored() -> None:
-    from alcli.strategies._blas import _openblas_controls, single_threaded_blas
+    from alcli._threads import _openblas_controls, single_threaded_blas
 
     controls = _openblas_controls()
     if not controls:
@@ -388,10 +388,30 @@ def test_hamerly_lloyd_equals_plain_lloyd() -> None:
 # ---------------------------------------------------------------------------------- errors
 
 
+def test_your_own_model_needs_no_labels() -> None:
+    """Probabilities passed in come from the caller's model (modAL, scikit-activeml): no
+    labeled mask needed, for every strategy that reads a model's output."""
+    pool = make_pool()
+    model_based = [i for i in strategies.available() if i.needs & {"probs", "committee"}]
+    assert {i.name for i in model_based} >= {"margin", "entropy", "bald", "badge"}
+    for info in model_based:
+        picks = strategies.run(info.name, budget=5, seed=1, **pool)
+        assert_valid(picks, 60, np.array([], dtype=np.int64), 5)
+    margins = strategies.run("margin", budget=3, probs=HAND_PROBS)
+    assert margins.tolist() == [2, 3, 0]
+
+
+def test_check_needs_works_without_arrays() -> None:
+    assert strategies.check_needs("margin", {"probs"}).name == "margin"
+    assert strategies.check_needs("K-Center", ["embeddings"]).name == "coreset"
+    with pytest.raises(StrategyError, match=r"coreset needs embeddings.*margin"):
+        strategies.check_needs("coreset", {"probs"})
+    with pytest.raises(StrategyError, match="did you mean 'margin'"):
+        strategies.check_needs("marginn", {"probs"})
+
+
 def test_needs_unmet_say_why_and_what_instead() -> None:
     pool = make_pool()
-    with pytest.raises(StrategyError, match=r"margin needs at least one labeled.*typiclust"):
-        strategies.run("margin", budget=5, probs=pool["probs"])
     with pytest.raises(StrategyError, match=r"bald needs committee.*entropy"):
         strategies.run("bald", budget=5, probs=pool["probs"], labeled=[0])
     with pytest.raises(StrategyError, match="coreset needs embeddings"):

@@ -2,19 +2,25 @@
 
 The agent (``agent.py``) works on arrays and an ``Oracle``; this module turns what a user
 types (an oracle spec, a labels file for evaluation that may lie outside the pool, a list of
-strategy names) into those, and renders the report for humans.
+strategy names) into those, and renders the report for humans. It also checks what a user
+typed before the pool is embedded (``check_*``), so a wrong file costs milliseconds, not an
+hour of embedding and eight rounds at accuracy 0.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
-from alcli.agent import AutoConfig, EvalSet, Report
+from alcli.agent import STATE_FILE, AutoConfig, EvalSet, Report
 from alcli.embedding import EmbedOptions, EmbedResult, embed
 from alcli.errors import UsageError
 from alcli.oracle import (
@@ -25,14 +31,21 @@ from alcli.oracle import (
     PendingLabels,
     load_labels_csv,
 )
+from alcli.output import has_line_break
 
 __all__ = [
     "DEFAULT_CANDIDATES",
+    "ClassWatch",
     "PendingLabels",
+    "askable",
     "auto_config",
+    "check_classes",
+    "check_coverage",
+    "check_run_dir",
     "eval_set",
     "make_oracle",
     "new_run_dir",
+    "read_eval",
     "render_report",
 ]
 
@@ -102,22 +115,146 @@ def make_oracle(spec: str | None, command: str | None, *, timeout_s: float) -> O
     return LabelsFileOracle(spec)
 
 
+def check_run_dir(folder: str, *, resume: bool) -> None:
+    """Fail before any embedding when ``folder`` cannot hold the run.
+
+    Without ``resume`` a folder that holds a run is refused (the agent refuses it too, but
+    only after the pool is embedded); the folder, or the nearest folder above it that exists,
+    must be a writable folder. Nothing is created here.
+    """
+    path = Path(folder)
+    if not resume and (path / STATE_FILE).exists():
+        raise UsageError(
+            f"{folder} already holds an alcli auto run",
+            hint="pass --resume to continue it, or choose another --out folder",
+        )
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot use {folder} as the run folder: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the run folder {folder}: {existing} is not writable")
+
+
+def read_eval(path: str) -> dict[str, str]:
+    """The ``--eval`` labels (``uri -> label``), read before anything is embedded."""
+    labels = load_labels_csv(path)
+    if not labels:
+        raise UsageError(f"{path}: the eval file has no rows")
+    return labels
+
+
+def _no_shared_class(source: str, bought: Collection[str], evaluated: Collection[str]) -> str:
+    def few(values: Collection[str]) -> str:
+        shown = sorted(values)[:4]
+        return ", ".join(map(repr, shown)) + (", ..." if len(values) > len(shown) else "")
+
+    return (
+        f"{source} share no class with the eval set ({few(bought)} vs {few(evaluated)}): "
+        "every accuracy would be 0"
+    )
+
+
+def check_classes(oracle: Oracle, eval_labels: Mapping[str, str] | None) -> None:
+    """A labels-file oracle whose classes are none of the eval set's: stop before buying.
+
+    Other oracles answer later; ``ClassWatch`` checks their first answers.
+    """
+    if eval_labels is None or not isinstance(oracle, LabelsFileOracle) or not oracle.labels:
+        return
+    bought, evaluated = set(oracle.labels.values()), set(eval_labels.values())
+    if not bought & evaluated:
+        raise UsageError(
+            _no_shared_class(f"the labels in {oracle.path}", bought, evaluated),
+            hint="both files must name classes the same way",
+        )
+
+
+def check_coverage(oracle: Oracle, uris: Sequence[str]) -> None:
+    """A labels-file oracle that labels no item of the pool is the wrong file or pool."""
+    if not isinstance(oracle, LabelsFileOracle) or not uris:
+        return
+    labels = oracle.labels
+    if not any(uri in labels for uri in uris):
+        raise UsageError(
+            f"the oracle's labels file {oracle.path} labels none of the pool's "
+            f"{len(uris):,} items (first: {uris[0]})",
+            hint="check the pool and that the file's URIs use the same form",
+        )
+
+
+class ClassWatch:
+    """An oracle that remembers the classes it answered, for a check after each round.
+
+    When none of the labels bought (by this process: a resumed run too) is a class of the
+    eval set, every head scores 0 on it (another vocabulary: "0" against "zero"); ``check``,
+    called after round 0, stops the run there with exit 2. The agent has saved those labels
+    by then, so ``--resume`` with a fixed eval set keeps them.
+    """
+
+    def __init__(self, oracle: Oracle, evaluation: EvalSet | None, folder: str) -> None:
+        self.oracle = oracle
+        self.classes = None if evaluation is None else {str(y) for y in evaluation.labels}
+        self.folder = folder
+        self.seen: set[str] = set()
+
+    def label(self, uris: Sequence[str]) -> dict[str, str]:
+        answer = self.oracle.label(uris)
+        self.seen.update(str(label) for label in answer.values())
+        return answer
+
+    def check(self) -> None:
+        if self.classes is None or not self.seen or self.seen & self.classes:
+            return
+        raise UsageError(
+            _no_shared_class("the oracle's labels", self.seen, self.classes),
+            hint=f"the labels bought are saved: fix --eval, then alcli auto --resume {self.folder}",
+        )
+
+
+def askable(
+    oracle: Oracle,
+    uris: Sequence[str],
+    embeddings: NDArray[Any],
+    *,
+    warn: Callable[[str], None],
+) -> tuple[Sequence[str], NDArray[Any]]:
+    """The pool rows the oracle can be asked about; the others are left out with a warning.
+
+    A command oracle reads one URI per line, so a name with a line break in it would reach
+    it as two (a forged one among them): such items cannot be labeled by it and are not
+    raced, like any other bad item.
+    """
+    if not isinstance(oracle, CommandOracle):
+        return uris, embeddings
+    bad = [row for row, uri in enumerate(uris) if has_line_break(uri)]
+    if not bad:
+        return uris, embeddings
+    warn(
+        f"{len(bad)} items left out: a line break in the name cannot be sent to --oracle-cmd, "
+        f"one URI per line (first: {uris[bad[0]]!r})"
+    )
+    keep = np.ones(len(uris), dtype=bool)
+    keep[bad] = False
+    return [uri for uri, ok in zip(uris, keep, strict=True) if ok], embeddings[keep]
+
+
 def eval_set(
     path: str,
+    labels: Mapping[str, str],
     pool: EmbedResult,
     *,
     options: EmbedOptions,
     cache_dir: str | None,
     storage_options: dict[str, Any],
 ) -> EvalSet:
-    """The labeled eval items of ``path``: pool rows where they are in the pool, else embedded.
+    """The labeled eval items (``labels``, read from ``path``): pool rows where they are in
+    the pool, else embedded.
 
     Teams usually keep a held-out set apart from the pool; it is embedded with the same model
     (and cached like any pool), so accuracy is measured in the same feature space.
     """
-    labels = load_labels_csv(path)
-    if not labels:
-        raise UsageError(f"{path}: the eval file has no rows")
     in_pool = set(pool.uris)
     if all(uri in in_pool for uri in labels):
         return EvalSet.from_pool(pool.uris, pool.embeddings, labels)

@@ -13,7 +13,7 @@ So rows live in raw *segment* files (header, keys block, data block), written to
 fsynced (≈ 9 ms per 2 MiB segment here) and renamed, so a segment is whole or absent. diskcache
 holds only what must be process-safe: per fingerprint a *manifest* (dim and the ordered list
 of committed segments), updated in SQLite transactions. A segment counts once the manifest
-lists it; a kill between rename and commit leaves an orphan file that compaction collects.
+lists it.
 
 Keys are hex digests; they become raw bytes through one ``bytes.fromhex("".join(keys))``
 (47 ms per 1M keys, against 94 ms for ``np.array(keys, "S32")`` and 308 ms for a
@@ -28,10 +28,31 @@ Many small segments (pipeline batches of 64-1,024 rows) are merged automatically
 fingerprint has ``auto_compact_segments`` of them; ``compact`` merges everything. A merge
 writes a new segment, swaps it into the manifest in one transaction, then deletes the old
 files; a reader holding an older manifest that finds a file gone re-reads the manifest and
-retries, and a file already open stays readable. Lookups check each segment's header, size
-and keys checksum; the data checksum is not checked on lookup (crc32 costs 0.27 s per
-512 MiB, as much as the read itself) but by compaction, which reads every byte anyway.
-A segment that fails a check is logged and ignored, never fatal.
+retries, and a file already open stays readable.
+
+Integrity: the cache never serves rows it has not checked, and heals what it can.
+
+- Every open checks a segment's header (own crc32), size and keys crc32. Rows are served only
+  after the data crc32 matched since the file last changed: a check is remembered in the index
+  (``verified:<fingerprint>``) with the file's inode, size, mtime and ctime, so a warm read of
+  an unchanged segment costs one ``fstat``, and the first read after any change (rows
+  overwritten or permuted in place, a restore, a ``chmod``) one pass at ≈ 2.5 GB/s (crc32;
+  blake2b ≈ 0.6, sha1 ≈ 1.3; ≈ 0.9 s per 1M × 512 float32). A stamp taken within
+  ``_RACY_NS`` of the file's last change is never trusted (git's "racily clean" rule).
+  Damage that leaves a file's times alone (bit rot) shows only to ``verify`` (``alcli cache
+  verify``), which reads everything. A segment that fails a check is logged by path and
+  ignored (its items are embedded again), never served, never fatal; compaction sets the
+  file aside as ``*.corrupt``.
+- The index is rebuildable: segments carry their keys, shape and checksums, and their names
+  start with a time stamp, so a ``cache.db`` that is not a database is moved aside and the
+  manifests are rebuilt from the files; a manifest value of the wrong shape is rebuilt alone.
+- A folder this user cannot write opens read-only (SQLite ``mode=ro``, else ``immutable``):
+  warm reads work; a store raises a UsageError saying the cache is read-only (exit 2).
+- After a crash, the first use of a fingerprint in a process (``_reconcile``) deletes temp
+  files whose writer is gone (no ``flock`` held, pid dead), deletes files a compaction or
+  clear had retired (listed as ``retired`` in the manifest, in the transaction that unlisted
+  them), adopts whole segments written but never committed (a kill or Ctrl-C between rename
+  and commit; only once their writer is gone), and finishes an interrupted compaction.
 
 Layout under the cache directory: ``embeddings/meta/`` (diskcache) and
 ``embeddings/segments/<fingerprint>/*.seg``.
@@ -40,10 +61,13 @@ Layout under the cache directory: ``embeddings/meta/`` (diskcache) and
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import re
+import sqlite3
 import struct
 import threading
 import time
@@ -60,7 +84,7 @@ import diskcache
 import numpy as np
 import numpy.typing as npt
 
-from alcli.errors import RunError
+from alcli.errors import RunError, UsageError
 
 __all__ = ["EmbeddingCache", "default_cache_dir"]
 
@@ -84,6 +108,22 @@ _MAX_VANISHED = 8  # manifest changes survived by one lookup before giving up
 _LEASE_S = 600  # an auto-compaction lease held by a killed process expires after this
 _ORPHAN_GRACE_S = 3600  # files not in the manifest younger than this may be mid-store
 _FINGERPRINT = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+# <time_ns>-<writer pid>-<random>.seg, as _write_segment names them; temp files get a prefix
+_SEGMENT_NAME = re.compile(r"[0-9a-f]{16,}-([0-9a-f]{1,16})-[0-9a-f]{12}\.seg")
+_TEMP_PREFIX = ".tmp-"
+# A file changed within this long of its last stamp may carry the same time stamps (coarse
+# file-system clocks: 1-10 ms on Linux, 1-2 s on some file systems), so such a stamp is never
+# trusted: the segment is checked again on its next read (git's "racily clean" rule).
+_RACY_NS = 2_000_000_000
+_VERIFY_CHUNK = 8 << 20  # bytes checksummed per read when a segment's data is verified
+_READ_ONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+_META_SETTINGS: dict[str, Any] = {
+    "eviction_policy": "none",
+    "size_limit": 1 << 62,
+    "cull_limit": 0,
+    "statistics": 0,
+    "disk_min_file_size": 1 << 30,  # manifests inline in SQLite, never side files
+}
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _FMIX1 = np.uint64(0xFF51AFD7ED558CCD)
 _FMIX2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -141,6 +181,21 @@ class _SegmentVanishedError(Exception):
 def _data_offset(rows: int, key_width: int) -> int:
     end = _HEADER_SIZE + rows * key_width
     return -(-end // _ALIGN) * _ALIGN
+
+
+def _can_write(directory: Path) -> bool:
+    """Whether this user may write the index folder and its cache.db (root always may, unless
+    the file system itself is read-only, which ``access`` reports too)."""
+    db = directory / "cache.db"
+    folder = directory if directory.exists() else directory.parent
+    return os.access(folder, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _check_fingerprint(fingerprint: str) -> None:
@@ -370,6 +425,62 @@ def _pack_header(
     return (head + _HEAD_CRC.pack(zlib.crc32(head))).ljust(_HEADER_SIZE, b"\0")
 
 
+def _unpack_header(head: bytes) -> tuple[Any, ...] | None:
+    """(version, kind, key_width, rows, dim, dtype_code, payload_bytes, keys_crc, data_crc),
+    or None when the bytes are not a segment header (wrong magic, failed header checksum)."""
+    if len(head) < _HEADER_SIZE:
+        return None
+    fields = _HEAD.unpack_from(head)
+    (stored_crc,) = _HEAD_CRC.unpack_from(head, _HEAD.size)
+    if fields[0] != _MAGIC or zlib.crc32(head[: _HEAD.size]) != stored_crc:
+        return None
+    return tuple(fields[1:])
+
+
+def _writer_gone(name: str, mtime: float) -> bool:
+    """Whether the process that wrote a segment or temp file can no longer be about to commit
+    it: its pid (in the name) is dead on this host, or the file is older than any live write.
+    A live pid may be an unrelated process that reused it; the age rule covers that case."""
+    if time.time() - mtime > _ORPHAN_GRACE_S:
+        return True
+    match = _SEGMENT_NAME.fullmatch(name.removeprefix(_TEMP_PREFIX))
+    if match is None:
+        return False
+    return not _pid_alive(int(match.group(1), 16))
+
+
+def _remove_if_abandoned(path: Path) -> bool:
+    """Delete a temp segment whose writer is gone: nobody holds its lock (a writer holds it
+    from creating the file to closing it) and its pid is dead, or it is older than any write."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        if not _writer_gone(path.name, os.fstat(fd).st_mtime):
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or not a pid at all
+        return True
+    return True
+
+
 def _byte_view(data: Array | bytes) -> memoryview:
     """The bytes of ``data`` without a copy (arrays must be C-contiguous)."""
     if isinstance(data, bytes):
@@ -400,6 +511,8 @@ def _write_segment(
     data_offset = _data_offset(rows, key_width)
     try:
         with open(temp, "xb") as f:
+            # Held until the file is closed: a temp file nobody holds is abandoned (_reconcile).
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             f.write(bytes(_HEADER_SIZE))
             f.write(keys_bytes)
             f.write(bytes(data_offset - _HEADER_SIZE - len(keys_bytes)))
@@ -461,14 +574,10 @@ class _Segment:
         return _SegmentCorruptError(self.entry.name, reason)
 
     def _check_header(self) -> None:
-        head = self._read_at(0, _HEADER_SIZE)
-        fields = _HEAD.unpack_from(head)
-        (stored_crc,) = _HEAD_CRC.unpack_from(head, _HEAD.size)
-        if fields[0] != _MAGIC or zlib.crc32(head[: _HEAD.size]) != stored_crc:
+        fields = _unpack_header(self._read_at(0, _HEADER_SIZE))
+        if fields is None:
             raise self._corrupt("bad header (not a segment, or overwritten)")
-        _, version, kind, key_width, rows, dim, dtype_code, payload_bytes, keys_crc, data_crc = (
-            fields
-        )
+        version, kind, key_width, rows, dim, dtype_code, payload_bytes, keys_crc, data_crc = fields
         e = self.entry
         if version != _VERSION or (kind, key_width, rows, dim, dtype_code) != (
             e.kind,
@@ -553,6 +662,66 @@ class _Segment:
             raise self._corrupt("data checksum mismatch")
         return data
 
+    def stamp(self) -> tuple[int, int, int, int]:
+        """What changes whenever the file's bytes may have: inode, size, mtime and ctime (which
+        no user can set back)."""
+        info = os.fstat(self.file.fileno())
+        return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+    def verify_data(self) -> None:
+        """Read the whole data block and compare its checksum: rows overwritten or permuted in
+        place leave the size and the header as they were, but not the checksum (crc32 runs at
+        about 2.5 GB/s here; blake2b 0.6, sha1 1.3)."""
+        buffer = memoryview(bytearray(min(_VERIFY_CHUNK, max(self.payload_bytes, 1))))
+        self.file.seek(self.entry.data_offset)
+        crc, left = 0, self.payload_bytes
+        while left:
+            got = self.file.readinto(buffer[: min(len(buffer), left)])
+            if not got:
+                raise self._corrupt("data ends early (truncated?)")
+            crc = zlib.crc32(buffer[:got], crc)
+            left -= got
+        if crc != self.data_crc:
+            raise self._corrupt("data checksum mismatch (its bytes changed on disk)")
+
+
+def _entry_from_file(path: Path) -> _Entry:
+    """The manifest entry that a whole segment file stands for, read from its header and size,
+    keys checked: how a segment the manifest lacks is adopted, and a lost index rebuilt. The
+    data checksum is checked on the segment's first read, as for any segment not stamped."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER_SIZE)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise _SegmentVanishedError(path.name) from None
+    except OSError as exc:
+        raise _SegmentCorruptError(path.name, f"cannot be opened ({exc.strerror})") from None
+    fields = _unpack_header(head)
+    if fields is None:
+        raise _SegmentCorruptError(path.name, "bad header (not a segment, or overwritten)")
+    version, kind, key_width, rows, dim, dtype_code = fields[:6]
+    usable = kind == _FAILURES or (kind == _EMBEDDINGS and key_width > 0 and dim > 0)
+    if version != _VERSION or not usable or dtype_code not in _DTYPES:
+        raise _SegmentCorruptError(path.name, "not a segment this version of alcli can read")
+    entry = _Entry(path.name, kind, rows, key_width, dim, dtype_code, size)
+    with _Segment(path, entry) as segment:  # checks the size against the header
+        if kind == _EMBEDDINGS:
+            segment.read_keys()
+    return entry
+
+
+def _failure_records(segment: _Segment) -> tuple[list[str], list[str]]:
+    """(keys, reasons) of a failure-record segment, checksum verified."""
+    try:
+        record = json.loads(segment.read_payload())
+        keys, reasons = record["keys"], record["reasons"]
+        if len(keys) != segment.entry.rows or len(reasons) != segment.entry.rows:
+            raise ValueError("row count")
+    except (ValueError, KeyError, TypeError):
+        raise _SegmentCorruptError(segment.entry.name, "failure records do not parse") from None
+    return keys, reasons
+
 
 # --- one fingerprint as of one manifest -------------------------------------------------
 
@@ -584,8 +753,102 @@ def _lease_key(fingerprint: str) -> str:
     return f"compacting:{fingerprint}"
 
 
+def _verified_key(fingerprint: str) -> str:
+    return f"verified:{fingerprint}"
+
+
 def _entries(manifest: dict[str, Any] | None) -> tuple[_Entry, ...]:
     return tuple(_Entry._make(t) for t in manifest["segments"]) if manifest else ()
+
+
+def _checked_manifest(value: Any) -> dict[str, Any]:
+    """A stored manifest (None: nothing stored yet) checked field by field; ValueError says
+    what is wrong. The index is a file that a disk or a user can damage like any other, and a
+    wrong name or number here would read the wrong bytes."""
+    if value is None:
+        return {"version": 1, "segments": [], "retired": []}
+    if not isinstance(value, dict) or not isinstance(value.get("segments"), list | tuple):
+        raise ValueError(f"a {type(value).__name__} where a manifest should be")
+    segments = []
+    for raw in value["segments"]:
+        if not (
+            isinstance(raw, list | tuple)
+            and len(raw) == len(_Entry._fields)
+            and isinstance(raw[0], str)
+            and _SEGMENT_NAME.fullmatch(raw[0])
+            and all(isinstance(v, int) and v >= 0 for v in raw[1:])
+            and raw[1] in (_EMBEDDINGS, _FAILURES)
+            and raw[5] in _DTYPES
+        ):
+            raise ValueError(f"a malformed segment entry {str(raw)[:60]}")
+        segments.append(tuple(raw))
+    if len({t[0] for t in segments}) != len(segments):
+        raise ValueError("a segment listed twice")
+    retired = value.get("retired", [])
+    if not isinstance(retired, list | tuple) or not all(isinstance(n, str) for n in retired):
+        raise ValueError("a malformed list of retired segments")
+    return {**value, "version": 1, "segments": segments, "retired": list(retired)}
+
+
+class _ReadOnlyMeta:
+    """The manifests read straight from SQLite, for a cache folder this user cannot write.
+
+    ``diskcache.Cache`` writes its settings as it opens, so it cannot open a read-only folder;
+    reading needs only diskcache's encoding of keys and values (``Disk``). A WAL database with
+    no ``-shm`` file next to it opens only as ``immutable``, which is safe here: nobody can
+    write this folder. Manifests rebuilt from the segments (the index is damaged too) live in
+    ``overrides``, in memory.
+    """
+
+    def __init__(self, directory: Path, *, database: bool = True) -> None:
+        self.overrides: dict[str, Any] = {}
+        self._disk = diskcache.Disk(str(directory))
+        self._db: sqlite3.Connection | None = None
+        path = directory / "cache.db"
+        if not database or not path.is_file():
+            return
+        error: sqlite3.OperationalError | None = None
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True)
+            try:
+                db.execute("SELECT key FROM Cache LIMIT 1").fetchall()
+            except sqlite3.OperationalError as exc:
+                db.close()
+                error = exc
+                continue
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+            return
+        assert error is not None
+        raise error
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.overrides:
+            return self.overrides[key]
+        if self._db is None:
+            return default
+        db_key, raw = self._disk.put(key)
+        row = self._db.execute(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = ?"
+            " AND (expire_time IS NULL OR expire_time > ?)",
+            (db_key, raw, time.time()),
+        ).fetchone()
+        return default if row is None else self._disk.fetch(row[0], row[1], row[2], False)
+
+    def iterkeys(self) -> Iterator[Any]:
+        yield from self.overrides
+        if self._db is not None:
+            for key, raw in self._db.execute("SELECT key, raw FROM Cache ORDER BY rowid"):
+                decoded = self._disk.get(key, raw)
+                if decoded not in self.overrides:
+                    yield decoded
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 class EmbeddingCache:
@@ -616,25 +879,19 @@ class EmbeddingCache:
         self._durable = durable
         self._auto_compact_segments = auto_compact_segments
         self._small_segment_bytes = small_segment_bytes
-        try:
-            (self._root / "segments").mkdir(parents=True, exist_ok=True)
-            self._meta = diskcache.Cache(
-                str(self._root / "meta"),
-                eviction_policy="none",
-                size_limit=1 << 62,
-                cull_limit=0,
-                statistics=0,
-                disk_min_file_size=1 << 30,  # manifests inline in SQLite, never side files
-            )
-        except OSError as exc:
-            raise RunError(
-                f"cannot open the embedding cache at {self._root}: {exc.strerror or exc}",
-                hint="set ALCLI_CACHE_DIR to a writable directory",
-            ) from exc
         self._lock = threading.RLock()
         self._views: dict[str, _View] = {}
         self._words: dict[tuple[str, str], npt.NDArray[np.uint64]] = {}
         self._bad: dict[str, set[str]] = {}
+        # segment -> file stamp at its last (non-racy) data check, in this process
+        self._trusted: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        self._touched: set[str] = set()  # fingerprints already tidied after crashes
+        self._in_transaction = 0  # a damaged index is not replaced under an open transaction
+        self._read_only: str | None = None  # why this cache cannot be written, once known
+        self._meta: Any = None  # diskcache.Cache, or _ReadOnlyMeta for a read-only folder
+        self._meta, damage = self._open_meta()
+        if damage is not None:
+            self._rebuild_index(damage)
 
     # --- context manager ---
 
@@ -654,6 +911,152 @@ class EmbeddingCache:
             self._views.clear()
             self._words.clear()
             self._meta.close()
+
+    # --- opening: read-only folders and a damaged index ---
+
+    @property
+    def index_path(self) -> Path:
+        """The SQLite file that lists each fingerprint's segments (diskcache's cache.db)."""
+        return self._root / "meta" / "cache.db"
+
+    @property
+    def read_only(self) -> str | None:
+        """Why this cache cannot be written (warm reads still work), or None."""
+        return self._read_only
+
+    def _open_meta(self) -> tuple[Any, str | None]:
+        """(manifest store, what was wrong with cache.db or None). A folder this user cannot
+        write opens read-only; a cache.db that is not a database is set aside and the index is
+        rebuilt from the segment files, which carry their own keys, shape and checksums."""
+        directory = self._root / "meta"
+        try:
+            (self._root / "segments").mkdir(parents=True, exist_ok=True)
+            return diskcache.Cache(str(directory), **_META_SETTINGS), None
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY_ERRNOS:
+                raise RunError(
+                    f"cannot open the embedding cache at {self._root}: {exc.strerror or exc}",
+                    hint="set ALCLI_CACHE_DIR to a writable directory",
+                ) from exc
+            self._read_only = exc.strerror or str(exc)
+        except sqlite3.OperationalError as exc:
+            if _can_write(directory):
+                raise RunError(
+                    f"cannot open the embedding-cache index {self.index_path}: {exc}",
+                    hint="run the command again; another alcli may hold it",
+                ) from exc
+            self._read_only = "the folder is not writable"
+        except sqlite3.DatabaseError as exc:
+            if _can_write(directory):
+                return self._replace_index(directory, exc), str(exc)
+            self._read_only = "the folder is not writable"
+        try:
+            return _ReadOnlyMeta(directory), None
+        except sqlite3.DatabaseError as exc:
+            return _ReadOnlyMeta(directory, database=False), str(exc)
+
+    def _replace_index(self, directory: Path, problem: sqlite3.DatabaseError) -> Any:
+        """Set a damaged cache.db aside (kept for inspection) and start an empty one; under a
+        lock, so that two processes healing at once do not set each other's new index aside."""
+        damaged = _inode(directory / "cache.db")
+        with open(self._root / "meta.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            if _inode(directory / "cache.db") != damaged:  # another process replaced it
+                return diskcache.Cache(str(directory), **_META_SETTINGS)
+            aside = directory.with_name(f"meta.unreadable-{time.time_ns():x}")
+            directory.rename(aside)
+            log.warning(
+                "the embedding-cache index %s is unreadable (%s); moved it to %s and rebuilt "
+                "the index from the segment files (anything they lack will be embedded again)",
+                self.index_path,
+                problem,
+                aside,
+            )
+            return diskcache.Cache(str(directory), **_META_SETTINGS)
+
+    def _rebuild_index(self, problem: str) -> None:
+        """List every whole segment on disk again, per fingerprint (after _replace_index, or
+        in memory when a read-only folder holds an unreadable cache.db)."""
+        if self._read_only is not None:
+            log.warning(
+                "the embedding-cache index %s is unreadable (%s) and the cache is read-only: "
+                "reading the segment files without it",
+                self.index_path,
+                problem,
+            )
+        folder = self._root / "segments"
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if path.is_dir() and _FINGERPRINT.fullmatch(path.name):
+                self._adopt(path.name, everything=True)
+
+    def _meta_get(self, key: str) -> Any:
+        """``meta.get``; a cache.db found damaged while running is replaced as on opening."""
+        try:
+            return self._meta.get(key)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            if self._in_transaction:
+                raise
+            self._meta.close()
+            self._views.clear()
+            if self._read_only is None and _can_write(self._root / "meta"):
+                self._meta = self._replace_index(self._root / "meta", exc)
+            else:
+                self._read_only = self._read_only or "its damaged index cannot be replaced"
+                self._meta = _ReadOnlyMeta(self._root / "meta", database=False)
+            self._rebuild_index(str(exc))
+            return self._meta.get(key)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if isinstance(self._meta, _ReadOnlyMeta):  # rebuilt manifests only, in memory
+            yield
+        else:
+            self._in_transaction += 1
+            try:
+                with self._meta.transact(retry=True):
+                    yield
+            finally:
+                self._in_transaction -= 1
+
+    def _manifest(self, fingerprint: str) -> dict[str, Any]:
+        """The fingerprint's manifest, checked; one that is not a manifest (a value of the
+        wrong type, a malformed entry) is rebuilt from the segment files, with a warning."""
+        key = _manifest_key(fingerprint)
+        try:
+            return _checked_manifest(self._meta_get(key))
+        except (sqlite3.OperationalError, diskcache.Timeout):
+            raise
+        except Exception as exc:  # ValueError, or a value that does not unpickle
+            reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+        log.warning(
+            "the embedding-cache index %s holds %s for model %s; rebuilt that list of "
+            "segments from the files in %s",
+            self.index_path,
+            reason,
+            fingerprint,
+            self._segment_dir(fingerprint),
+        )
+        return self._adopt(fingerprint, everything=True, reset=True)
+
+    def _put_manifest(self, fingerprint: str, manifest: dict[str, Any]) -> None:
+        if isinstance(self._meta, _ReadOnlyMeta):
+            self._meta.overrides[_manifest_key(fingerprint)] = manifest
+        else:
+            self._meta.set(_manifest_key(fingerprint), manifest)
+
+    def check_writable(self) -> None:
+        """Raise the read-only UsageError now, before work whose results could not be kept."""
+        if self._read_only is not None:
+            raise self._read_only_error(self._read_only)
+
+    def _read_only_error(self, why: str) -> UsageError:
+        return UsageError(
+            f"the embedding cache at {self.directory} is read-only ({why}): cached items can "
+            "be read, new ones cannot be stored",
+            hint="pass --cache-dir or set ALCLI_CACHE_DIR to a writable folder",
+        )
 
     # --- public API ---
 
@@ -687,6 +1090,7 @@ class EmbeddingCache:
         data = np.ascontiguousarray(data, dtype=_DTYPES[self._dtype_code])
         groups = _encode_keys(keys)
         with self._lock, self._writing():
+            self._first_touch(fingerprint)
             written: list[tuple[_Entry, npt.NDArray[np.uint64]]] = []
             try:
                 for group in groups:
@@ -704,8 +1108,8 @@ class EmbeddingCache:
                     )
                     written.append((entry, group.words))
                 manifest = self._append(fingerprint, [e for e, _ in written], dim)
-            except BaseException:
-                self._delete_files(fingerprint, [e.name for e, _ in written])
+            except BaseException as exc:
+                self._undo_or_keep(fingerprint, [e for e, _ in written], dim, exc)
                 raise
             for entry, words in written:
                 self._words[(fingerprint, entry.name)] = words
@@ -720,13 +1124,14 @@ class EmbeddingCache:
             return
         _encode_keys(keys)  # validates
         with self._lock, self._writing():
+            self._first_touch(fingerprint)
             entry = self._write_failures(
                 fingerprint, [str(k).lower() for k in keys], [str(r) for r in reasons]
             )
             try:
                 manifest = self._append(fingerprint, [entry], None)
-            except BaseException:
-                self._delete_files(fingerprint, [entry.name])
+            except BaseException as exc:
+                self._undo_or_keep(fingerprint, [entry], None, exc)
                 raise
             self._maybe_auto_compact(fingerprint, _entries(manifest))
 
@@ -766,6 +1171,55 @@ class EmbeddingCache:
                 }
             return result
 
+    def verify(self, fingerprint: str | None = None) -> list[dict[str, Any]]:
+        """Read every byte of every listed segment and check its checksums (``alcli cache
+        verify``), whatever the stamps say: damage that left a file's times alone, such as
+        bit rot, shows only here. One row per segment; corrupt ones are set aside as a read
+        sets them aside, so their items are embedded again by the next run."""
+        with self._lock:
+            fingerprints = [fingerprint] if fingerprint is not None else self._fingerprints()
+            report = []
+            for fp in fingerprints:
+                _check_fingerprint(fp)
+                self._first_touch(fp)
+                bad = {}
+                for entry in _entries(self._manifest(fp)):
+                    reason = self._verify_segment(fp, entry)
+                    if reason is not None:
+                        bad[entry.name] = reason
+                    report.append(
+                        {
+                            "fingerprint": fp,
+                            "file": str(self._segment_path(fp, entry.name)),
+                            "kind": "embeddings" if entry.kind == _EMBEDDINGS else "failures",
+                            "rows": entry.rows,
+                            "ok": reason is None,
+                            "reason": reason,
+                        }
+                    )
+                for name, reason in bad.items():
+                    self._mark_bad(fp, name, reason, quiet=True)
+                if bad and self._read_only is None:
+                    with self._writing():
+                        self._compact(fp, small_only=True)  # unlists them, sets the files aside
+            return report
+
+    def _verify_segment(self, fingerprint: str, entry: _Entry) -> str | None:
+        """Why a segment is unusable, every byte read; None when it is whole."""
+        try:
+            with _Segment(self._segment_path(fingerprint, entry.name), entry) as segment:
+                if entry.kind == _FAILURES:
+                    _failure_records(segment)
+                else:
+                    segment.read_keys()
+                    self._check_data(fingerprint, segment, always=True)
+        except _SegmentCorruptError as exc:
+            return exc.reason
+        except _SegmentVanishedError:
+            if entry.name in {e.name for e in _entries(self._manifest(fingerprint))}:
+                return "listed in the index but missing"
+        return None
+
     def compact(self, fingerprint: str) -> None:
         """Merge all of a fingerprint's segments into one (and its failure records into one),
         dropping superseded rows and segments that fail their checks."""
@@ -786,18 +1240,26 @@ class EmbeddingCache:
                     *(p.name for p in on_disk if p.is_dir() and _FINGERPRINT.fullmatch(p.name)),
                 ]
             for fp in dict.fromkeys(fingerprints):
-                with self._meta.transact(retry=True):
-                    self._meta.delete(_manifest_key(fp))
+                directory = self._segment_dir(fp)
+                files = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+                # Retire every file first, so that a crash before the last unlink cannot
+                # have the next open adopt (resurrect) what was being cleared.
+                with self._transaction():
+                    self._meta.set(
+                        _manifest_key(fp), {"version": 1, "segments": [], "retired": files}
+                    )
+                    self._meta.delete(_verified_key(fp))
                 self._views.pop(fp, None)
                 self._bad.pop(fp, None)
-                for key in [k for k in self._words if k[0] == fp]:
-                    del self._words[key]
-                directory = self._segment_dir(fp)
-                if directory.is_dir():
-                    for path in directory.iterdir():
-                        path.unlink(missing_ok=True)
-                    with contextlib.suppress(OSError):  # a concurrent store just wrote into it
-                        directory.rmdir()
+                for memo in (self._words, self._trusted):
+                    for key in [k for k in memo if k[0] == fp]:
+                        del memo[key]
+                for name in files:
+                    (directory / name).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a concurrent store just wrote into it
+                    directory.rmdir()
+                with self._transaction():
+                    self._meta.delete(_manifest_key(fp))
 
     # --- reading ---
 
@@ -847,6 +1309,7 @@ class EmbeddingCache:
         if start + len(gids) > entry.rows or _DTYPES[entry.dtype_code] != np.dtype("<f4"):
             return None
         with _Segment(self._segment_path(fingerprint, entry.name), entry) as segment:
+            self._check_data(fingerprint, segment)
             return segment.memmap()[start : start + len(gids)]
 
     def _read_rows(
@@ -860,6 +1323,7 @@ class EmbeddingCache:
         """out[queries] = segment rows ``rows`` (ascending): contiguous reads when dense,
         straight into ``out`` when the rows land in order, a memmap gather when sparse."""
         with _Segment(self._segment_path(fingerprint, entry.name), entry) as segment:
+            self._check_data(fingerprint, segment)
             if len(rows) * 4 < entry.rows:
                 out[queries] = segment.memmap()[rows]
                 return
@@ -893,28 +1357,23 @@ class EmbeddingCache:
                     continue
                 path = self._segment_path(fingerprint, entry.name)
                 with _Segment(path, entry) as segment:
-                    payload = segment.read_payload()
-                try:
-                    record = json.loads(payload)
-                    keys, reasons = record["keys"], record["reasons"]
-                    if len(keys) != entry.rows or len(reasons) != entry.rows:
-                        raise ValueError("row count")
-                except (ValueError, KeyError, TypeError):
-                    raise _SegmentCorruptError(entry.name, "failure records do not parse") from None
+                    keys, reasons = _failure_records(segment)
                 failures.update(zip(keys, reasons, strict=True))
             view.failures = failures
         return view.failures
 
     def _view(self, fingerprint: str) -> _View:
         """The fingerprint as the manifest says now; rebuilt only when the manifest changed."""
-        segments = _entries(self._meta.get(_manifest_key(fingerprint)))
+        self._first_touch(fingerprint)
+        segments = _entries(self._manifest(fingerprint))
         bad = frozenset(self._bad.get(fingerprint, ()))
         current = self._views.get(fingerprint)
         if current is not None and current.segments == segments and current.bad == bad:
             return current
         live = {e.name for e in segments}
-        for key in [k for k in self._words if k[0] == fingerprint and k[1] not in live]:
-            del self._words[key]
+        for memo in (self._words, self._trusted):
+            for key in [k for k in memo if k[0] == fingerprint and k[1] not in live]:
+                del memo[key]
         embedding = [e for e in segments if e.kind == _EMBEDDINGS and e.name not in bad]
         bases = np.zeros(len(embedding) + 1, dtype=np.int64)
         np.cumsum([e.rows for e in embedding], out=bases[1:])
@@ -939,6 +1398,51 @@ class EmbeddingCache:
             self._words[(fingerprint, entry.name)] = cached
         return cached
 
+    def _check_data(self, fingerprint: str, segment: _Segment, *, always: bool = False) -> None:
+        """Verify a segment's data checksum before its rows are served, unless its file is
+        unchanged (inode, size, mtime, ctime) since a check that was not racy: a warm read of
+        an unchanged segment costs one fstat, the first read after any change one full pass."""
+        key = (fingerprint, segment.entry.name)
+        stamp, stamped_at = segment.stamp(), time.time_ns()
+        if not always:
+            if self._trusted.get(key) == stamp:
+                return
+            recorded = self._stamps(fingerprint).get(key[1])
+            if isinstance(recorded, list | tuple) and tuple(recorded) == stamp:
+                self._trusted[key] = stamp
+                return
+        self._trusted.pop(key, None)
+        segment.verify_data()
+        if stamped_at - max(stamp[2], stamp[3]) < _RACY_NS:
+            return  # changed moments before the stamp: a change in the same tick would not show
+        self._remember_verified(fingerprint, key[1], stamp)
+        self._trusted[key] = stamp
+
+    def _stamps(self, fingerprint: str) -> dict[str, Any]:
+        """{segment: stamp at its last check}, as any process recorded them (a hint only:
+        anything unreadable counts as never checked)."""
+        try:
+            stamps = self._meta_get(_verified_key(fingerprint))
+        except (sqlite3.OperationalError, diskcache.Timeout):
+            raise
+        except Exception:  # a value that does not unpickle: check the data
+            return {}
+        return stamps if isinstance(stamps, dict) else {}
+
+    def _remember_verified(self, fingerprint: str, name: str, stamp: tuple[int, ...]) -> None:
+        """Record a check so later processes skip it; best effort (a read-only or busy index
+        only means the next read checks again)."""
+        if self._read_only is not None:
+            return
+        try:
+            with self._transaction():
+                live = {t[0] for t in self._manifest(fingerprint)["segments"]}
+                stamps = {n: v for n, v in self._stamps(fingerprint).items() if n in live}
+                stamps[name] = list(stamp)
+                self._meta.set(_verified_key(fingerprint), stamps)
+        except (sqlite3.Error, diskcache.Timeout, OSError) as exc:
+            log.debug("could not record the check of %s: %s", name, exc)
+
     def _retrying(self, fingerprint: str, action: Callable[[], T]) -> T:
         """Run a read; a segment found corrupt is set aside, one found gone (a concurrent
         compaction) makes the manifest be read again, and the read starts over."""
@@ -950,7 +1454,7 @@ class EmbeddingCache:
                 self._mark_bad(fingerprint, exc.name, exc.reason)
             except _SegmentVanishedError as exc:
                 vanished += 1
-                names = {e.name for e in _entries(self._meta.get(_manifest_key(fingerprint)))}
+                names = {e.name for e in _entries(self._manifest(fingerprint))}
                 if exc.name in names:
                     self._mark_bad(fingerprint, exc.name, "listed in the manifest but missing")
                 elif vanished > _MAX_VANISHED:
@@ -959,29 +1463,46 @@ class EmbeddingCache:
                         hint="run the command again",
                     ) from None
 
-    def _mark_bad(self, fingerprint: str, name: str, reason: str) -> None:
-        log.warning(
-            "ignoring unusable embedding-cache segment %s: %s (compaction will drop it)",
-            self._segment_path(fingerprint, name),
-            reason,
-        )
+    def _mark_bad(self, fingerprint: str, name: str, reason: str, *, quiet: bool = False) -> None:
+        if not quiet:
+            log.warning(
+                "ignoring unusable embedding-cache segment %s: %s (its items will be embedded "
+                "again; compaction sets the file aside)",
+                self._segment_path(fingerprint, name),
+                reason,
+            )
         self._bad.setdefault(fingerprint, set()).add(name)
 
     # --- writing ---
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """Turns an OSError while writing (disk full, permissions) into a one-line RunError."""
+        """A write: refused at once when the cache is read-only; an OSError (disk full,
+        permissions) or a damaged cache.db becomes a one-line error."""
+        self.check_writable()
         try:
             yield
         except OSError as exc:
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise self._read_only_error(exc.strerror or str(exc)) from exc
             raise RunError(
                 f"cannot write to the embedding cache at {self._root}: {exc.strerror or exc}",
                 hint="free disk space or point ALCLI_CACHE_DIR elsewhere",
             ) from exc
+        except sqlite3.OperationalError as exc:
+            if not _can_write(self._root / "meta"):
+                raise self._read_only_error(str(exc)) from exc
+            raise RunError(
+                f"cannot write the embedding-cache index {self.index_path}: {exc}"
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise RunError(
+                f"the embedding-cache index {self.index_path} is damaged ({exc})",
+                hint="run the command again: it is rebuilt from the segment files on opening",
+            ) from exc
 
     def _check_dim(self, fingerprint: str, dim: int) -> None:
-        existing = self._manifest_dim(self._meta.get(_manifest_key(fingerprint)))
+        existing = self._manifest_dim(self._manifest(fingerprint))
         if existing is not None and existing != dim:
             raise ValueError(
                 f"embeddings have dim {dim} but fingerprint {fingerprint} holds dim {existing}; "
@@ -996,15 +1517,31 @@ class EmbeddingCache:
         return None
 
     def _append(self, fingerprint: str, entries: list[_Entry], dim: int | None) -> dict[str, Any]:
-        """Commit written segments to the manifest, in one transaction (the commit point)."""
-        key = _manifest_key(fingerprint)
-        with self._meta.transact(retry=True):
-            manifest = self._meta.get(key) or {"version": 1, "segments": []}
+        """Commit written segments to the manifest, in one transaction (the commit point).
+        Idempotent: a segment already listed (adopted, or committed before a Ctrl-C landed)
+        is not listed twice."""
+        with self._transaction():
+            manifest = self._manifest(fingerprint)
             if dim is not None:
                 self._check_dim(fingerprint, dim)
-            manifest["segments"] = [*manifest["segments"], *(tuple(e) for e in entries)]
-            self._meta.set(key, manifest)
-        return dict(manifest)
+            listed = {t[0] for t in manifest["segments"]}
+            new = [tuple(e) for e in entries if e.name not in listed]
+            manifest["segments"] = [*manifest["segments"], *new]
+            self._put_manifest(fingerprint, manifest)
+        return manifest
+
+    def _undo_or_keep(
+        self, fingerprint: str, entries: list[_Entry], dim: int | None, error: BaseException
+    ) -> None:
+        """A store failed after writing ``entries``. An error (a dim clash, a full disk) undoes
+        them. A Ctrl-C or exit between a rename and its commit keeps the batch, which is whole
+        on disk: commit it now, or, if that is interrupted too, leave the files for the next
+        open to adopt (_reconcile)."""
+        if isinstance(error, Exception):
+            self._delete_files(fingerprint, [e.name for e in entries])
+        elif entries:
+            with contextlib.suppress(Exception):
+                self._append(fingerprint, entries, dim)
 
     def _delete_files(self, fingerprint: str, names: Iterable[str]) -> None:
         for name in names:
@@ -1034,12 +1571,21 @@ class EmbeddingCache:
         failures = sum(1 for e in segments if e.kind == _FAILURES)
         if max(small, failures) < self._auto_compact_segments:
             return
+        self._compact_leased(fingerprint, small_only=True)
+
+    def _compact_leased(self, fingerprint: str, *, small_only: bool) -> None:
+        """Compact unless another live process holds this fingerprint's lease. Errors only
+        warn: the data is committed, and a merge can wait for the next store or open."""
         lease = _lease_key(fingerprint)
         if not self._meta.add(lease, os.getpid(), expire=_LEASE_S, retry=True):
-            return  # another process is compacting this fingerprint
+            with self._transaction():
+                holder = self._meta.get(lease)
+                if isinstance(holder, int) and _pid_alive(holder):
+                    return  # another process (or thread) is compacting this fingerprint
+                self._meta.set(lease, os.getpid(), expire=_LEASE_S)  # its holder was killed
         try:
-            self._compact(fingerprint, small_only=True)
-        except OSError as exc:  # the batch is committed; a merge can wait for the next store
+            self._compact(fingerprint, small_only=small_only)
+        except OSError as exc:
             log.warning("could not compact the embedding cache for %s: %s", fingerprint, exc)
         finally:
             self._meta.delete(lease, retry=True)
@@ -1072,7 +1618,7 @@ class EmbeddingCache:
                 else:
                     path.unlink(missing_ok=True)
             break
-        self._collect_orphans(fingerprint)
+        self._reconcile(fingerprint)
 
     def _pick_members(self, view: _View, *, small_only: bool) -> list[_Entry]:
         """Segments to merge: every one, or the small ones once there are enough of them;
@@ -1180,11 +1726,11 @@ class EmbeddingCache:
         """Replace members by merged segments in one transaction; False if someone else
         changed those members first. Each merged segment takes its last member's place."""
         names = {e.name for e in members}
-        key = _manifest_key(fingerprint)
-        with self._meta.transact(retry=True):
-            manifest = self._meta.get(key)
-            current = _entries(manifest)
-            if manifest is None or not names <= {e.name for e in current}:
+        new_names = {e.name for e in merged}
+        with self._transaction():
+            manifest = self._manifest(fingerprint)
+            current = [e for e in _entries(manifest) if e.name not in new_names]
+            if not names <= {e.name for e in current}:
                 return False
             last_at = {(e.kind, e.key_width): i for i, e in enumerate(current) if e.name in names}
             segments: list[tuple[Any, ...]] = []
@@ -1194,20 +1740,115 @@ class EmbeddingCache:
                     continue
                 segments.extend(tuple(m) for m in merged if last_at.get((m.kind, m.key_width)) == i)
             manifest["segments"] = segments
-            self._meta.set(key, manifest)
+            # The members' files are deleted next; retired, a crash cannot make them adopted.
+            manifest["retired"] = sorted({*manifest["retired"], *names})
+            self._put_manifest(fingerprint, manifest)
         return True
 
-    def _collect_orphans(self, fingerprint: str) -> None:
-        """Delete files no manifest lists (a store or merge killed before its commit) once
-        they are old enough that no live writer can still be about to commit them."""
-        directory = self._segment_dir(fingerprint)
-        if not directory.is_dir():
+    # --- after a crash: temp files, unlisted segments, unfinished compactions ---
+
+    def _first_touch(self, fingerprint: str) -> None:
+        """Once per process and fingerprint: tidy what a crash left (``_reconcile``), and when a
+        write was cut short, finish the compaction it may have been (the one ``embed`` ends
+        with is never started again by a rerun that has nothing left to embed)."""
+        if fingerprint in self._touched or self._read_only is not None:
             return
-        live = {e.name for e in _entries(self._meta.get(_manifest_key(fingerprint)))}
-        cutoff = time.time() - _ORPHAN_GRACE_S
-        for path in directory.iterdir():
-            if path.name in live or path.suffix == ".corrupt":
+        self._touched.add(fingerprint)
+        try:
+            if self._reconcile(fingerprint):
+                self._compact_leased(fingerprint, small_only=False)
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY_ERRNOS:
+                log.warning("could not tidy the embedding cache for %s: %s", fingerprint, exc)
+
+    def _reconcile(self, fingerprint: str) -> bool:
+        """Bring the segment folder and the manifest into agreement: delete temp files whose
+        writer is gone (no lock held, pid dead) and files a compaction or clear retired, adopt
+        whole segments that no manifest lists. Returns whether an abandoned temp was found."""
+        directory = self._segment_dir(fingerprint)
+        try:
+            names = sorted(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        manifest = self._manifest(fingerprint)
+        listed = {t[0] for t in manifest["segments"]}
+        interrupted = False
+        for name in names:
+            path = directory / name
+            if name.startswith(_TEMP_PREFIX):
+                interrupted |= _remove_if_abandoned(path)
+            elif name in manifest["retired"] and name not in listed:
+                path.unlink(missing_ok=True)
+        self._adopt(fingerprint, everything=False)
+        return interrupted
+
+    def _adopt(self, fingerprint: str, *, everything: bool, reset: bool = False) -> dict[str, Any]:
+        """List whole segments that the manifest lacks, oldest first, and return the manifest.
+
+        A store killed or interrupted between its rename and its commit keeps its batch once
+        its writer is gone; with ``everything`` (a lost or malformed index) every whole
+        segment is listed, whoever wrote it, into an empty list when ``reset``. Files that
+        are not whole segments are deleted once older than any live write. Retired names
+        whose files are gone are forgotten."""
+        directory = self._segment_dir(fingerprint)
+        try:
+            names = sorted(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        manifest = _checked_manifest(None) if reset else self._manifest(fingerprint)
+        skip = {t[0] for t in manifest["segments"]} | set(manifest["retired"])
+        found: list[_Entry] = []
+        for name in names:
+            if name in skip or name.startswith(_TEMP_PREFIX) or name.endswith(".corrupt"):
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
+            path = directory / name
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if not everything and not _writer_gone(name, mtime):
+                continue
+            try:
+                if not _SEGMENT_NAME.fullmatch(name):
+                    raise _SegmentCorruptError(name, "not a segment file name")
+                found.append(_entry_from_file(path))
+            except _SegmentCorruptError as exc:
+                if everything:
+                    log.warning("not adopting embedding-cache file %s: %s", path, exc.reason)
+                if time.time() - mtime > _ORPHAN_GRACE_S:
+                    path.unlink(missing_ok=True)
+            except _SegmentVanishedError:
+                continue
+        forgotten = set(manifest["retired"]) - set(names)
+        if not (found or forgotten or reset):
+            return manifest
+        with self._transaction():
+            if not reset:
+                manifest = self._manifest(fingerprint)
+            taken = {t[0] for t in manifest["segments"]} | set(manifest["retired"])
+            dim = self._manifest_dim(manifest)
+            adopted = []
+            for entry in found:
+                if entry.name in taken:  # listed or retired meanwhile
+                    continue
+                if entry.kind == _EMBEDDINGS and dim not in (None, entry.dim):
+                    log.warning(
+                        "not adopting embedding-cache segment %s: dim %d, the others have %d",
+                        directory / entry.name,
+                        entry.dim,
+                        dim,
+                    )
+                    continue
+                if entry.kind == _EMBEDDINGS:
+                    dim = entry.dim
+                adopted.append(tuple(entry))
+            manifest["segments"] = [*manifest["segments"], *adopted]
+            manifest["retired"] = [n for n in manifest["retired"] if n not in forgotten]
+            self._put_manifest(fingerprint, manifest)
+        if adopted:
+            log.info(
+                "kept %d segment(s) of %s that an interrupted run had written but not listed",
+                len(adopted),
+                fingerprint,
+            )
+        return manifest

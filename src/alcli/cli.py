@@ -7,8 +7,6 @@ Errors raised by the library are turned into one-line messages and exit codes in
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import sys
@@ -20,14 +18,22 @@ import typer
 from typer.core import TyperGroup
 
 from alcli import __version__
-from alcli.config import config_keys, defaults_for, find_config, load_config
+from alcli.config import (
+    CONSENT_KEYS,
+    check_config,
+    config_keys,
+    defaults_for,
+    find_config,
+    load_config,
+)
 from alcli.errors import AlcliError, UsageError
-from alcli.output import QUIET, Output
+from alcli.output import QUIET, Output, csv_text, one_per_line
 
 if TYPE_CHECKING:  # numpy and the pipeline load with the command that needs them: fast --help
     import numpy as np
 
     from alcli.embedding import EmbedOptions, EmbedResult
+    from alcli.sources import Pool
 
 # ---------------------------------------------------------------------------------------------
 # The group: one place for "did you mean" and for exceptions -> messages and exit codes.
@@ -122,25 +128,87 @@ def _main(
 ) -> None:
     """Active learning on large image pools: which items should we label next?"""
     ctx.obj = State()
+    _pass_names_through()
+
+
+def _pass_names_through() -> None:
+    """File names are bytes; one that is not UTF-8 lives in Python as a str with surrogate
+    escapes (PEP 383). Decode stdin (``alcli embed -``) and encode stdout (``select``'s URIs)
+    the same way, so such a name goes in and comes out as its own bytes instead of failing
+    the run. JSON output escapes it visibly (``\\udcff``) and ``json.loads`` gives it back."""
+    for stream in (sys.stdin, sys.stdout):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            with contextlib.suppress(ValueError, OSError):  # a closed or odd stream: leave it
+                reconfigure(errors="surrogateescape")
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared options (defined once, used by every command).
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where this command's defaults came from, and which of them need the user's consent."""
+
+    path: str
+    explicit: bool  # named with --config, not found in the working directory
+    consent: dict[str, str]  # parameter name -> config key, for CONSENT_KEYS the file sets
+
+
+_CONFIG_META = "alcli.config"
+
+
+def _config_names(command: Any) -> dict[str, str]:
+    """A command's config keys (``image_size``, ``image-size`` as ``image_size``) -> params."""
+    return {
+        key: p.name
+        for p in command.params
+        if p.name
+        for key in config_keys(getattr(p, "opts", []), p.name)
+    }
+
+
 def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
-    """Eager: turn alcli.toml / --config into this command's defaults before other options."""
+    """Eager: turn alcli.toml / --config into this command's defaults before other options.
+
+    The whole file is checked against every command that reads it, so a typo anywhere in it
+    stops the command before any work.
+    """
     path = find_config(value)
     if path is not None:
-        names = {
-            key: p.name
-            for p in ctx.command.params
-            if p.name
-            for key in config_keys(getattr(p, "opts", []), p.name)
+        group = ctx.parent.command if ctx.parent is not None else None
+        siblings = getattr(group, "commands", {}) or {ctx.info_name or "": ctx.command}
+        commands = {
+            name: _config_names(command)
+            for name, command in siblings.items()
+            if any(p.name == "config" for p in command.params)
         }
-        defaults = defaults_for(load_config(path), ctx.info_name or "", names, path.parent)
+        names = commands.get(ctx.info_name or "") or _config_names(ctx.command)
+        config = load_config(path)
+        check_config(config, path, commands)
+        defaults = defaults_for(config, ctx.info_name or "", names, path.parent)
         ctx.default_map = {**defaults, **(ctx.default_map or {})}
+        consent = {names[key]: key for key in CONSENT_KEYS if names.get(key) in defaults}
+        ctx.meta[_CONFIG_META] = ConfigSource(str(path), value is not None, consent)
     return value
+
+
+def _check_consent(ctx: typer.Context) -> None:
+    """A program or server named only by an alcli.toml found in the working directory does
+    not run: someone else's folder must not run their command on ``alcli auto``."""
+    source = ctx.meta.get(_CONFIG_META)
+    if not isinstance(source, ConfigSource) or source.explicit:
+        return
+    for name, key in source.consent.items():
+        # Compared by name: Typer ships its own copy of Click's ParameterSource.
+        if getattr(ctx.get_parameter_source(name), "name", None) == "DEFAULT_MAP":
+            option = key.replace("_", "-")
+            raise UsageError(
+                f"{source.path} sets {option}, which {CONSENT_KEYS[key]}; not used from a "
+                "config file found in the working directory",
+                hint=f"to allow it, pass --config {source.path}, or give --{option} yourself",
+            )
 
 
 ConfigOpt = Annotated[
@@ -149,7 +217,8 @@ ConfigOpt = Annotated[
         "--config",
         callback=_load_config,
         is_eager=True,
-        help="Options file (default: ./alcli.toml if present). The command line wins.",
+        help="Options file (default: ./alcli.toml if present). The command line wins. "
+        "oracle-cmd and endpoint-url are used only from a file named here.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output: JSON on stdout.")]
@@ -197,6 +266,15 @@ ModelStreamsOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+ItemTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--item-timeout",
+        min=0.0,
+        help="Seconds one item's read may take, retries included; past it the item is "
+        "skipped (0: no limit).",
+    ),
+]
 CacheDirOpt = Annotated[
     str | None,
     typer.Option(
@@ -217,9 +295,10 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS profile f
 
 
 def _begin(ctx: typer.Context, *, json_output: bool, quiet: bool, debug: bool) -> Output:
-    """Record --debug for the error handler and build the output sink."""
+    """Record --debug for the error handler, check consent for the config, build the sink."""
     if isinstance(ctx.obj, State):
         ctx.obj.debug = debug
+    _check_consent(ctx)
     return Output.from_flags(json_output=json_output, quiet=quiet)
 
 
@@ -251,6 +330,7 @@ def embed(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -266,9 +346,9 @@ def embed(
     options = _embed_options(
         model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
-    result = _embed_for(
-        out, pool, options, cache_dir, content_hash, _storage_options(endpoint_url, anon, profile)
-    )
+    options.item_timeout = item_timeout or None
+    storage = _storage_options(endpoint_url, anon, profile)
+    result = _embed_for(out, _resolve(pool, cache_dir, content_hash, storage), options, cache_dir)
     summary = result.summary()
     out.note(
         f"{summary['items']:,} items: {summary['cached']:,} cached, {summary['embedded']:,} "
@@ -289,7 +369,7 @@ def select(
         str | None, typer.Option("--strategy", "-s", help="A name from 'alcli strategies'.")
     ] = None,
     budget: Annotated[
-        int | None, typer.Option("--budget", "-b", min=0, help="How many items to pick.")
+        int | None, typer.Option("--budget", "-b", min=1, help="How many items to pick.")
     ] = None,
     labeled: Annotated[
         str | None, typer.Option("--labeled", "-l", help="Labels so far: CSV with uri,label.")
@@ -302,6 +382,12 @@ def select(
     output_format: Annotated[
         str, typer.Option("--format", "-f", help="uris (one per line), csv or jsonl.")
     ] = "uris",
+    print0: Annotated[
+        bool,
+        typer.Option(
+            "--print0", "-0", help="uris separated by NUL, not newline (for xargs -0), like find."
+        ),
+    ] = False,
     probs: Annotated[
         str | None,
         typer.Option("--probs", help="Bring your own model: class probabilities .npy [n, C]."),
@@ -322,6 +408,7 @@ def select(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -340,14 +427,38 @@ def select(
         raise UsageError("no --budget given", hint="how many items to pick, e.g. --budget 1000")
     if output_format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not '{output_format}'")
+    if print0 and (json_output or output_format != "uris"):
+        raise UsageError("--print0 separates plain URIs; it does not go with --json or --format")
     from alcli import selection
 
+    # Everything that needs no embedding is checked first: a typo costs milliseconds. The
+    # name and needs before any file is read or bucket listed; the labels against the pool
+    # once it is resolved (a listing), before a single image is read.
+    own_arrays = bool(probs or embeddings)
+    has_embeddings = bool(embeddings) or not own_arrays
+    selection.check_inputs(
+        strategy, probs=bool(probs), embeddings=has_embeddings, n_labeled=1 if labeled else 0
+    )
     # Rows named by index (own arrays, no --uris) are matched as written, not as paths.
-    labels = _read_labels(labeled, normalize=bool(uris) or not (probs or embeddings))
+    labels = _read_labels(labeled, normalize=bool(uris) or not own_arrays)
     excluded = selection.read_uri_list(exclude) if exclude else []
-    if probs or embeddings:
+    skipped: dict[str, str] = {}
+    if own_arrays:
         names, prob_arr, emb_arr = _own_arrays(probs, embeddings, uris)
+        to_embed = None
     else:
+        storage = _storage_options(endpoint_url, anon, profile)
+        to_embed = _resolve(pool, cache_dir, content_hash, storage)
+        names, prob_arr, emb_arr = to_embed.uris, None, None
+    selection.check_request(
+        strategy,
+        uris=names,
+        labels=labels,
+        exclude=excluded,
+        probs=prob_arr is not None,
+        embeddings=has_embeddings,
+    )
+    if to_embed is not None:
         options = _embed_options(
             model,
             weights,
@@ -358,15 +469,10 @@ def select(
             device,
             model_streams,
         )
-        result = _embed_for(
-            out,
-            pool,
-            options,
-            cache_dir,
-            content_hash,
-            _storage_options(endpoint_url, anon, profile),
-        )
-        names, prob_arr, emb_arr = result.uris, None, result.embeddings
+        options.item_timeout = item_timeout or None
+        result = _embed_for(out, to_embed, options, cache_dir)
+        names, emb_arr = result.uris, result.embeddings
+        skipped = {failure.uri: failure.reason for failure in result.failures}
     picks = selection.pick(
         strategy=strategy,
         budget=budget,
@@ -376,7 +482,17 @@ def select(
         labels=labels,
         exclude=excluded,
         seed=seed,
+        skipped=skipped,
     )
+    if picks.labeled_skipped:
+        uri, reason = next(iter(picks.labeled_skipped.items()))
+        out.warn(
+            f"{len(picks.labeled_skipped)} labeled items were skipped and are left out "
+            f"(e.g. {uri}: {reason})"
+        )
+    terminator = "\0" if print0 else "\n"
+    if output_format == "uris" and not out.is_json:
+        one_per_line(picks.uris, terminator)  # before anything is written: all or nothing
     out.note(
         f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items "
         f"({picks.n_labeled:,} labeled, {picks.n_excluded:,} excluded)"
@@ -384,21 +500,17 @@ def select(
     if out.is_json:
         out.result(picks.summary())
     elif output_format == "uris":
-        out.lines(picks.uris)
+        out.lines(picks.uris, terminator=terminator)
     elif output_format == "csv":
-        out.lines(_csv_lines(picks.records()))
+        out.text(_csv_text(picks.records()))
     else:
         out.lines(json.dumps(record) for record in picks.records())
 
 
-def _csv_lines(records: list[dict[str, Any]]) -> list[str]:
-    """rank,uri,score rows, quoted as CSV needs (URIs may hold commas)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "uri", "score"])
-    for r in records:
-        writer.writerow([r["rank"], r["uri"], "" if r["score"] is None else repr(r["score"])])
-    return buffer.getvalue().splitlines()
+def _csv_text(records: list[dict[str, Any]]) -> str:
+    """rank,uri,score rows, quoted as CSV needs (URIs may hold commas, quotes, line breaks)."""
+    rows = ((r["rank"], r["uri"], "" if r["score"] is None else repr(r["score"])) for r in records)
+    return csv_text([("rank", "uri", "score"), *rows])
 
 
 def _read_labels(path: str | None, *, normalize: bool = True) -> dict[str, str]:
@@ -460,30 +572,34 @@ def _embed_options(
     )
 
 
-def _embed_for(
-    out: Output,
-    pool: str | None,
-    options: EmbedOptions,
-    cache_dir: str | None,
-    content_hash: bool,
-    storage_options: dict[str, Any],
-) -> EmbedResult:
-    """Embed what the cache lacks (embed, select and auto), with progress and notes."""
+def _resolve(
+    pool: str | None, cache_dir: str | None, content_hash: bool, storage_options: dict[str, Any]
+) -> Pool:
+    """POOL as items: cheap (a listing, no image read), so requests are checked against it."""
     from alcli.cache import manifest_memo_dir
-    from alcli.embedding import embed as embed_pool
     from alcli.sources import resolve_pool
 
-    resolved = resolve_pool(
+    return resolve_pool(
         _require_pool(pool),
         content_hash=content_hash,
         storage_options=storage_options,
         stdin=sys.stdin,
         memo_dir=manifest_memo_dir(cache_dir),
     )
+
+
+def _embed_for(
+    out: Output, resolved: Pool, options: EmbedOptions, cache_dir: str | None
+) -> EmbedResult:
+    """Embed what the cache lacks (embed, select and auto), with progress and notes."""
+    from alcli.embedding import embed as embed_pool
+
     with out.progress("embedding", len(resolved.items)) as advance:
         result = embed_pool(resolved, options=options, cache=cache_dir, progress=advance)
     if resolved.duplicates:
         out.warn(f"{len(resolved.duplicates)} duplicate URIs dropped (first kept)")
+    if resolved.skipped:
+        out.warn(f"{len(resolved.skipped)} entries ignored (first: {resolved.skipped[0]})")
     for failure in result.failures[:5]:
         out.warn(f"skipped {failure.uri}: {failure.reason}")
     if len(result.failures) > 5:
@@ -555,6 +671,7 @@ def auto(
     decode_threads: DecodeThreadsOpt = 2,
     model_streams: ModelStreamsOpt = None,
     device: DeviceOpt = "cpu",
+    item_timeout: ItemTimeoutOpt = 60.0,
     cache_dir: CacheDirOpt = None,
     content_hash: ContentHashOpt = False,
     endpoint_url: EndpointOpt = None,
@@ -588,19 +705,33 @@ def auto(
             eval_frac=eval_frac,
         )
         folder = out_dir or autorun.new_run_dir()
+    # Everything that needs no embedding is checked first: a typo costs milliseconds.
+    autorun.check_run_dir(folder, resume=bool(resume))
     labeler = autorun.make_oracle(oracle, oracle_cmd, timeout_s=oracle_timeout)
     if eval_file is None and settings.eval_frac is None:
         raise UsageError("no evaluation set", hint="give --eval FILE (labeled) or --eval-frac F")
+    eval_labels = autorun.read_eval(eval_file) if eval_file is not None else None
+    autorun.check_classes(labeler, eval_labels)
     options = _embed_options(
         model, weights, image_size, batch_size, io_threads, decode_threads, device, model_streams
     )
+    options.item_timeout = item_timeout or None
     storage = _storage_options(endpoint_url, anon, profile)
-    result = _embed_for(out, pool, options, cache_dir, content_hash, storage)
+    resolved = _resolve(pool, cache_dir, content_hash, storage)
+    autorun.check_coverage(labeler, resolved.uris)
+    result = _embed_for(out, resolved, options, cache_dir)
     evaluation = None
-    if eval_file is not None:
+    if eval_file is not None and eval_labels is not None:
         evaluation = autorun.eval_set(
-            eval_file, result, options=options, cache_dir=cache_dir, storage_options=storage
+            eval_file,
+            eval_labels,
+            result,
+            options=options,
+            cache_dir=cache_dir,
+            storage_options=storage,
         )
+    uris, embeddings = autorun.askable(labeler, result.uris, result.embeddings, warn=out.warn)
+    watch = autorun.ClassWatch(labeler, evaluation, folder)
     out.note(f"run folder: {folder}")
 
     def on_round(summary: Any) -> None:
@@ -609,12 +740,13 @@ def auto(
             f"round {summary.round}: best accuracy {summary.best_accuracy:.4f}, "
             f"{summary.labels_bought:,} labels bought, alive {', '.join(summary.alive)}{gone}"
         )
+        watch.check()  # labels in another vocabulary than the eval set's: stop now
 
     try:
         report = agent.run_auto(
-            result.uris,
-            result.embeddings,
-            labeler,
+            uris,
+            embeddings,
+            watch,
             settings,
             out_dir=folder,
             eval_set=evaluation,
@@ -871,6 +1003,80 @@ def strategies(
         console.print(view)
 
     out.result(rows, table)
+
+
+# ---------------------------------------------------------------------------------------------
+# alcli cache: what the embedding cache holds, and whether every byte of it is intact.
+
+cache_app = typer.Typer(
+    name="cache",
+    help="Inspect and check the embedding cache.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(cache_app)
+
+
+@cache_app.command("info")
+def cache_info(
+    ctx: typer.Context,
+    cache_dir: CacheDirOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Where the cache is and what it holds per model fingerprint."""
+    out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
+    from alcli.cache import EmbeddingCache
+
+    with EmbeddingCache(cache_dir) as store:
+        stats = store.stats()
+        info = {"directory": str(store.directory), "read_only": store.read_only}
+
+    def table(console: Any) -> None:
+        console.print(f"{info['directory']}{' (read-only)' if info['read_only'] else ''}")
+        for fp, s in stats.items():
+            console.print(
+                f"  {fp}  dim {s['dim']}  {s['items']:,} items  {s['failures']:,} failures  "
+                f"{s['segments']} segments  {s['bytes'] / 2**20:,.1f} MiB"
+            )
+
+    out.result({**info, "fingerprints": stats}, table)
+
+
+@cache_app.command("verify")
+def cache_verify(
+    ctx: typer.Context,
+    cache_dir: CacheDirOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Read every cached embedding and check its checksums. Corrupt segments are set aside
+    (their items are embedded again by the next run); exit 1 if there were any."""
+    out = _begin(ctx, json_output=json_output, quiet=quiet, debug=debug)
+    from alcli.cache import EmbeddingCache
+
+    with EmbeddingCache(cache_dir) as store:
+        segments = store.verify()
+        read_only = store.read_only
+    corrupt = [s for s in segments if not s["ok"]]
+    rows = sum(s["rows"] for s in segments if s["kind"] == "embeddings")
+    report = {"segments": len(segments), "rows": rows, "corrupt": corrupt}
+
+    def human(console: Any) -> None:
+        for s in corrupt:
+            console.print(f"corrupt: {s['file']}: {s['reason']} ({s['rows']:,} rows)")
+        console.print(f"{len(segments)} segments, {rows:,} rows checked: {len(corrupt)} corrupt")
+
+    out.result(report, human)
+    if corrupt:
+        out.warn(
+            "the cache is read-only: nothing was set aside"
+            if read_only
+            else "corrupt segments set aside; the next run embeds their items again"
+        )
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -13,7 +13,13 @@ file, the pool and labels files included. Layout::
     oracle = "labels.csv"
 
 Relative paths in the file are relative to the file's folder, so a project folder works from
-anywhere.
+anywhere. Every key must be an option of some command (a ``[command]`` table's keys, options
+of that command): a typo is an error naming the key and the file, never silently ignored.
+
+Keys that run a program or talk to a server (``CONSENT_KEYS``: ``oracle-cmd``,
+``endpoint-url``) are honoured only from a file the user named with ``--config``: an
+``alcli.toml`` that merely sits in the working directory (someone else's folder, a cloned
+repository) must not run a command on ``alcli auto``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import tomllib
 
@@ -45,6 +51,11 @@ PATH_KEYS = frozenset(
         "resume",
     }
 )
+
+
+#: Keys that make alcli run a program or send requests somewhere, and what they do: only
+#: honoured from a config file named explicitly (``--config FILE``).
+CONSENT_KEYS = {"oracle_cmd": "runs a program", "endpoint_url": "sends requests to a server"}
 
 
 def find_config(explicit: str | None, cwd: Path | None = None) -> Path | None:
@@ -80,6 +91,40 @@ def _resolve_path(value: Any, base: Path) -> Any:
     return value if path.is_absolute() else str(base / path)
 
 
+def check_config(
+    config: Mapping[str, Any], path: Path, commands: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Every key of ``config`` names an option somewhere, or a ``UsageError`` names it.
+
+    ``commands`` maps each command that reads the file to its config keys (see
+    ``defaults_for``). A top-level key must belong to at least one command; a table must be
+    a command's, and its keys that command's options.
+    """
+    every = {key for keys in commands.values() for key in keys}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            if key not in commands:
+                _unknown(path, key, sorted(commands), what="table")
+            for option in value:
+                if _normalise(option) not in commands[key]:
+                    _unknown(path, option, sorted(commands[key]), where=f" in [{key}]")
+        elif key in commands:
+            raise UsageError(f"{path}: [{key}] must be a table of {key}'s options")
+        elif _normalise(key) not in every:
+            _unknown(path, key, sorted(every))
+
+
+def _unknown(
+    path: Path, key: str, known: list[str], *, what: str = "key", where: str = ""
+) -> NoReturn:
+    close = difflib.get_close_matches(_normalise(key), known, n=1)
+    hint = None
+    if close:
+        suggestion = close[0].replace("_", "-") if "-" in key else close[0]
+        hint = f"did you mean '{suggestion}'?"
+    raise UsageError(f"{path}: unknown {what} '{key}'{where}", hint=hint)
+
+
 def defaults_for(
     config: Mapping[str, Any], command: str, params: Mapping[str, str], base: Path
 ) -> dict[str, Any]:
@@ -87,8 +132,7 @@ def defaults_for(
 
     ``params`` maps config keys (option names without dashes, ``-`` as ``_``: ``eval``,
     ``image_size``) to the command's parameter names. Top-level keys a command does not have
-    are ignored (they belong to other commands); an unknown key inside the command's own
-    table is an error with a suggestion.
+    belong to other commands (``check_config`` has checked that some command has them).
     """
     out: dict[str, Any] = {}
     for key, value in config.items():
@@ -101,11 +145,8 @@ def defaults_for(
         raise UsageError(f"config: [{command}] must be a table")
     for key, value in table.items():
         name = _normalise(key)
-        if name not in params:
-            close = difflib.get_close_matches(name, sorted(params), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else None
-            raise UsageError(f"config: [{command}] has no option '{key}'", hint=hint)
-        out[name] = value
+        if name in params:
+            out[name] = value
     return {params[k]: (_resolve_path(v, base) if k in PATH_KEYS else v) for k, v in out.items()}
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,8 @@ import numpy as np
 
 from alcli import __version__
 from alcli.cache import EmbeddingCache, manifest_memo_dir
-from alcli.sources import Item, Pool, is_local, resolve_pool
+from alcli.errors import StoreDownError
+from alcli.sources import UNREADABLE_KEY_PREFIX, Item, Pool, is_local, resolve_pool
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
     from alcli.pipeline import Failure
@@ -44,6 +46,7 @@ class EmbedOptions:
     decode_threads: int = 2
     device: str = "cpu"
     model_streams: int | None = None  # None: run_pipeline picks (1 on a GPU, cpu_streams())
+    item_timeout: float | None = 60.0  # seconds one item's read may take, retries included
 
 
 #: Reads in flight for a pool with remote items: a GET waits ~20-100 ms on the network, so
@@ -91,6 +94,7 @@ class EmbedResult:
             "failed": len(self.failures),
             "failures": [{"uri": f.uri, "reason": f.reason} for f in self.failures],
             "duplicates": len(self.pool.duplicates),
+            "ignored": self.pool.skipped,  # manifest lines naming no item, unlistable folders
             "dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
             "fingerprint": self.fingerprint,
             "seconds": round(self.seconds, 4),
@@ -122,36 +126,48 @@ def embed(
         )
     fingerprint = cached_fingerprint(opts, store.directory)
     keys = [item.key for item in pool.items]
+    items: list[Item] = pool.items
+    positions: Sequence[int] = range(len(items))  # of `items` in the pool
+    failures: list[Failure] = []
+    # Items resolving found unreadable are skipped with the reason it gave: their keys name no
+    # content, so they never reach the cache, nor the pipeline (which would only fail them
+    # again). One C-level search of the joined keys finds whether there are any.
+    if UNREADABLE_KEY_PREFIX in "\n".join(keys):
+        items, positions, failures = _without_unreadable(pool)
+        keys = [item.key for item in items]
     vectors, found = store.lookup(fingerprint, keys)
     missing = [] if found.all() else [keys[i] for i in np.flatnonzero(~found)]
     known_bad = store.lookup_failures(fingerprint, missing) if missing else {}
-    failures: list[Failure] = []
     if known_bad:
         from alcli.pipeline import Failure
 
-        failures = [
-            Failure(i, pool.items[i].uri, known_bad[k])
+        failures += [
+            Failure(positions[i], items[i].uri, known_bad[k])
             for i, k in enumerate(keys)
             if not found[i] and k in known_bad
         ]
     todo = [int(i) for i in np.flatnonzero(~found) if keys[i] not in known_bad]
     cached = int(found.sum())
-    if progress is not None and cached:
+    if progress is not None and (cached or failures):
         progress(cached + len(failures))
     stages: dict[str, Any] = {}
     if todo:
+        store.check_writable()  # a read-only cache: say so before any image is read
         from alcli.models import BackboneInBackground
-        from alcli.pipeline import StageError, run_pipeline
+        from alcli.pipeline import CtrlCStops, Failure, StageError, run_pipeline
 
         # The network builds while the first images are read and decoded; the build starts
         # after the pipeline has read torch's thread count (the build changes it meanwhile).
         backbone = BackboneInBackground(
             opts.model, opts.weights, opts.image_size, device=opts.device
         )
-        uris = [pool.items[i].uri for i in todo]
+        uris = [items[i].uri for i in todo]
+        timeout = opts.item_timeout or None
+        stop = stop if stop is not None else threading.Event()
+        ctrl_c = CtrlCStops(stop)  # Ctrl-C: stop at a batch boundary, keep every batch done
         run = run_pipeline(
             uris,
-            read=pool.read,
+            read=partial(pool.read, timeout=timeout),
             preprocess=backbone.preprocess,
             embed=backbone.embed,
             batch_size=opts.batch_size,
@@ -160,20 +176,28 @@ def embed(
             stop=stop,
             pin_memory=backbone.device.type == "cuda",
             model_streams=opts.model_streams or "auto",
+            item_timeout=timeout,
         )
         backbone.start()
+        saved = 0  # items embedded and stored by this run
         try:
-            with run as batches:
+            with ctrl_c, run as batches:
                 for batch in batches:
                     rows = np.asarray([todo[j] for j in batch.indices], dtype=np.int64)
                     if len(rows) and vectors.shape[1] != batch.embeddings.shape[1]:
                         # nothing cached could be used with another dim
                         vectors = np.zeros((len(keys), batch.embeddings.shape[1]), dtype=np.float32)
                         found[:] = False
-                    _keep(batch, rows, todo, keys, fingerprint, store, vectors, found, failures)
+                    _keep(batch, rows, todo, keys, fingerprint, store, vectors, found)
+                    failures += [
+                        Failure(positions[todo[f.index]], f.uri, f.reason) for f in batch.failures
+                    ]
+                    saved += len(rows)
                     if progress is not None:
                         progress(len(rows) + len(batch.failures))
                 stages = batches.stats.as_dict()
+            if ctrl_c.interrupted:  # raised here, after the last finished batch was stored
+                raise KeyboardInterrupt
             # The build overlaps the first reads and decodes; what it did not hide is the wait.
             stages["model_build"] = {
                 "seconds": round(backbone.build_s, 4),
@@ -185,6 +209,10 @@ def embed(
             if build_error is not None and error.stage == "infer":
                 raise build_error from None
             raise
+        except StoreDownError as error:  # the run's problem; every batch before it is stored
+            raise StoreDownError(
+                f"{error.message}; {saved:,} embedded and saved; rerun to continue"
+            ) from error
         if vectors.shape[1] == 0:  # nothing cached and nothing embedded: keep the model's width
             vectors = np.zeros((len(keys), backbone.result().dim), dtype=np.float32)
         # One in-order segment lets the next warm run map the pool instead of copying it.
@@ -194,7 +222,7 @@ def embed(
     usable = np.flatnonzero(found)
     return EmbedResult(
         pool=pool,
-        items=list(pool.items) if everything else [pool.items[i] for i in usable],
+        items=list(items) if everything else [items[i] for i in usable],
         embeddings=vectors if everything else vectors[usable],
         failures=failures,
         fingerprint=fingerprint,
@@ -203,6 +231,20 @@ def embed(
         seconds=time.perf_counter() - start,
         stages=stages,
     )
+
+
+def _without_unreadable(pool: Pool) -> tuple[list[Item], list[int], list[Failure]]:
+    """The items with real cache keys, their positions in the pool, and one failure (with
+    the reason resolving gave) for each item it found unreadable."""
+    from alcli.pipeline import Failure
+
+    positions = [i for i, item in enumerate(pool.items) if not item.unreadable]
+    failures = [
+        Failure(i, item.uri, pool.unreadable.get(item.uri, "unreadable"))
+        for i, item in enumerate(pool.items)
+        if item.unreadable
+    ]
+    return [pool.items[i] for i in positions], positions, failures
 
 
 def _keep(
@@ -214,22 +256,17 @@ def _keep(
     store: EmbeddingCache,
     vectors: np.ndarray,
     found: np.ndarray,
-    failures: list[Any],
 ) -> None:
     """Store one batch's embeddings (and its permanent failures) before the next one comes."""
-    from alcli.pipeline import Failure
-
     if len(rows):
         store.store(fingerprint, [keys[r] for r in rows], batch.embeddings)
         vectors[rows] = batch.embeddings
         found[rows] = True
-    bad = [Failure(todo[f.index], f.uri, f.reason) for f in batch.failures]
-    remember = [f for f in bad if f.reason.startswith(_PERMANENT)]
+    remember = [f for f in batch.failures if f.reason.startswith(_PERMANENT)]
     if remember:
         store.store_failures(
-            fingerprint, [keys[f.index] for f in remember], [f.reason for f in remember]
+            fingerprint, [keys[todo[f.index]] for f in remember], [f.reason for f in remember]
         )
-    failures.extend(bad)
 
 
 def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:

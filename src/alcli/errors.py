@@ -60,3 +60,21 @@ class ItemError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class StoreUnreachableError(ItemError):
+    """Reading one item failed because the store did not answer: connection refused or
+    reset, DNS, no route, or the item's read ran past its deadline.
+
+    It says nothing about the item: the pipeline skips it like any bad item, but a run of
+    them in a row means the store is gone, which is the run's problem (``StoreDownError``).
+    """
+
+    @classmethod
+    def timed_out(cls, seconds: float) -> StoreUnreachableError:
+        return cls(f"timed out after {seconds:g} s")
+
+
+class StoreDownError(RunError):
+    """Too many reads in a row could not reach the store: the run stops, keeping what it
+    embedded, instead of marking the rest of the pool unreadable."""

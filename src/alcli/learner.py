@@ -12,7 +12,7 @@ last point below), which is only affordable because it is small and fast:
 * L-BFGS-B's own vector updates run on scipy's bundled OpenBLAS, which by default splits
   12k-element dot products over every core; on a busy 2-core machine that thread handoff made
   the optimizer's bookkeeping 10-20x slower than the loss itself. It runs single-threaded
-  (thread-locally, see ``_serial_blas``), and so do numpy's products for small heads
+  (thread-locally, ``alcli._threads.serial_blas``), and so do numpy's products for small heads
   (``SERIAL_BELOW``); big heads keep numpy's threads.
 * Training starts from zeros unless ``init`` names a head to start from (the previous
   round's). The L2-regularised problem is strictly convex, so the optimum does not depend on
@@ -21,19 +21,13 @@ last point below), which is only affordable because it is small and fast:
   training pool). A round adds a few hundred rows to thousands, so the last head is already
   close: measured on MNIST features, 5,120 rows train in 0.57 s / 30 iterations warm against
   2.05 s / 112 cold. A warm head is a pure function of (rows, labels, l2, init), which is why
-  the agent saves every head it starts from (see agent.py).
+  the agent saves every head it starts from (see alcli.agent.heads).
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import glob
-import importlib
-import os
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 
+from alcli._threads import serial_blas
 from alcli.errors import UsageError
 
 #: Rows per block when predicting; 64k x 1280 float32 is 320 MiB of input touched per block and
@@ -63,44 +58,6 @@ DEFAULT_TOL = 1e-7
 #: 4.0-4.6 s (on an idle machine two threads win, 1.4 s against 1.9 s). One thread is the
 #: choice that degrades least; bigger heads (50k rows) keep numpy's threads.
 SERIAL_BELOW = 16_000_000
-
-
-@functools.cache
-def _blas_thread_setter(package: str) -> Callable[[int], int] | None:
-    """``openblas_set_num_threads_local`` of the OpenBLAS a wheel bundles, if there is one.
-
-    numpy and scipy wheels each ship their own copy (``numpy.libs`` / ``scipy.libs``), already
-    loaded once the package is imported, so this only looks the symbol up. Other builds
-    (system BLAS, MKL) get None and keep their own threading.
-    """
-    location = importlib.import_module(package).__file__
-    if location is None:
-        return None
-    folder = os.path.join(os.path.dirname(os.path.dirname(location)), f"{package}.libs")
-    for path in sorted(glob.glob(os.path.join(folder, "lib*openblas*.so*"))):
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes = [ctypes.c_int]
-        fn.restype = ctypes.c_int
-        return fn
-    return None
-
-
-@contextmanager
-def _serial_blas(packages: Sequence[str]) -> Iterator[None]:
-    """Run the named packages' BLAS on one thread, for the calling thread only, in the block."""
-    restore: list[tuple[Callable[[int], int], int]] = []
-    for package in packages:
-        setter = _blas_thread_setter(package)
-        if setter is not None:
-            restore.append((setter, setter(1)))
-    try:
-        yield
-    finally:
-        for setter, previous in reversed(restore):
-            setter(previous)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +268,7 @@ def train_head(
     Xs = np.ascontiguousarray(scaler.transform(arr))
     objective = _Objective(Xs, codes, n_classes, l2)
     serial = ("scipy", "numpy") if Xs.size < SERIAL_BELOW else ("scipy",)
-    with _serial_blas(serial):
+    with serial_blas(serial):
         result = minimize(
             objective,
             _start_point(init, classes, scaler, d),

@@ -9,18 +9,24 @@ state and exits cleanly, and ``alcli auto --resume DIR`` asks again).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from alcli.errors import LabelsError, OracleError
+from alcli.output import csv_text, has_line_break
+
+#: Seconds to wait for a killed oracle command's process group to close its pipes.
+KILL_WAIT_S = 10.0
 
 
 def _resolve_normalizer() -> Callable[[str], str]:
@@ -47,8 +53,13 @@ def _first_few(uris: Iterable[str], count: int = 3) -> str:
     for uri in uris:
         if len(shown) == count:
             break
-        shown.append(uri)
+        shown.append(_printable(uri))
     return ", ".join(shown)
+
+
+def _not_utf8(text: str) -> bool:
+    """Whether ``text`` carries bytes that were not UTF-8 (decoded with surrogateescape)."""
+    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 class PendingLabels(Exception):  # noqa: N818 - a state to wait for, not a failure
@@ -86,12 +97,11 @@ def load_labels_csv(path: str | os.PathLike[str], *, normalize_uris: bool = True
     its line.
     """
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        # surrogateescape: a file name that is not UTF-8 matches the pool's name for it
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             return _parse_labels(f, str(path), normalize_uris=normalize_uris)
     except FileNotFoundError:
         raise LabelsError(f"labels file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise LabelsError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     except OSError as exc:
         raise LabelsError(f"{path}: cannot read labels file: {exc.strerror}") from None
 
@@ -158,9 +168,14 @@ class LabelsFileOracle:
 class CommandOracle:
     """Runs a program (no shell) that reads URIs on stdin and writes ``uri,label`` lines.
 
-    The program gets every URI of one request, one per line, and must answer each of them;
-    a header line ``uri,label`` in its output is allowed. Use it to wrap a labeling service's
-    client, or a script that looks labels up somewhere.
+    The program gets every URI of one request, one per line (UTF-8), and must answer each of
+    them, once, in UTF-8 CSV; a header line ``uri,label`` in its output is allowed. A URI
+    with a line break cannot be sent (it would read as two): asking for one is an
+    ``OracleError``, and ``alcli auto`` leaves such items out of the race. Use it to wrap a
+    labeling service's client, or a script that looks labels up somewhere.
+
+    The program runs in its own session: on timeout the whole process group is killed, so a
+    shell script's children do not outlive it.
     """
 
     def __init__(self, argv: Sequence[str] | str, *, timeout_s: float = 600.0) -> None:
@@ -169,49 +184,91 @@ class CommandOracle:
             raise OracleError("the oracle command is empty", hint="give a program to run")
         self.timeout_s = timeout_s
 
+    @staticmethod
+    def can_ask(uri: str) -> bool:
+        """Whether ``uri`` fits the one-URI-per-line protocol (no line break in it)."""
+        return not has_line_break(uri)
+
     def label(self, uris: Sequence[str]) -> dict[str, str]:
         if not uris:
             return {}
+        cannot = [uri for uri in uris if not self.can_ask(uri)]
+        if cannot:
+            raise OracleError(
+                f"{len(cannot)} URIs have a line break in them, which one URI per line "
+                f"cannot carry to oracle command {self.argv[0]} (first: {cannot[0]!r})",
+                hint="rename those files, or leave them out of the pool",
+            )
+        data = "".join(f"{uri}\n" for uri in uris).encode("utf-8", "surrogateescape")
+        stdout, stderr = self._run(data)
+        try:
+            text = stdout.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # Names that are not UTF-8 were sent as their own bytes and may come back so;
+            # anything else that is not UTF-8 (a label, a stray byte) is the command's error.
+            if not any(_not_utf8(uri) for uri in uris):
+                line = stdout[: exc.start].count(b"\n") + 1
+                raise OracleError(
+                    f"oracle command {self.argv[0]}: output line {line} is not UTF-8 text "
+                    f"(byte 0x{stdout[exc.start]:02x}){_last_line(stderr)}",
+                    hint="the command must write uri,label lines in UTF-8",
+                ) from None
+            text = stdout.decode("utf-8", "surrogateescape")
+        answer = self._parse_answer(text, uris, stderr)
+        odd = next((uri for uri, label in answer.items() if _not_utf8(label)), None)
+        if odd is not None:
+            raise OracleError(
+                f"oracle command {self.argv[0]}: the label of {_printable(odd)} is not UTF-8 "
+                f"text: {_printable(answer[odd])}",
+                hint="the command must write uri,label lines in UTF-8",
+            )
+        return answer
+
+    def _run(self, data: bytes) -> tuple[bytes, bytes]:
+        """Run the command on ``data``; its output, or ``OracleError`` (failed, timed out)."""
         name = self.argv[0]
         try:
-            done = subprocess.run(
+            process = subprocess.Popen(
                 self.argv,
-                input="".join(f"{uri}\n" for uri in uris),
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                check=False,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own process group, killed whole on timeout
             )
         except FileNotFoundError:
             raise OracleError(f"oracle command not found: {name}") from None
         except PermissionError:
             raise OracleError(f"oracle command is not executable: {name}") from None
-        except subprocess.TimeoutExpired as exc:
+        try:
+            stdout, stderr = process.communicate(data, timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            stderr = _kill_group(process)
             raise OracleError(
-                f"oracle command {name} timed out after {self.timeout_s:g} s"
-                f"{_last_line(exc.stderr)}",
+                f"oracle command {name} timed out after {self.timeout_s:g} s{_last_line(stderr)}",
                 hint="raise the oracle timeout or make the command faster",
             ) from None
-        if done.returncode != 0:
+        except BaseException:  # Ctrl-C: no orphan keeps labeling (or billing) behind us
+            _kill_group(process)
+            raise
+        if process.returncode != 0:
             raise OracleError(
-                f"oracle command {name} exited with status {done.returncode}"
-                f"{_last_line(done.stderr)}"
+                f"oracle command {name} exited with status {process.returncode}{_last_line(stderr)}"
             )
-        return self._parse_answer(done.stdout, uris, done.stderr)
+        return stdout, stderr
 
-    def _parse_answer(self, stdout: str, uris: Sequence[str], stderr: str) -> dict[str, str]:
+    def _parse_answer(self, stdout: str, uris: Sequence[str], stderr: bytes) -> dict[str, str]:
         name = self.argv[0]
         asked = {uri: uri for uri in uris}
         by_canonical: dict[str, str] | None = None  # built only if an answer is spelled differently
         answer: dict[str, str] = {}
         unknown: list[str] = []
-        for number, row in enumerate(csv.reader(io.StringIO(stdout)), start=1):
+        for number, row in enumerate(csv.reader(io.StringIO(stdout, newline="")), start=1):
             if not row or (number == 1 and [c.strip().lower() for c in row] == ["uri", "label"]):
                 continue
             if len(row) != 2 or not row[1].strip():
                 raise OracleError(
                     f"oracle command {name}: output line {number} is not uri,label: "
-                    f"{','.join(row)[:200]}{_last_line(stderr)}"
+                    f"{_printable(','.join(row)[:200])}{_last_line(stderr)}"
                 )
             uri = asked.get(row[0])
             if uri is None:
@@ -221,7 +278,13 @@ class CommandOracle:
             if uri is None:
                 unknown.append(row[0])
                 continue
-            answer[uri] = row[1].strip()
+            label = row[1].strip()
+            if answer.get(uri, label) != label:
+                raise OracleError(
+                    f"oracle command {name} labeled {uri!r} twice, {answer[uri]!r} and {label!r}",
+                    hint="the command must give each URI one label",
+                )
+            answer[uri] = label
         if unknown:
             raise OracleError(
                 f"oracle command {name} answered {len(unknown)} URIs it was not asked "
@@ -236,13 +299,35 @@ class CommandOracle:
         return answer
 
 
+def _kill_group(process: subprocess.Popen[bytes]) -> bytes:
+    """Kill ``process`` and everything in its process group; return what it wrote to stderr.
+
+    The group, not the process: a shell script's ``sleep`` (or a client it started) holds
+    the pipes and would go on running after its parent died.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        _, stderr = process.communicate(timeout=KILL_WAIT_S)
+    except subprocess.TimeoutExpired:  # a member left the group and holds the pipes
+        process.kill()
+        process.wait()
+        return b""
+    return stderr or b""
+
+
 def _last_line(stderr: str | bytes | None) -> str:
     """``: <last non-empty stderr line>`` for an error message, or nothing."""
     if not stderr:
         return ""
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f": {lines[-1][:300]}" if lines else ""
+    return f": {_printable(lines[-1][:300])}" if lines else ""
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so it stays one line of a message."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _BATCH_NAME = re.compile(r"^batch-(\d{3,})\.csv$")
@@ -269,7 +354,14 @@ class DirectoryOracle:
         if not labels_path.exists():
             raise PendingLabels(batch, labels_path, len(uris))
         labels = load_labels_csv(labels_path, normalize_uris=False)
-        labels.update({normalize(uri): label for uri, label in list(labels.items())})
+        for uri, label in list(labels.items()):
+            canonical = normalize(uri)
+            if labels.setdefault(canonical, label) != label:
+                raise LabelsError(
+                    f"{labels_path} labels {canonical!r} twice, {labels[canonical]!r} and "
+                    f"{label!r} (spelled {uri!r})",
+                    hint="give each item one label",
+                )
         answer = {uri: labels[uri] for uri in uris if uri in labels}
         missing = [uri for uri in uris if uri not in answer]
         if missing:
@@ -294,7 +386,7 @@ class DirectoryOracle:
         """The batch already written for exactly these URIs, if any (the resume case)."""
         wanted = set(uris)
         for _, path in self._batches():
-            with open(path, newline="", encoding="utf-8") as f:
+            with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
                 rows = list(csv.reader(f))[1:]
             if {row[0] for row in rows if row} == wanted:
                 return path
@@ -318,9 +410,12 @@ class DirectoryOracle:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: all or nothing."""
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: all or nothing.
+
+    A non-UTF-8 file name (surrogate-escaped) is written as its own bytes.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -329,8 +424,4 @@ def write_atomic(path: Path, text: str) -> None:
 
 def format_labels_csv(labels: Mapping[str, str]) -> str:
     """``uri,label`` CSV text (header included) for ``labels``, quoted as CSV needs."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["uri", "label"])
-    writer.writerows(labels.items())
-    return buffer.getvalue()
+    return csv_text([("uri", "label"), *labels.items()])

@@ -20,6 +20,13 @@ All coordination goes through one lock and a few conditions; every wait also wak
 short timeout to notice a stop, so no thread can outlive ``close()`` by more than that, except
 one stuck inside a ``read`` call, which is daemonic and abandoned.
 
+Faults while reading. Output order means one read that never returns holds every later
+batch, so a read past ``item_timeout`` becomes a failed item when the run waits for it, and a
+fresh I/O thread replaces the stuck one. A failure that says the store did not answer
+(``StoreUnreachableError``) is still one skipped item, but ``unreachable_limit`` of them in a row
+mean the store is gone: the input ends there, what came before is embedded and handed out,
+and the consumer gets ``StoreDownError`` instead of a pool marked unreadable item by item.
+
 Model streams. On the CPU several threads run the model side by side, each on its own
 batch with its share of torch's threads (``cpu_streams``: two streams of one thread on 2
 cores); on a GPU one thread owns the model. The model is shared (a forward pass keeps no
@@ -54,17 +61,18 @@ from __future__ import annotations
 
 import heapq
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from alcli.errors import ItemError, RunError, UsageError
+from alcli.errors import ItemError, RunError, StoreDownError, StoreUnreachableError, UsageError
 
 if TYPE_CHECKING:  # torch is imported when a run starts: a warm run never loads it
     import torch
@@ -75,6 +83,11 @@ THREAD_PREFIX = "alcli-pipeline"
 _POLL_S = 0.1
 #: How long close() waits for the threads before abandoning (daemonic) stragglers.
 _JOIN_TIMEOUT_S = 5.0
+#: How long close() waits for a thread that is inside a ``read`` call (a stuck GET would
+#: otherwise hold Ctrl-C for the whole join timeout); it is daemonic and abandoned.
+_READ_JOIN_TIMEOUT_S = 1.0
+#: Reads in a row that cannot reach the store before the run stops (``StoreDownError``).
+UNREACHABLE_LIMIT = 8
 #: Finished batches that may wait for the consumer before the model thread pauses.
 _OUTPUT_DEPTH = 1
 #: Most model streams a CPU run starts by itself (``cpu_streams``).
@@ -88,6 +101,7 @@ class Failure:
     index: int
     uri: str
     reason: str
+    unreachable: bool = False  # the store did not answer: nothing is known about the item
 
 
 @dataclass(slots=True)
@@ -360,6 +374,14 @@ class _Collator:
         return torch.stack(hwc, out=buffer[: shape[0]]).permute(0, 3, 1, 2)
 
 
+class _Read(NamedTuple):
+    """A read in progress: what, since when, on which thread."""
+
+    uri: str
+    started: float
+    thread: threading.Thread
+
+
 class _Engine:
     """The shared state and the stage threads. Holds no reference to the consumer's iterator,
     so dropping the iterator (a ``break``) lets its finaliser stop everything."""
@@ -380,11 +402,16 @@ class _Engine:
         torch_threads: int | str | None,
         worker_nice: int,
         model_streams: int,
+        item_timeout: float | None,
+        unreachable_limit: int,
     ) -> None:
         import torch
 
         self._source = iter(uris)
         self._read = read
+        self._item_timeout = item_timeout
+        self._unreachable_limit = unreachable_limit
+        self._io_threads = io_threads
         self._preprocess = preprocess
         self._embed = embed
         self._batch_size = batch_size
@@ -417,6 +444,11 @@ class _Engine:
         self._total: int | None = None  # known once the source is exhausted
         self._in_flight = 0  # window slots taken
         self._reads_pending = 0  # taken from the source, not yet read
+        self._reading: dict[int, _Read] = {}  # reads in progress, by index
+        self._given_up: dict[int, threading.Thread] = {}  # reads past the deadline, left running
+        self._replacements = 0  # I/O threads started in place of stuck ones
+        self._unreachable_run = 0  # items in a row, in input order, that could not reach the store
+        self._cut_error: StoreDownError | None = None  # raised once the items before it are out
         self._decode_heap: list[tuple[int, str, bytes]] = []  # earliest index decoded first
         self._results: dict[int, torch.Tensor | Failure] = {}
         self._collect_index = 0  # next position the infer threads need
@@ -533,17 +565,23 @@ class _Engine:
                 self._next_index += 1
                 self._in_flight += 1
                 self._reads_pending += 1
+                self._reading[index] = _Read(uri, time.monotonic(), threading.current_thread())
             started = time.perf_counter()
             outcome: bytes | Failure
             try:
                 outcome = self._read(uri)
             except ItemError as error:
-                outcome = Failure(index, uri, error.reason)
+                outcome = Failure(
+                    index, uri, error.reason, isinstance(error, StoreUnreachableError)
+                )
             except BaseException as error:
                 self._fail(StageError("prefetch", f"item {index} ({uri})", error))
                 return
             busy = time.perf_counter() - started
             with self._lock:
+                if self._given_up.pop(index, None) is not None:
+                    return  # recorded as timed out; another thread took this one's place
+                del self._reading[index]
                 stats.items += 1
                 stats.busy_s += busy
                 self._reads_pending -= 1
@@ -631,22 +669,79 @@ class _Engine:
                     and self._collect_index not in self._results
                     and self._total != self._collect_index
                 ):
-                    if not self._decode_inline():
+                    if not self._decode_inline() and not self._give_up_stuck_read():
                         self._can_collect.wait(_POLL_S)
                 if self.stopping():
                     return None
-                if self._collect_index not in self._results:
-                    break  # the input is exhausted
+                if self._collect_index == self._total:
+                    break  # the input is exhausted (or cut short: see _count_unreachable)
                 outcome = self._results.pop(self._collect_index)
                 if isinstance(outcome, Failure):
                     failures.append(outcome)
                     self._in_flight -= 1
                     self._can_read.notify()
+                    self._count_unreachable(outcome)
                 else:
                     indices.append(self._collect_index)
                     tensors.append(outcome)
+                    self._unreachable_run = 0
                 self._collect_index += 1
         return indices, tensors, failures
+
+    def _give_up_stuck_read(self) -> bool:
+        """With the lock held: if the read of the item the collector waits for is past the
+        item deadline, record it as timed out and start an I/O thread in its place.
+
+        A thread blocked in a read cannot be interrupted; it is daemonic, left to finish,
+        and its result dropped. Output is in input order, so without this one stuck GET
+        holds every later batch. True when a failure was recorded.
+        """
+        index = self._collect_index
+        read = self._reading.get(index)
+        timeout = self._item_timeout
+        if read is None or timeout is None or time.monotonic() - read.started < timeout:
+            return False
+        del self._reading[index]
+        self._given_up[index] = read.thread
+        self._reads_pending -= 1
+        reason = StoreUnreachableError.timed_out(timeout).reason
+        self._put_result(index, Failure(index, read.uri, reason, unreachable=True))
+        if len(self._given_up) > max(16, 2 * self._io_threads):  # bounded, like the window
+            stuck = len(self._given_up)
+            self._end_input_here(StoreDownError(f"{stuck} reads are stuck past {timeout:g} s"))
+            return True
+        self._replacements += 1
+        thread = self._thread(self._prefetch_worker, f"prefetch-r{self._replacements}")
+        self._threads.append(thread)
+        thread.start()
+        return True
+
+    def _count_unreachable(self, failure: Failure) -> None:
+        """With the lock held, in input order: after ``unreachable_limit`` items in a row that
+        could not reach the store, end the input here, so what came before is embedded and
+        handed out, then raise ``StoreDownError``, instead of marking the rest of the pool
+        unreadable."""
+        if not failure.unreachable:
+            self._unreachable_run = 0
+            return
+        self._unreachable_run += 1
+        if self._unreachable_run < self._unreachable_limit or self._cut_error is not None:
+            return
+        self._end_input_here(
+            StoreDownError(
+                f"the store stopped answering: {self._unreachable_run} items in a row failed "
+                f"(last: {failure.uri}: {failure.reason})"
+            )
+        )
+
+    def _end_input_here(self, error: StoreDownError) -> None:
+        """With the lock held: the input ends after the item being collected; once every
+        batch before it is out, the consumer gets ``error``."""
+        if self._cut_error is None:
+            self._cut_error = error
+        self._total = min(self._total or self._collect_index + 1, self._collect_index + 1)
+        self._source_done = True
+        self._wake_all()
 
     def _take_batch(
         self,
@@ -740,11 +835,11 @@ class _Engine:
                 stats.busy_s += busy
                 while not self.stopping() and order - self._emitted >= ahead:
                     self._output_space.wait(_POLL_S)
-                if self.stopping():
-                    return
-                self._done_batches[order] = result
+                self._done_batches[order] = result  # on a stop too: the consumer may take it
                 if order == self._emitted:
                     self._output_ready.notify()
+                if self.stopping():
+                    return
         with self._lock:
             self._streams_done += 1
             if self._streams_done == self._streams:
@@ -768,6 +863,8 @@ class _Engine:
             result = self._done_batches.pop(self._emitted, None)
             if result is None:
                 self.stats.stopped = not self._finished
+                if self._finished and self._cut_error is not None:
+                    raise self._cut_error
                 return None
             self._emitted += 1
             self._output_space.notify_all()
@@ -782,11 +879,14 @@ class _Engine:
             self._decode_heap.clear()
             self._results.clear()
             self._wake_all()
-        deadline = time.monotonic() + _JOIN_TIMEOUT_S
+            reading = {read.thread for read in self._reading.values()}
+            stuck = set(self._given_up.values())
+        started = time.monotonic()
         current = threading.current_thread()
         for thread in self._threads:
-            if thread is not current:
-                thread.join(max(0.0, deadline - time.monotonic()))
+            if thread is not current and thread not in stuck:
+                wait = _READ_JOIN_TIMEOUT_S if thread in reading else _JOIN_TIMEOUT_S
+                thread.join(max(0.0, started + wait - time.monotonic()))
         if self.stats.ended is None:
             self.stats.ended = time.perf_counter()
         if self._tuner is not None:
@@ -866,6 +966,46 @@ class PipelineRun:
         self.close()
 
 
+class CtrlCStops:
+    """While a run is consumed on the main thread, the first Ctrl-C sets ``stop`` instead of
+    raising KeyboardInterrupt; a second one raises at once.
+
+    Why: Python raises KeyboardInterrupt at whatever bytecode the main thread is running,
+    for instance inside ``threading.Condition.wait`` after it woke but before it took its
+    lock back (the ``with`` around it then releases a lock it does not hold: "release
+    unlocked lock", or another thread's), or between writing a batch and recording it. A
+    stop ends the run within ``_POLL_S`` at a batch boundary, the batches already finished
+    are still handed out, and the caller raises KeyboardInterrupt from one known place once
+    they are saved (``interrupted`` says whether to). Does nothing off the main thread, or
+    when SIGINT is not Python's default handler: ignored (a background job) or the
+    application's own.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.interrupted = False
+        self._previous: Any = None
+
+    def __enter__(self) -> CtrlCStops:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.stop.set()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 def run_pipeline(
     uris: Iterable[str],
     *,
@@ -882,6 +1022,8 @@ def run_pipeline(
     torch_threads: int | str | None = "auto",
     worker_nice: int = 10,
     model_streams: int | str = "auto",
+    item_timeout: float | None = None,
+    unreachable_limit: int = UNREACHABLE_LIMIT,
 ) -> PipelineRun:
     """Start the stages over ``uris`` and return the handle that yields ordered BatchResults.
 
@@ -904,15 +1046,25 @@ def run_pipeline(
     (the model is shared; its forward pass keeps no state). ``"auto"``: one when feeding a GPU,
     else ``cpu_streams()``. With more than one, ``torch_threads="auto"`` shares torch's thread
     count out between them instead of tuning it, and a number is per stream.
+
+    ``item_timeout``: seconds one read may take (None: no limit). Past it, when the run waits
+    for that item, it becomes a Failure "timed out after T s" and a fresh I/O thread replaces
+    the stuck one (``read`` should give up by itself too: a thread cannot be interrupted).
+    ``unreachable_limit``: after that many items in a row (input order) whose read raised
+    ``StoreUnreachableError`` or timed out, the input ends there: every item before it is still
+    embedded and handed out, then iteration raises ``StoreDownError``.
     """
     for label, value in (
         ("batch size", batch_size),
         ("I/O threads", io_threads),
         ("decode threads", decode_threads),
         ("max in-flight batches", max_inflight_batches),
+        ("unreachable limit", unreachable_limit),
     ):
         if value < 1:
             raise UsageError(f"{label} must be at least 1, got {value}")
+    if item_timeout is not None and not item_timeout > 0:
+        raise UsageError(f"item timeout must be a positive number of seconds, not {item_timeout}")
     if model_streams == "auto":
         import torch
 
@@ -936,5 +1088,7 @@ def run_pipeline(
         torch_threads=torch_threads,
         worker_nice=worker_nice,
         model_streams=model_streams,
+        item_timeout=item_timeout,
+        unreachable_limit=unreachable_limit,
     )
     return PipelineRun(engine, progress)

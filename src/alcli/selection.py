@@ -16,7 +16,6 @@ import numpy as np
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
 from alcli.errors import LabelsError, StrategyError
-from alcli.learner import fit_scaler, train_committee, train_head
 
 #: Bootstrap heads in the committee of disagreement strategies (BALD, vote entropy).
 COMMITTEE_SIZE = 5
@@ -34,6 +33,8 @@ class Picks:
     n_labeled: int
     n_excluded: int
     timings: dict[str, float] = field(default_factory=dict)
+    labeled_skipped: dict[str, str] = field(default_factory=dict)
+    """Labeled URIs left out because the pool skipped them (uri -> reason): the caller warns."""
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per pick: rank (1-based), uri, score, row."""
@@ -56,6 +57,7 @@ class Picks:
             "pool": self.n_pool,
             "labeled": self.n_labeled,
             "excluded": self.n_excluded,
+            "labeled_skipped": len(self.labeled_skipped),
             "seconds": {k: round(v, 4) for k, v in self.timings.items()},
             "picks": self.records(),
         }
@@ -86,6 +88,53 @@ def match_labels(
     return rows, [labels[uris[r]] for r in rows]
 
 
+def check_inputs(
+    strategy: str, *, probs: bool, embeddings: bool, n_labeled: int
+) -> strategies.StrategyInfo:
+    """The strategy, if ``pick`` can feed it: raises ``StrategyError`` saying why not.
+
+    ``probs``/``embeddings``: whether the caller has them (a pool to embed counts as
+    embeddings). Without probabilities, ``pick`` trains the head a strategy reads on the
+    ``n_labeled`` labels; a user's own probabilities need no labels. Needs no arrays, so
+    ``alcli select`` runs it before embedding anything.
+    """
+    info = strategies.get(strategy)
+    model_needs = {"probs", "committee"} & info.needs
+    given = {"embeddings"} if embeddings else set()
+    if probs:
+        given.add("probs")
+    elif model_needs:
+        if not n_labeled:
+            cold = ", ".join(s.name for s in strategies.available() if s.cold_start)
+            raise StrategyError(
+                f"{info.name} needs labeled items to train a head on (give --labeled "
+                "labels.csv, or your own model's --probs)",
+                hint=f"for a cold start use one of: {cold}",
+            )
+        if embeddings:
+            given |= model_needs
+    return strategies.check_needs(info.name, given)
+
+
+def check_request(
+    strategy: str,
+    *,
+    uris: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    exclude: Iterable[str] = (),
+    probs: bool = False,
+    embeddings: bool = True,
+) -> strategies.StrategyInfo:
+    """Everything ``pick`` would reject that needs no embeddings, checked on the pool's URIs.
+
+    A typo in a strategy name or a labels file that matches nothing should cost
+    milliseconds, not an hour of embedding first.
+    """
+    labeled_rows, _ = match_labels(uris, labels or {})
+    match_labels(uris, dict.fromkeys(exclude, ""), what="excluded")
+    return check_inputs(strategy, probs=probs, embeddings=embeddings, n_labeled=len(labeled_rows))
+
+
 def pick(
     *,
     strategy: str,
@@ -96,40 +145,57 @@ def pick(
     labels: Mapping[str, str] | None = None,
     exclude: Iterable[str] = (),
     seed: int = 0,
+    skipped: Mapping[str, str] | None = None,
 ) -> Picks:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
     ``labels`` (uri -> label) trains the head when the strategy needs probabilities; those
     items and the ``exclude`` URIs (already sent out for labeling, say) are never picked.
     With ``probs`` given, no head is trained: the user brought their own model.
+    ``skipped`` (uri -> reason) names pool items that could not be embedded (so are not in
+    ``uris``): labels and exclusions naming them are left out (listed in
+    ``Picks.labeled_skipped``) instead of failing as URIs the pool lacks. One bad image
+    must not stop a selection; a URI that names no pool item at all still does.
     """
     info = strategies.get(strategy)
     timings: dict[str, float] = {}
     n = len(uris)
-    labeled_rows, label_values = match_labels(uris, labels or {})
-    excluded_rows, _ = match_labels(uris, dict.fromkeys(exclude, ""), what="excluded")
+    skipped = skipped or {}
+    labels = labels or {}
+    labeled_skipped = {uri: skipped[uri] for uri in labels if uri in skipped}
+    if labeled_skipped:
+        labels = {uri: label for uri, label in labels.items() if uri not in labeled_skipped}
+    excluded = dict.fromkeys((uri for uri in exclude if uri not in skipped), "")
+    labeled_rows, label_values = match_labels(uris, labels)
+    excluded_rows, _ = match_labels(uris, excluded, what="excluded")
     blocked = np.zeros(n, dtype=bool)
     blocked[labeled_rows] = True
     blocked[excluded_rows] = True
 
     committee = None
+    check_inputs(
+        info.name,
+        probs=probs is not None,
+        embeddings=embeddings is not None,
+        n_labeled=len(labeled_rows),
+    )
     needs_model = bool({"probs", "committee"} & set(info.needs))
-    if needs_model and probs is None and not len(labeled_rows):
-        cold = ", ".join(s.name for s in strategies.available() if s.cold_start)
-        raise StrategyError(
-            f"{info.name} needs labeled items to train a head on (give --labeled labels.csv)",
-            hint=f"for a cold start use one of: {cold}",
-        )
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
+        # scipy's optimizer: loaded once a head is trained, so a typo exits at once
+        from alcli.learner import fit_scaler
+        from alcli.strategy_inputs import strategy_inputs
+
         started = time.perf_counter()
-        scaler = fit_scaler(embeddings)
-        X = embeddings[labeled_rows]
-        if "committee" in info.needs:
-            committee = train_committee(
-                X, label_values, k=COMMITTEE_SIZE, seed=seed, scaler=scaler
-            ).proba(embeddings)
-        if "probs" in info.needs:
-            probs = train_head(X, label_values, scaler=scaler).predict_proba(embeddings)
+        inputs = strategy_inputs(
+            info.needs,
+            embeddings,
+            labeled_rows,
+            label_values,
+            scaler=fit_scaler(embeddings),
+            seed=seed,
+            committee_size=COMMITTEE_SIZE,
+        )
+        probs, committee = inputs.probs, inputs.committee
         timings["head_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -152,6 +218,7 @@ def pick(
         n_labeled=len(labeled_rows),
         n_excluded=len(excluded_rows),
         timings=timings,
+        labeled_skipped=labeled_skipped,
     )
 
 
@@ -164,7 +231,7 @@ def read_uri_list(path: str) -> list[str]:
 
     from alcli.sources import normalize_uri
 
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         if path.endswith(".csv"):
             reader = csv.DictReader(f)
             if not reader.fieldnames or "uri" not in reader.fieldnames:

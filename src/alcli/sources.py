@@ -22,9 +22,15 @@ A POOL is one of:
 Bad manifest lines (no uri, unknown protocol, not JSON) are skipped and listed in
 ``Pool.skipped`` with their line number; a manifest with no valid line is a ``PoolError``.
 A URI given more than once is kept at its first position and listed in ``Pool.duplicates``.
-An item named in a manifest (or a dangling symlink in a folder) that cannot be found or read
-stays in the pool with a key starting with ``UNREADABLE_KEY_PREFIX``, so the pipeline reports
-it instead of losing it.
+An item named in a manifest (or a dangling symlink, a symlink loop, any entry of a folder
+that cannot be stat'ed) stays in the pool with a key starting with ``UNREADABLE_KEY_PREFIX``
+and its reason in ``Pool.unreadable``, so ``embed`` reports it as a skipped item instead of
+losing it; such a key is never a cache key. A sub-folder that cannot be listed is noted in
+``Pool.skipped`` and the walk goes on; only an unusable POOL as a whole is a ``PoolError``.
+
+File names are kept as the OS gives them: a name that is not UTF-8 is a str with surrogate
+escapes (PEP 383, ``os.fsdecode``), manifests are decoded the same way, and keys hash such
+names as their original bytes (``_text_bytes``), so they work end to end.
 
 Keys never come from reading the images (unless ``content_hash=True``), so a warm run does not
 download the pool again: local files key on real path + size + mtime_ns; remote objects on
@@ -67,9 +73,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol
+from fsspec.exceptions import FSTimeoutError
 from fsspec.registry import get_filesystem_class
 
-from alcli.errors import ItemError, PoolError
+from alcli.errors import ItemError, PoolError, StoreUnreachableError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -121,7 +128,9 @@ class Pool:
     duplicates: list[str] = field(default_factory=list)
     storage_options: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    """Manifest lines that were ignored, as ``"manifest.csv:7: no uri"``."""
+    """Manifest lines and folders that were ignored, as ``"manifest.csv:7: no uri"``."""
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """URI -> why resolving could not use it ("not found", ...), for unreadable items."""
     _filesystems: _FileSystems = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,16 +140,20 @@ class Pool:
     def uris(self) -> list[str]:
         return [item.uri for item in self.items]
 
-    def read(self, uri: str) -> bytes:
+    def read(self, uri: str, timeout: float | None = None) -> bytes:
         """The item's bytes; safe to call from many threads (one filesystem per protocol).
 
-        Raises ``ItemError`` ("not found", "empty file", "unreadable: ...") for a bad item.
+        Raises ``ItemError`` ("not found", "empty file", "unreadable: ...") for a bad item, and
+        its kind ``StoreUnreachableError`` when the store did not answer ("connection failed: ...",
+        or "timed out after T s": a remote read with all its retries takes at most ``timeout``
+        seconds, then it is cancelled). Local reads cannot be cancelled; the pipeline's own
+        deadline covers them.
         """
         protocol, path = _split(uri)
         if protocol is None:
             data = _read_local(path)
         else:
-            data = _read_remote(self._filesystems.get(protocol), protocol, path)
+            data = _read_remote(self._filesystems.get(protocol), protocol, path, timeout)
         if not data:
             raise ItemError("empty file")
         return data
@@ -246,33 +259,77 @@ def _read_local(path: str) -> bytes:
     try:
         with open(path, "rb", buffering=0) as handle:
             return handle.readall()
-    except FileNotFoundError:
-        raise ItemError("not found") from None
-    except IsADirectoryError:
-        raise ItemError("unreadable: is a directory") from None
-    except PermissionError:
-        raise ItemError("unreadable: permission denied") from None
-    except OSError as error:
-        raise ItemError(f"unreadable: {error.strerror or _one_line(error)}") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+        raise ItemError(_os_reason(error)) from None
 
 
-def _read_remote(fs: Any, protocol: str, path: str) -> bytes:
+def _read_remote(fs: Any, protocol: str, path: str, timeout: float | None = None) -> bytes:
     # s3fs issues a HEAD before every GET unless max_concurrency is 1: one request per item.
-    extra = {"max_concurrency": 1} if protocol in ("s3", "s3a") else {}
+    extra: dict[str, Any] = {"max_concurrency": 1} if protocol in ("s3", "s3a") else {}
+    if timeout and getattr(fs, "async_impl", False):
+        # fsspec runs the call (retries included) under asyncio.wait_for: on the deadline the
+        # request is cancelled and its connection freed, where a hung GET used to be retried
+        # for ever while holding one of the few pooled connections.
+        extra["timeout"] = timeout
     try:
         data = fs.cat_file(path, **extra)
+    except FSTimeoutError:
+        gone = (
+            StoreUnreachableError.timed_out(timeout)
+            if timeout
+            else StoreUnreachableError("timed out")
+        )
+        raise gone from None
     except FileNotFoundError:
         raise ItemError("not found") from None
     except IsADirectoryError:
         raise ItemError("unreadable: is a directory") from None
     except PermissionError:
         raise ItemError("unreadable: access denied") from None
-    except Exception as error:  # any store failure is this item's failure, not the run's
-        raise ItemError(f"unreadable: {type(error).__name__}: {_one_line(error)}") from None
+    except Exception as error:  # any other store failure is this item's failure
+        detail = f"{type(error).__name__}: {_one_line(error)}"
+        if _lost_connection(error):  # ... unless the store itself is gone: the run's
+            raise StoreUnreachableError(f"connection failed: {detail}") from None
+        raise ItemError(f"unreadable: {detail}") from None
     return bytes(data)
 
 
+#: Exceptions (by class name, so that no client library is imported to check) that mean the
+#: store could not be reached at all, whatever the item: botocore's, aiohttp's, the OS's.
+_CONNECTION_ERRORS = frozenset(
+    {
+        "ConnectionError",  # the OS's (refused, reset, broken pipe) and botocore's (refused,
+        # unreachable, DNS: EndpointConnectionError; ConnectTimeoutError)
+        "ConnectionClosedError",  # botocore: the connection dropped mid-request
+        "ReadTimeoutError",  # botocore: no answer within its read timeout, retries spent
+        "ClientConnectionError",  # aiohttp: connector errors, server disconnected
+        "TimeoutError",  # socket and asyncio timeouts
+        "gaierror",  # DNS
+    }
+)
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """True when ``error`` (or what it wraps) is a connection failure, not an answer."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(cls.__name__ in _CONNECTION_ERRORS for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 # --- keys ---------------------------------------------------------------------------------
+
+
+def _text_bytes(text: str) -> bytes:
+    """UTF-8, with a non-UTF-8 file name's surrogate escapes turned back into its own bytes.
+
+    Same bytes as ``str.encode()`` for every valid string, so no existing key changes.
+    """
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _digest(scheme: str, *fields: object) -> str:
@@ -280,7 +337,7 @@ def _digest(scheme: str, *fields: object) -> str:
     digest = hashlib.blake2b(scheme.encode(), digest_size=16)
     for value in fields:
         digest.update(b"\0")
-        digest.update(str(value).encode())
+        digest.update(_text_bytes(str(value)))
     return digest.hexdigest()
 
 
@@ -290,6 +347,41 @@ def _local_key(realpath: str, size: int, mtime_ns: int) -> str:
 
 def _unreadable_key(uri: str) -> str:
     return UNREADABLE_KEY_PREFIX + _digest("unreadable", uri)
+
+
+class _Unreadable(NamedTuple):
+    """Why an entry got no key: ``missing`` when it is simply not there."""
+
+    missing: bool
+    reason: str
+
+
+def _item(uri: str, key: str | _Unreadable, unreadable: dict[str, str]) -> Item:
+    """The item for ``uri``; an unreadable one gets an unreadable key, its reason noted."""
+    if isinstance(key, _Unreadable):
+        unreadable[uri] = key.reason
+        return Item(uri, _unreadable_key(uri))
+    return Item(uri, key)
+
+
+def _os_reason(error: OSError | ValueError) -> str:
+    """A local file's problem as an item's reason, in the words ``Pool.read`` uses."""
+    if isinstance(error, FileNotFoundError):
+        return "not found"
+    if isinstance(error, IsADirectoryError):
+        return "unreadable: is a directory"
+    if isinstance(error, PermissionError):
+        return "unreadable: permission denied"
+    detail = error.strerror if isinstance(error, OSError) else None
+    return f"unreadable: {detail or _one_line(error)}"
+
+
+def _local_problem(path: str, error: OSError | ValueError) -> _Unreadable:
+    """``_os_reason`` for a path that failed to stat; a dangling symlink says so."""
+    reason = _os_reason(error)
+    if isinstance(error, FileNotFoundError) and os.path.islink(path):
+        reason = "not found (dangling symlink)"
+    return _Unreadable(isinstance(error, FileNotFoundError), reason)
 
 
 def _content_key(data: bytes) -> str:
@@ -460,6 +552,7 @@ class _Entry:
     etag: str | None = None
     size: int | None = None
     mtime_ns: int | None = None
+    problem: str | None = None  # the line names an item but is malformed: unreadable, why
 
 
 class _Resolver:
@@ -505,7 +598,7 @@ class _Resolver:
     def _local(self, spec: str, path: str) -> list[Item]:
         abspath = os.path.abspath(path)
         if os.path.isdir(abspath):
-            items = _walk_local(abspath)
+            items = _walk_local(abspath, self.pool)
             if not items:
                 raise PoolError(
                     f"no images found under {spec} (looked for {_looked_for()})",
@@ -515,7 +608,7 @@ class _Resolver:
         if os.path.isfile(abspath):
             return self._single_file(spec, abspath)
         if _GLOB_MAGIC.search(path):
-            return _glob_local(spec, abspath)
+            return _glob_local(spec, abspath, self.pool)
         raise PoolError(
             f"no such file or directory: {spec}", hint="check the path, or quote a glob"
         )
@@ -665,6 +758,7 @@ class _Resolver:
                     size=_to_size(record.get("size")),
                     # The key uses the ETag when there is one: skip parsing the time then.
                     mtime_ns=None if etag else _to_ns(record.get("last_modified")),
+                    problem=record.get("_item_problem"),
                 )
             )
         return entries
@@ -673,13 +767,15 @@ class _Resolver:
 
     def _keyed(self, entries: list[_Entry]) -> list[Item]:
         """Items for manifest entries, in order: metadata from the manifest, else a look-up."""
-        keys: list[str | None] = [None] * len(entries)
+        keys: list[str | _Unreadable | None] = [None] * len(entries)
         local: list[int] = []
         remote: dict[str, list[int]] = {}
         for index, entry in enumerate(entries):
             # Entries are canonical: local ones are absolute paths, remote ones proto://...
             protocol = entry.uri.split("://", 1)[0] if "://" in entry.uri else None
-            if protocol is None:
+            if entry.problem:
+                keys[index] = _Unreadable(False, entry.problem)
+            elif protocol is None:
                 local.append(index)
             elif entry.etag or (entry.size is not None and entry.mtime_ns is not None):
                 keys[index] = _remote_key(entry.uri, entry.etag, entry.size, entry.mtime_ns)
@@ -698,33 +794,32 @@ class _Resolver:
             for folder in {posixpath.dirname(fs._strip_protocol(uri)) for uri in uris}:
                 fs.invalidate_cache(folder)  # info() answers from cached listings when it can
             found_remote = _map_chunked(partial(_remote_item_key, fs), uris, self.threads)
-            failures = [key for key in found_remote if isinstance(key, _StoreFailure)]
+            failures = [key for key in found_remote if isinstance(key, _Unreadable)]
             broken = [failure for failure in failures if not failure.missing]
             if broken and len(failures) == len(found_remote):  # nothing answered: the store is
+                reason = broken[0].reason.removeprefix("unreadable: ")
                 raise PoolError(  # unreachable or refuses us, not N items broken one by one
-                    f"cannot reach {protocol}:// storage: {broken[0].reason}",
+                    f"cannot reach {protocol}:// storage: {reason}",
                     hint="check credentials and the endpoint (AWS_ENDPOINT_URL or options)",
                 )
-            for index, uri, answer in zip(indices, uris, found_remote, strict=True):
-                keys[index] = _unreadable_key(uri) if isinstance(answer, _StoreFailure) else answer
-        return [Item(entry.uri, key or "") for entry, key in zip(entries, keys, strict=True)]
+            for index, answer in zip(indices, found_remote, strict=True):
+                keys[index] = answer
+        unreadable = self.pool.unreadable
+        return [
+            _item(entry.uri, key or "", unreadable)
+            for entry, key in zip(entries, keys, strict=True)
+        ]
 
 
-@dataclass(frozen=True, slots=True)
-class _StoreFailure:
-    missing: bool
-    reason: str
-
-
-def _remote_item_key(fs: Any, uri: str) -> str | _StoreFailure:
+def _remote_item_key(fs: Any, uri: str) -> str | _Unreadable:
     try:
         info = fs.info(fs._strip_protocol(uri))
     except FileNotFoundError:
-        return _StoreFailure(True, "not found")
+        return _Unreadable(True, "not found")
     except Exception as error:  # recorded on the item; the pool goes on
-        return _StoreFailure(False, f"{type(error).__name__}: {_one_line(error)}")
+        return _Unreadable(False, f"unreadable: {type(error).__name__}: {_one_line(error)}")
     if info.get("type") == "directory":
-        return _StoreFailure(True, "is a directory")
+        return _Unreadable(True, "unreadable: is a directory")
     return _key_from_info(uri, info)
 
 
@@ -738,8 +833,8 @@ class _LocalKeys:
     def __init__(self) -> None:
         self._real_folders: dict[str, str] = {}
 
-    def key(self, path: str) -> str | None:
-        """The key, an unreadable key when ``path`` is missing, None when not a plain file."""
+    def key(self, path: str) -> str | _Unreadable | None:
+        """The key, why there is none (missing, a symlink loop...), None when not a file."""
         try:
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
@@ -748,15 +843,15 @@ class _LocalKeys:
             else:
                 folder, name = os.path.split(path)
                 real = os.path.join(self._real_folder(folder), name)
-        except OSError:
-            return _unreadable_key(path)
+        except (OSError, ValueError) as error:  # ValueError: a NUL in a manifest's path
+            return _local_problem(path, error)
         if not stat.S_ISREG(info.st_mode):
             return None
         return _local_key(real, info.st_size, info.st_mtime_ns)
 
-    def manifest_key(self, path: str) -> str:
+    def manifest_key(self, path: str) -> str | _Unreadable:
         """A manifest names items on purpose: a folder there is an unreadable item."""
-        return self.key(path) or _unreadable_key(path)
+        return self.key(path) or _Unreadable(False, "unreadable: not a file")
 
     def _real_folder(self, folder: str) -> str:
         real = self._real_folders.get(folder)
@@ -765,11 +860,14 @@ class _LocalKeys:
         return real
 
 
-def _walk_local(root: str) -> list[Item]:
+def _walk_local(root: str, pool: Pool) -> list[Item]:
     """Every image below ``root``, sorted; real paths built from the parent's real path.
 
     Calling ``realpath`` per file costs several syscalls each; only symlinks need it.
-    Symlinked folders are followed once each (cycles are cut by their real path).
+    Symlinked folders are followed once each (cycles are cut by their real path). An entry
+    that fails (a dangling link, a link loop, a name too long) is that entry's problem: an
+    image-named one becomes an unreadable item, a sub-folder that cannot be listed is noted
+    in ``pool.skipped``; only an unlistable ``root`` is a ``PoolError``.
     """
     items: list[Item] = []
     seen = {os.path.realpath(root)}
@@ -779,6 +877,10 @@ def _walk_local(root: str) -> list[Item]:
         try:
             entries = list(os.scandir(directory))
         except OSError as error:
+            if directory != root:
+                reason = error.strerror or _one_line(error)
+                pool.skipped.append(f"{directory}: cannot list: {reason}")
+                continue
             raise PoolError(
                 f"cannot list {directory}: {error.strerror or _one_line(error)}",
                 hint="fix its permissions, or point POOL below it",
@@ -786,35 +888,37 @@ def _walk_local(root: str) -> list[Item]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            is_link = entry.is_symlink()
-            real = (
-                os.path.realpath(entry.path)
-                if is_link
-                else os.path.join(real_directory, entry.name)
-            )
-            if entry.is_dir():
-                if real not in seen:
-                    seen.add(real)
-                    stack.append((entry.path, real))
-                continue
-            if not _has_image_extension(entry.name):
-                continue
             try:
+                real = (
+                    os.path.realpath(entry.path)
+                    if entry.is_symlink()
+                    else os.path.join(real_directory, entry.name)
+                )
+                if entry.is_dir():
+                    if real not in seen:
+                        seen.add(real)
+                        stack.append((entry.path, real))
+                    continue
+                if not _has_image_extension(entry.name):
+                    continue
                 info = entry.stat()
-            except OSError:  # a dangling symlink: listed, so the pipeline reports it
-                items.append(Item(entry.path, _unreadable_key(entry.path)))
+            except OSError as error:  # listed with its reason, so embed reports it
+                if _has_image_extension(entry.name):
+                    items.append(
+                        _item(entry.path, _local_problem(entry.path, error), pool.unreadable)
+                    )
                 continue
             items.append(Item(entry.path, _local_key(real, info.st_size, info.st_mtime_ns)))
     items.sort(key=lambda item: item.uri)
     return items
 
 
-def _glob_local(spec: str, pattern: str) -> list[Item]:
+def _glob_local(spec: str, pattern: str, pool: Pool) -> list[Item]:
     import glob
 
     keys = _LocalKeys()
     items = [
-        Item(path, key)
+        _item(path, key, pool.unreadable)
         for path in (os.path.abspath(p) for p in glob.iglob(pattern, recursive=True))
         for key in (keys.key(path),)
         if key is not None  # folders matched by the pattern are not items
@@ -925,7 +1029,7 @@ def _inventory_items(text: str) -> list[Item] | None:
         return None
     prefix = b"etag\0"
     keys = [
-        hashlib.blake2b(prefix + f"{uri}\0{tag}".encode(), digest_size=16).hexdigest()
+        hashlib.blake2b(prefix + _text_bytes(f"{uri}\0{tag}"), digest_size=16).hexdigest()
         for uri, tag in zip(uris, etags, strict=True)
     ]
     return list(map(Item._make, zip(uris, keys, strict=True)))
@@ -940,10 +1044,15 @@ _MEMO_MAGIC = "alcli-items-v1"
 
 
 def _decode_manifest(data: bytes, uri: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PoolError(f"manifest {uri} is not UTF-8 text") from None
+    """UTF-8 text; bytes that are not UTF-8 (a file name in another encoding, as ``find``
+    lists it) become surrogate escapes like ``os.fsdecode`` makes, so that entry still names
+    its file. NUL bytes mean binary or UTF-16, not a list of names."""
+    if b"\0" in data:
+        raise PoolError(
+            f"manifest {uri} is not UTF-8 text (it holds NUL bytes)",
+            hint="save it as UTF-8, one URI per line",
+        )
+    return data.decode("utf-8-sig", "surrogateescape")
 
 
 def _memo_path(data: bytes, memo_dir: str | None) -> str | None:
@@ -957,7 +1066,7 @@ def _memo_path(data: bytes, memo_dir: str | None) -> str | None:
 def _read_memo(path: str) -> list[Item] | None:
     """The remembered items, or None for a missing or unreadable memo (it only saves time)."""
     try:
-        with open(path, encoding="utf-8", newline="\n") as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
             head, _, rest = handle.read().partition("\n")
     except (OSError, UnicodeDecodeError):
         return None
@@ -980,7 +1089,7 @@ def _write_memo(path: str, items: list[Item]) -> None:
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         os.makedirs(memo_dir, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
             handle.write(f"{_MEMO_MAGIC} {len(items)}\n")
             handle.write("\n".join(item.uri for item in items))
             handle.write("\n")
@@ -1009,10 +1118,22 @@ def _parse_csv(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
             f"manifest {name} has no 'uri' column (columns: {', '.join(header) or 'none'})",
             hint="add a header row naming the column of URIs 'uri'",
         )
+    uri_column = columns.index("uri")
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
-        yield f"{name}:{reader.line_num}", dict(zip(columns, row, strict=False))
+        where = f"{name}:{reader.line_num}"
+        record: dict[str, Any] = dict(zip(columns, row, strict=False))
+        if len(row) > len(columns):
+            # Most likely an unquoted comma in a URI: name the item by the whole text when the
+            # uri is the last column, and report it rather than guess which file was meant.
+            if uri_column == len(columns) - 1:
+                record["uri"] = ",".join(row[uri_column:])
+            record["_item_problem"] = (
+                f"bad manifest row {where}: {len(row)} fields for {len(columns)} columns"
+                " (quote a URI that holds a comma)"
+            )
+        yield where, record
 
 
 def _parse_jsonl(text: str, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -1055,14 +1176,16 @@ def _drop_duplicates(items: list[Item], duplicates: list[str]) -> list[Item]:
 def _content_keyed(pool: Pool, items: list[Item], threads: int) -> list[Item]:
     """Re-key items on their bytes, read on a thread pool; unreadable ones stay listed."""
 
-    def key_of(uri: str) -> str:
+    def key_of(item: Item) -> str | _Unreadable:
+        if item.unreadable:  # resolving already failed it, with its reason
+            return _Unreadable(False, pool.unreadable.get(item.uri, "unreadable"))
         try:
-            return _content_key(pool.read(uri))
-        except ItemError:
-            return _unreadable_key(uri)
+            return _content_key(pool.read(item.uri))
+        except ItemError as error:
+            return _Unreadable(error.reason == "not found", error.reason)
 
-    keys = _map_chunked(key_of, [item.uri for item in items], threads)
-    return [Item(item.uri, key) for item, key in zip(items, keys, strict=True)]
+    keys = _map_chunked(key_of, items, threads)
+    return [_item(item.uri, key, pool.unreadable) for item, key in zip(items, keys, strict=True)]
 
 
 def _map_chunked(

@@ -1,0 +1,110 @@
+"""What a PSHEA run is asked to do: its settings (saved with the run) and its eval set."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
+from alcli.errors import UsageError
+from alcli.selection import match_labels
+
+SPEND_MODES = ("shared", "paper")
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    """Everything that decides what ``run_auto`` buys and reports (saved in the state)."""
+
+    target_accuracy: float
+    budget: int
+    strategies: tuple[str, ...]
+    initial: int = 100
+    round_size: int = 100
+    seed: int = 0
+    spend: str = "shared"
+    eval_frac: float | None = None
+    plateau_rounds: int = 3
+    plateau_delta: float = 0.001
+    max_rounds: int | None = None
+    committee_size: int = 5
+    l2: float = 1.0
+
+    def checked(self) -> AutoConfig:
+        """This config with strategy names canonical and deduplicated; raises ``UsageError``."""
+        if not 0 < self.target_accuracy <= 1:
+            raise UsageError(f"target accuracy must be in (0, 1], got {self.target_accuracy}")
+        if self.spend not in SPEND_MODES:
+            raise UsageError(f"unknown spend mode {self.spend!r}", hint="use shared or paper")
+        if self.initial < 1:
+            raise UsageError(f"the initial random set needs at least 1 item, got {self.initial}")
+        if self.budget < self.initial:
+            raise UsageError(
+                f"budget {self.budget} is smaller than the initial random set {self.initial}",
+                hint="the initial labels are bought too; raise the budget or lower --initial",
+            )
+        if self.round_size < 1:
+            raise UsageError(f"round size must be at least 1, got {self.round_size}")
+        if self.eval_frac is not None and not 0 < self.eval_frac < 1:
+            raise UsageError(f"eval fraction must be in (0, 1), got {self.eval_frac}")
+        if self.plateau_rounds < 1 or self.committee_size < 1 or self.l2 <= 0:
+            raise UsageError("plateau rounds and committee size must be >= 1, and l2 > 0")
+        names: list[str] = []
+        for name in self.strategies:
+            canonical = strategies.get(name).name
+            if canonical not in names:
+                names.append(canonical)
+        if not names:
+            raise UsageError("no candidate strategies", hint="name at least one strategy")
+        if self.spend == "shared" and self.round_size < len(names):
+            raise UsageError(
+                f"round size {self.round_size} cannot be shared by {len(names)} strategies",
+                hint=f"use a round size of at least {len(names)}, or fewer strategies",
+            )
+        return AutoConfig(**{**asdict(self), "strategies": tuple(names)})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["strategies"] = list(self.strategies)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AutoConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["strategies"] = tuple(values["strategies"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Labeled items to measure accuracy on. Pool items among them are never picked."""
+
+    uris: list[str]
+    embeddings: NDArray[Any]
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        if not (len(self.uris) == len(self.labels) == len(self.embeddings)):
+            raise UsageError("eval set: uris, embeddings and labels differ in length")
+        if not self.uris:
+            raise UsageError("the eval set is empty", hint="give labeled items to evaluate on")
+
+    @classmethod
+    def from_pool(
+        cls, uris: Sequence[str], embeddings: NDArray[Any], labels: Mapping[str, str]
+    ) -> EvalSet:
+        """The pool rows that ``labels`` names (an ``--eval`` file over pool items)."""
+        rows, values = match_labels(
+            uris,
+            labels,
+            what="eval",
+            hint="embed the eval items as part of the pool, or fix the eval file's URIs",
+        )
+        return cls(
+            uris=[uris[r] for r in rows], embeddings=np.asarray(embeddings[rows]), labels=values
+        )

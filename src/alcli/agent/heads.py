@@ -1,0 +1,114 @@
+"""The heads a run trains: each fitted once, saved, and found again by a resumed run.
+
+A head is named by the digest of its training rows, in order (a label never changes once
+bought, so the rows decide the labels). Each starts from the one it succeeds (a strategy's
+head from its previous round's, the shared head from the last shared head, a committee from
+its strategy's head): a round adds a few hundred rows, so L-BFGS needs about a third of the
+iterations of a cold start (``alcli.learner``). A warm head is a deterministic function of its
+rows and its starting head, so every head is written to ``out_dir/heads/<digest>.npz``
+(atomically) as soon as it is trained, and a resumed run finds the exact heads the
+interrupted one started from. Committee members are not saved: they are redrawn from their
+seed and their strategy's saved head. Heads no saved state refers to are pruned after each
+round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from alcli.learner import Head, Scaler, load_head, train_head
+
+#: Folder of ``out_dir`` holding every head the saved state may start a later head from.
+HEADS_DIR = "heads"
+#: Heads remembered in memory by their training rows (a round's survivors and shared head fit).
+HEAD_MEMO_SIZE = 16
+
+Timer = Callable[[str], AbstractContextManager[None]]
+
+
+def rows_key(rows: Sequence[int] | NDArray[np.int64]) -> str:
+    """A head's name: the digest of its training rows, in order (labels never change)."""
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+def save_head(head: Head, path: Path) -> None:
+    """``Head.save`` through a temporary file and ``os.replace``: all or nothing."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    head.save(str(tmp))
+    os.replace(tmp, path)
+
+
+class HeadStore:
+    """Heads on the pool ``X`` by their rows' digest: in memory, then in ``out_dir/heads``.
+
+    ``timed(part)`` measures a block into the run's timings ("heads" for fitting, "io" for
+    writing).
+    """
+
+    def __init__(
+        self, out_dir: Path, X: NDArray[Any], scaler: Scaler, *, l2: float, timed: Timer
+    ) -> None:
+        self.folder = out_dir / HEADS_DIR
+        self.X = X
+        self.scaler = scaler
+        self.l2 = l2
+        self.timed = timed
+        self.memo: dict[str, Head] = {}  # oldest first
+
+    def train(self, rows: Sequence[int], labels: Sequence[str], init: Head | None = None) -> Head:
+        """The head on ``rows`` (in that order) with ``labels``, started from ``init``.
+
+        Looked up first in memory, then on disk (a resumed run): whatever started it, a head
+        trained on these rows is a valid one, and returning the saved one is what keeps a
+        resumed run identical. So the final head (the last round's shared head, or the
+        winner's) and a set that gained nothing cost no second fit. A new head is saved
+        before it is used.
+        """
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        key = rows_key(rows_arr)
+        head = self.get(key)
+        if head is None:
+            with self.timed("heads"):
+                head = train_head(
+                    self.X[rows_arr], labels, l2=self.l2, scaler=self.scaler, init=init
+                )
+            self._save(key, head)
+        self.memo[key] = head
+        while len(self.memo) > HEAD_MEMO_SIZE:
+            del self.memo[next(iter(self.memo))]
+        return head
+
+    def get(self, key: str) -> Head | None:
+        """The head named ``key`` from memory, else from disk, else None."""
+        return self.memo.get(key) or self._load(key)
+
+    def prune(self, keep: Iterable[str]) -> None:
+        """Delete saved heads other than ``keep``: the saved state can no longer start from them."""
+        wanted = set(keep)
+        for path in self.folder.glob("*.npz"):
+            if path.stem not in wanted:
+                path.unlink(missing_ok=True)
+
+    def _load(self, key: str) -> Head | None:
+        path = self.folder / f"{key}.npz"
+        try:
+            return load_head(str(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:  # torn or foreign file: train again
+            warnings.warn(f"{path}: unreadable saved head ({exc}); training it again", stacklevel=2)
+            return None
+
+    def _save(self, key: str, head: Head) -> None:
+        with self.timed("io"):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_head(head, self.folder / f"{key}.npz")

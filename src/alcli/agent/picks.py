@@ -1,0 +1,126 @@
+"""A round's picks: each survivor's strategy run on a model of its own labeled set.
+
+Every random draw comes from a seed derived from (seed, round, strategy, purpose), so a
+resumed run draws the same. Survivors share a head object until their sets differ (round 1:
+the initial head), and the pool's probabilities under one head are computed once.
+Strategies receive the same probabilities array and must not write to it (they are pure
+functions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
+from alcli.agent.ledger import Ledger
+from alcli.agent.rules import clamp_picks, derive_seed
+from alcli.agent.state import RunState
+from alcli.learner import Head, Scaler
+from alcli.strategy_inputs import StrategyInputs, strategy_inputs
+
+
+class Picker:
+    """Picks for the survivors of ``state`` over the pool ``X``; ``held_out`` is never picked."""
+
+    def __init__(
+        self,
+        X: NDArray[Any],
+        scaler: Scaler,
+        state: RunState,
+        ledger: Ledger,
+        held_out: NDArray[np.bool_],
+    ) -> None:
+        self.X = X
+        self.scaler = scaler
+        self.state = state
+        self.ledger = ledger
+        self.held_out = held_out
+
+    def blocked(self, name: str) -> NDArray[np.bool_]:
+        """Rows strategy ``name`` may not pick: held out, or already in its set."""
+        mask = self.held_out.copy()
+        mask[np.asarray(self.state.sets[name], dtype=np.int64)] = True
+        return mask
+
+    def pick(
+        self,
+        rnd: int,
+        quotas: Mapping[str, int],
+        head_for: Callable[[str], Head],
+        classes: NDArray[Any],
+    ) -> dict[str, list[int]]:
+        """Every survivor's picks for round ``rnd``, clamped to the budget left.
+
+        ``head_for(name)``: the head on ``name``'s set; ``classes``: every label seen so far.
+        """
+        state, seed = self.state, self.state.config.seed
+        picks: dict[str, list[int]] = {}
+        probs_by_head: dict[int, NDArray[np.float32]] = {}
+        for name in state.alive:
+            blocked = self.blocked(name)
+            budget = min(quotas[name], int((~blocked).sum()))
+            if budget <= 0:
+                picks[name] = []
+                continue
+            inputs = self.model_inputs(rnd, name, head_for, classes, probs_by_head)
+            started = time.perf_counter()
+            with state.timed("selection"):
+                chosen = strategies.run(
+                    name,
+                    budget=budget,
+                    probs=inputs.probs,
+                    committee=inputs.committee,
+                    embeddings=self.X,
+                    labeled=blocked,
+                    seed=derive_seed(seed, rnd, name, "select"),
+                )
+            spent = state.strategy_seconds.get(name, 0.0) + time.perf_counter() - started
+            state.strategy_seconds[name] = spent
+            picks[name] = [int(r) for r in chosen]
+        return self.clamp(picks)
+
+    def model_inputs(
+        self,
+        rnd: int,
+        name: str,
+        head_for: Callable[[str], Head],
+        classes: NDArray[Any],
+        probs_by_head: dict[int, NDArray[np.float32]],
+    ) -> StrategyInputs:
+        """What strategy ``name`` reads from its head (or committee); nothing if it needs none.
+
+        ``probs_by_head`` remembers the pool's probabilities under each head this round.
+        """
+        needs = strategies.get(name).needs
+        if not {"probs", "committee"} & set(needs):
+            return StrategyInputs(probs=None, committee=None)
+        head, rows, config = head_for(name), self.state.sets[name], self.state.config
+        inputs = strategy_inputs(
+            needs,
+            self.X,
+            rows,
+            self.ledger.labels_of(rows),
+            scaler=self.scaler,
+            seed=derive_seed(config.seed, rnd, name, "committee"),
+            committee_size=config.committee_size,
+            l2=config.l2,
+            head=head,
+            probs=probs_by_head.get(id(head)),
+            classes=classes,
+        )
+        for part, seconds in inputs.seconds.items():
+            self.state.timings[part] = self.state.timings.get(part, 0.0) + seconds
+        if inputs.probs is not None:
+            probs_by_head[id(head)] = inputs.probs
+        return inputs
+
+    def clamp(self, picks: dict[str, list[int]]) -> dict[str, list[int]]:
+        """``picks`` within the budget left; those already bought are free."""
+        bought = {r for rows in picks.values() for r in rows if self.ledger.is_bought(r)}
+        budget_left = self.state.config.budget - len(self.state.labels)
+        return clamp_picks(picks, already_bought=bought, budget_left=budget_left)

@@ -1,0 +1,272 @@
+"""The race: pre-training, then rounds of picks, labels, heads, forecasts and eliminations.
+
+Built on the pure rules (``rules``: quotas, elimination, stop, winner; ``forecast``), the run
+state (``state``), the labels bought (``ledger``), the heads (``heads``) and the picks
+(``picks``). Every phase saves the state before the next begins and then calls the phase hook
+with its name (``initial:after_round``, ``round3:after_oracle``, ...): tests kill the process
+there to prove that a resumed run ends as an uninterrupted one.
+
+Forecast horizon: one round ahead at the next round's base quota, the same for every
+strategy: R in ``paper`` mode, and in ``shared`` R // (|alive| − 1), the share each survivor
+gets once this round's elimination is done (R // |alive| was the first rule; every forecast
+then aimed short of the set size it was checked against, which inflated the recorded
+forecast error on MNIST). A round after which the run stops eliminates nobody: elimination
+only decides who races in the next round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from alcli.agent.forecast import Forecast, forecast
+from alcli.agent.heads import HeadStore, rows_key
+from alcli.agent.holdout import Holdout
+from alcli.agent.ledger import Ledger, PhaseHook
+from alcli.agent.outputs import Report, RoundRow, RoundSummary, with_overhead, write_outputs
+from alcli.agent.picks import Picker
+from alcli.agent.rules import (
+    choose_elimination,
+    choose_winner,
+    derive_seed,
+    next_base_quota,
+    rank_strategies,
+    split_round,
+    stop_reason,
+)
+from alcli.agent.state import Pending, RunState, SharedPoint
+from alcli.learner import Head, Scaler, evaluate
+
+
+class Race:
+    """One PSHEA run over the pool ``X``, from its state to its report (``run``)."""
+
+    def __init__(
+        self,
+        X: NDArray[Any],
+        scaler: Scaler,
+        state: RunState,
+        *,
+        out_dir: Path,
+        ledger: Ledger,
+        holdout: Holdout,
+        save: Callable[[], None],
+        phase: PhaseHook,
+        progress: Callable[[RoundSummary], None] | None,
+    ) -> None:
+        self.state = state
+        self.config = state.config
+        self.out_dir = out_dir
+        self.ledger = ledger
+        self.holdout = holdout
+        self.save = save
+        self.phase = phase
+        self.progress = progress
+        self.store = HeadStore(out_dir, X, scaler, l2=self.config.l2, timed=state.timed)
+        self.picker = Picker(X, scaler, state, ledger, holdout.blocked)
+        #: Each survivor's head; survivors share one object while their sets are equal.
+        self.heads: dict[str, Head] = {}
+
+    def run(self) -> Report:
+        """Pre-train if not done, race until a stop rule holds, then write the outputs."""
+        if self.state.round < 0:
+            self.pretrain()
+        while True:
+            reason = self.state.stop_reason or self.stop_reason()
+            if reason is not None:
+                return self.finish(reason)
+            self.run_round(self.state.round + 1)
+
+    # -- heads --
+
+    def train(self, rows: Sequence[int], init: Head | None = None) -> Head:
+        return self.store.train(rows, self.ledger.labels_of(rows), init)
+
+    def head_for(self, name: str) -> Head:
+        if name not in self.heads:
+            self.heads[name] = self.train(self.state.sets[name])
+        return self.heads[name]
+
+    def accuracy(self, head: Head) -> float:
+        with self.state.timed("evaluation"):
+            return evaluate(head, self.holdout.X, self.holdout.y).accuracy
+
+    # -- round 0 --
+
+    def pretrain(self) -> None:
+        """Round 0: the initial random set, its head and a_0 (every strategy starts there)."""
+        state, config = self.state, self.config
+        if not state.initial_rows:
+            free = np.flatnonzero(~self.holdout.blocked)
+            rng = np.random.default_rng(derive_seed(config.seed, "initial"))
+            drawn = rng.choice(free, size=config.initial, replace=False)
+            state.initial_rows = sorted(int(r) for r in drawn)
+            self.save()
+        initial = state.initial_rows
+        self.ledger.buy(initial, state.labels, "initial:after_oracle")
+        head = self.train(initial)
+        state.shared_head = rows_key(initial)
+        a0 = self.accuracy(head)
+        bought = len(state.labels)
+        for name in config.strategies:
+            state.sets[name] = list(initial)
+            self.heads[name] = head
+            state.rows.append(RoundRow(0, name, len(initial), bought, a0, None, False))
+        state.shared.append(SharedPoint(round=0, labels=bought, accuracy=a0))
+        state.round = 0
+        self.save()
+        self.phase("initial:after_round")
+        self.report_progress(0, None, a0)
+
+    # -- rounds --
+
+    def stop_reason(self) -> str | None:
+        state = self.state
+        return stop_reason(
+            self.config,
+            rnd=state.round,
+            last=state.last_accuracies(),
+            best=state.best(),
+            bought=len(state.labels),
+            buyable=int((~self.holdout.blocked).sum()),
+        )
+
+    def quotas(self) -> dict[str, int]:
+        forecasts = {name: fc.value for name, fc in self.state.forecasts().items()}
+        ranked = rank_strategies(self.state.alive, forecasts, self.state.current())
+        return split_round(self.config.round_size, ranked, self.config.spend)
+
+    def run_round(self, rnd: int) -> None:
+        """Pick (or take the saved picks), buy, retrain and forecast, eliminate, save."""
+        state = self.state
+        pending = state.pending
+        if pending is None or pending.round != rnd:
+            quotas = self.quotas()
+            classes = self.ledger.classes(self.holdout.y)
+            picks = self.picker.pick(rnd, quotas, self.head_for, classes)
+            state.pending = pending = Pending(round=rnd, picks=picks, quota=quotas)
+            self.save()
+            self.phase(f"round{rnd}:after_select")
+        order = [row for name in state.alive for row in pending.picks[name]]
+        self.ledger.buy(list(dict.fromkeys(order)), state.labels, f"round{rnd}:after_oracle")
+        new_rows, forecasts = self.train_survivors(rnd, pending.picks)
+        shared_acc = self.train_shared(rnd) if self.config.spend == "shared" else None
+        state.rows.extend(new_rows)
+        state.curves.update(forecasts)
+        state.round = rnd
+        state.pending = None
+        eliminated = self.eliminate(rnd) if self.stop_reason() is None else None
+        self.save()
+        keep = [rows_key(state.sets[name]) for name in state.alive]
+        self.store.prune([*keep, state.shared_head] if state.shared_head else keep)
+        self.phase(f"round{rnd}:after_round")
+        self.report_progress(rnd, eliminated, shared_acc)
+
+    def train_survivors(
+        self, rnd: int, picks: dict[str, list[int]]
+    ) -> tuple[list[RoundRow], dict[str, Forecast]]:
+        """Each survivor's set grown by its picks, its head retrained (from its last one) and
+        evaluated, and its learning curve forecast one round ahead."""
+        state, config = self.state, self.config
+        next_quota = next_base_quota(config.round_size, len(state.alive), config.spend)
+        bought = len(state.labels)
+        new_rows: list[RoundRow] = []
+        forecasts: dict[str, Forecast] = {}
+        for i, name in enumerate(state.alive):
+            previous = self.head_for(name)
+            have = set(state.sets[name])
+            rows = state.sets[name] + [r for r in picks[name] if r not in have]
+            state.sets[name] = rows
+            self.heads[name] = self.train(rows, init=previous)
+            acc = self.accuracy(self.heads[name])
+            if i == 0:
+                self.phase(f"round{rnd}:after_train")
+            history = [*state.history(name), (len(rows), acc)]
+            horizon = len(rows) + next_quota
+            with state.timed("forecasts"):
+                fc = forecast([n for n, _ in history], [a for _, a in history], horizon)
+            forecasts[name] = fc
+            new_rows.append(RoundRow(rnd, name, len(rows), bought, acc, fc.value, False, horizon))
+        return new_rows, forecasts
+
+    def train_shared(self, rnd: int) -> float:
+        """The head on every label bought (``shared`` spend), from the last one; its accuracy."""
+        state = self.state
+        rows = self.ledger.bought_rows()
+        init = self.store.get(state.shared_head) if state.shared_head else None
+        accuracy = self.accuracy(self.train(rows, init=init))
+        state.shared_head = rows_key(rows)
+        state.shared.append(SharedPoint(round=rnd, labels=len(state.labels), accuracy=accuracy))
+        return accuracy
+
+    def eliminate(self, rnd: int) -> str | None:
+        """Drop the survivor with the lowest forecast (``choose_elimination``), if two race."""
+        state = self.state
+        if len(state.alive) < 2:
+            return None
+        forecasts = {name: fc.value for name, fc in state.forecasts().items()}
+        gone = choose_elimination(forecasts, state.current())
+        state.rows = [
+            replace(row, eliminated=True) if row.round == rnd and row.strategy == gone else row
+            for row in state.rows
+        ]
+        state.alive = [name for name in state.alive if name != gone]
+        self.heads.pop(gone, None)
+        return gone
+
+    def report_progress(self, rnd: int, eliminated: str | None, shared_acc: float | None) -> None:
+        if self.progress is None:
+            return
+        state = self.state
+        summary = RoundSummary(
+            round=rnd,
+            rows=[row for row in state.rows if row.round == rnd],
+            alive=list(state.alive),
+            eliminated=eliminated,
+            labels_bought=len(state.labels),
+            best_accuracy=state.best()[-1],
+            shared_accuracy=shared_acc,
+        )
+        self.progress(summary)
+
+    # -- finish --
+
+    def finish(self, reason: str) -> Report:
+        """The final head (every label bought, or the winner's set), the report, the files."""
+        state, config = self.state, self.config
+        if state.stop_reason is None:
+            state.stop_reason = reason
+            self.save()
+        forecasts = {name: fc.value for name, fc in state.forecasts().items()}
+        winner = choose_winner(state.current(), forecasts)
+        final_rows = self.ledger.bought_rows() if config.spend == "shared" else state.sets[winner]
+        head = self.train(final_rows)
+        evaluation = evaluate(head, self.holdout.X, self.holdout.y)
+        report = Report(
+            rows=list(state.rows),
+            winner=winner,
+            stop_reason=state.stop_reason,
+            final_accuracy=evaluation.accuracy,
+            final_evaluation=evaluation.as_dict(),
+            final_labels=len(final_rows),
+            labels_bought=len(state.labels),
+            eval_labels=len(state.eval_labels),
+            spend=config.spend,
+            rounds=state.round,
+            config=config.as_dict(),
+            shared_accuracy=[asdict(point) for point in state.shared],
+            curves={name: asdict(fc) for name, fc in state.curves.items()},
+            timings=with_overhead(state.timings),
+            strategy_seconds=dict(state.strategy_seconds),
+            out_dir=str(self.out_dir),
+            final_head=head,
+        )
+        self.phase("final:before_outputs")
+        labeled = {uri: state.labels[uri] for uri in (self.ledger.uris[r] for r in final_rows)}
+        write_outputs(self.out_dir, report, labeled, state.eval_labels)
+        return report

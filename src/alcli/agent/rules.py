@@ -1,0 +1,116 @@
+"""The race's rules as pure functions: who gets how many picks, who goes, who wins, when to stop.
+
+Pure so each can be tested on its own (tests/test_agent.py) and read in one place; the race
+(``alcli.agent.race``) only feeds them the run's numbers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from alcli.agent.config import AutoConfig
+
+#: Forecasts closer than this are a tie.
+TIE = 1e-9
+
+
+def rank_strategies(
+    alive: Sequence[str], forecasts: Mapping[str, float], accuracies: Mapping[str, float]
+) -> list[str]:
+    """Survivors best first: forecast, then current accuracy, then name; as given without
+    forecasts (round 1), which is the candidate order."""
+    if not all(name in forecasts for name in alive):
+        return list(alive)
+    return sorted(alive, key=lambda s: (-forecasts[s], -accuracies[s], s))
+
+
+def split_round(round_size: int, ranked: Sequence[str], spend: str) -> dict[str, int]:
+    """Picks per strategy this round: R each (paper), or R shared with the remainder to the
+    best-ranked (shared)."""
+    if spend == "paper":
+        return dict.fromkeys(ranked, round_size)
+    base, extra = divmod(round_size, len(ranked))
+    quotas = dict.fromkeys(ranked, base)
+    quotas[ranked[0]] += extra
+    return quotas
+
+
+def next_base_quota(round_size: int, alive: int, spend: str) -> int:
+    """Picks every survivor gets next round, once this round eliminated one (if it can): the
+    forecasts' horizon, the same for every strategy."""
+    if spend == "paper":
+        return round_size
+    return round_size // max(1, alive - 1)
+
+
+def clamp_picks(
+    picks: Mapping[str, Sequence[int]], *, already_bought: set[int], budget_left: int
+) -> dict[str, list[int]]:
+    """Keep at most ``budget_left`` new items, taken rank by rank across strategies (in the
+    mapping's order), so an overshooting last round shortens every strategy's list evenly.
+    Picks already bought are free and always kept."""
+    new: list[int] = []
+    seen: set[int] = set()
+    for rank in range(max((len(p) for p in picks.values()), default=0)):
+        for rows in picks.values():
+            if rank < len(rows) and rows[rank] not in seen and rows[rank] not in already_bought:
+                seen.add(rows[rank])
+                new.append(rows[rank])
+    kept = set(new[: max(budget_left, 0)]) | already_bought
+    return {name: [r for r in rows if r in kept] for name, rows in picks.items()}
+
+
+def choose_elimination(forecasts: Mapping[str, float], accuracies: Mapping[str, float]) -> str:
+    """The strategy to drop: lowest forecast; within ``TIE`` of it, the lower current accuracy,
+    then the name that sorts last."""
+    lowest = min(forecasts.values())
+    tied = [s for s, value in forecasts.items() if value - lowest <= TIE]
+    return max(tied, key=lambda s: (-accuracies[s], s))
+
+
+def choose_winner(accuracies: Mapping[str, float], forecasts: Mapping[str, float]) -> str:
+    """Best current accuracy, then best forecast (none yet: the accuracy), then the name that
+    sorts first."""
+
+    def rank(s: str) -> tuple[float, float, str]:
+        return (-accuracies[s], -forecasts.get(s, accuracies[s]), s)
+
+    return min(accuracies, key=rank)
+
+
+def stop_reason(
+    config: AutoConfig,
+    *,
+    rnd: int,
+    last: Sequence[float],
+    best: Sequence[float],
+    bought: int,
+    buyable: int,
+) -> str | None:
+    """Why the run stops before round ``rnd + 1``, or None; checked in this order.
+
+    ``last``: the accuracies of round ``rnd`` (the shared head's included); ``best``: the best
+    accuracy so far after each round; ``bought``: training labels bought; ``buyable``: pool
+    items outside the eval set.
+    """
+    if max(last) >= config.target_accuracy:
+        return "target"
+    if bought >= config.budget:
+        return "budget"
+    k = config.plateau_rounds
+    if len(best) > k and best[-1] - best[-1 - k] < config.plateau_delta:
+        return "plateau"
+    if bought >= buyable:
+        return "pool_exhausted"
+    if config.max_rounds is not None and rnd >= config.max_rounds:
+        return "max_rounds"
+    return None
+
+
+def derive_seed(seed: int, *parts: int | str) -> int:
+    """A seed from (seed, parts): independent of how many draws came before (crash-safe)."""
+    words = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
+    return int(np.random.SeedSequence([int(seed), *words]).generate_state(1)[0])

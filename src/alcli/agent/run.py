@@ -1,0 +1,116 @@
+"""``run_auto``: check the inputs, start or resume the run in ``out_dir``, race to the end."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from alcli.agent.config import AutoConfig, EvalSet
+from alcli.agent.holdout import check_sizes, hold_out
+from alcli.agent.ledger import Ledger, PhaseHook, row_index
+from alcli.agent.outputs import ProgressFn, Report
+from alcli.agent.race import Race
+from alcli.agent.state import STATE_FILE, RunState, load_state, pool_digest, save_state
+from alcli.errors import UsageError
+from alcli.learner import fit_scaler
+from alcli.oracle import Oracle
+
+
+def run_auto(
+    uris: Sequence[str],
+    embeddings: NDArray[Any],
+    oracle: Oracle,
+    config: AutoConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    eval_set: EvalSet | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    on_phase: PhaseHook | None = None,
+) -> Report:
+    """Run PSHEA over a pool's cached embeddings and return its report (see ``alcli.agent``).
+
+    ``out_dir`` holds the state and the outputs (labeled.csv, rounds.csv, report.json,
+    curves.png, head.npz). With ``resume`` the saved run there continues: the config must be
+    the one it started with (``saved_config``) and the pool the same. Without it, a folder that
+    already holds a run is an error, so a typo cannot silently restart a paid-for run.
+    ``on_phase(name)`` is called as each phase ends, its state saved (tests kill the process
+    there). Raises ``OracleError`` (state saved) and lets ``PendingLabels`` through (state saved).
+    """
+    X = np.asarray(embeddings) if not isinstance(embeddings, np.ndarray) else embeddings
+    config = _checked(uris, X, config, eval_set)
+    out = Path(out_dir)
+    phase = on_phase or _no_phase_hook
+    row_of = row_index(uris)
+    scaler = fit_scaler(X)
+    digest = pool_digest(uris, X)
+    if resume:
+        state = _resumed(out, config, digest)
+    else:
+        if (out / STATE_FILE).exists():
+            raise UsageError(
+                f"{out} already holds an alcli auto run",
+                hint="pass --resume to continue it, or choose another --out folder",
+            )
+        check_sizes(row_of, eval_set, config)
+        state = RunState.fresh(config, digest, len(uris))
+        save_state(out, state)
+    save = functools.partial(save_state, out, state)
+    ledger = Ledger(uris, row_of, oracle, state, save=save, phase=phase)
+    holdout = hold_out(X, ledger, state, eval_set, save=save)
+    race = Race(
+        X,
+        scaler,
+        state,
+        out_dir=out,
+        ledger=ledger,
+        holdout=holdout,
+        save=save,
+        phase=phase,
+        progress=progress,
+    )
+    return race.run()
+
+
+def _checked(
+    uris: Sequence[str], X: NDArray[Any], config: AutoConfig, eval_set: EvalSet | None
+) -> AutoConfig:
+    """``config.checked()``, once the pool, its embeddings and the evaluation agree."""
+    if X.ndim != 2 or X.shape[0] != len(uris):
+        raise UsageError(f"embeddings have shape {X.shape} but the pool has {len(uris)} items")
+    config = config.checked()
+    if eval_set is not None and config.eval_frac is not None:
+        raise UsageError("give an eval set or an eval fraction, not both")
+    if eval_set is None and config.eval_frac is None:
+        raise UsageError("no evaluation set", hint="give --eval FILE (labeled) or --eval-frac F")
+    if eval_set is not None and eval_set.embeddings.shape[1] != X.shape[1]:
+        raise UsageError("eval embeddings and pool embeddings differ in dimension")
+    return config
+
+
+def _resumed(out: Path, config: AutoConfig, digest: str) -> RunState:
+    """The run saved in ``out``, checked to be this config's over this pool."""
+    state = load_state(out)
+    saved, wanted = state.config.as_dict(), config.as_dict()
+    if saved != wanted:
+        changed = sorted(k for k in saved if saved.get(k) != wanted.get(k))
+        raise UsageError(
+            f"{out} holds a run with different settings ({', '.join(changed)})",
+            hint="resume with the saved settings (alcli auto --resume DIR alone)",
+        )
+    if state.pool_digest != digest:
+        raise UsageError(
+            f"{out} holds a run over a different pool or embeddings",
+            hint="resume with the same pool and model",
+        )
+    return state
+
+
+def _no_phase_hook(name: str) -> None:
+    """The default: production runs do nothing between phases."""

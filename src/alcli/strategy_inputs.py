@@ -1,0 +1,94 @@
+"""What a strategy reads from a model: the pool's class probabilities, a committee's.
+
+``select`` and ``auto`` both turn labeled rows into these, by the same rules, here: a head on
+the labeled rows predicts the pool ("probs"); a bootstrap committee of heads predicts it K
+times ("committee"). A strategy that needs neither (a cold-start one) costs no training.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from alcli.learner import Head, Scaler, train_committee, train_head
+
+
+@dataclass(frozen=True)
+class StrategyInputs:
+    """The model outputs a strategy asked for (None where it did not), and their cost."""
+
+    probs: NDArray[np.float32] | None
+    committee: NDArray[np.float32] | None
+    #: Seconds spent "heads" (fitting) and "predict" (predicting the pool).
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def strategy_inputs(
+    needs: Collection[str],
+    pool: NDArray[Any],
+    rows: Sequence[int] | NDArray[np.int64],
+    labels: Sequence[Hashable],
+    *,
+    scaler: Scaler,
+    seed: int,
+    committee_size: int,
+    l2: float = 1.0,
+    head: Head | None = None,
+    probs: NDArray[np.float32] | None = None,
+    classes: NDArray[Any] | None = None,
+) -> StrategyInputs:
+    """Probabilities over ``pool`` from heads on ``pool[rows]`` (``labels``), as ``needs`` asks.
+
+    ``head``: the head on these rows when the caller keeps one (the agent trains each once);
+    it gives the probabilities and is where the committee's members start (their optimum is
+    near it). Without it, a head is trained when probabilities are needed, and the committee
+    starts from zeros. ``probs``: the pool's probabilities under that head, already computed
+    (for another strategy), used as they are. ``classes``: spread the class axis over these
+    (every label seen so far), so a head that has seen one class still yields a matrix that
+    margin or entropy can rank; None keeps each model's own classes.
+    """
+    seconds: dict[str, float] = {}
+    rows_arr = np.asarray(rows, dtype=np.int64)
+    committee = None
+    if "committee" in needs:
+        with _timed(seconds, "heads"):
+            members = train_committee(
+                pool[rows_arr], labels, k=committee_size, seed=seed, l2=l2, scaler=scaler, init=head
+            )
+        with _timed(seconds, "predict"):
+            committee = _aligned(members.proba(pool), members.classes, classes)
+    if "probs" not in needs:
+        probs = None
+    elif probs is None:
+        if head is None:
+            with _timed(seconds, "heads"):
+                head = train_head(pool[rows_arr], labels, l2=l2, scaler=scaler)
+        with _timed(seconds, "predict"):
+            probs = _aligned(head.predict_proba(pool), head.classes, classes)
+    return StrategyInputs(probs=probs, committee=committee, seconds=seconds)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], part: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - started
+
+
+def _aligned(
+    probs: NDArray[np.float32], own: NDArray[Any], classes: NDArray[Any] | None
+) -> NDArray[np.float32]:
+    """The last axis of ``probs`` (over ``own`` classes) spread over ``classes``; others get 0."""
+    if classes is None or len(own) == len(classes):
+        return probs
+    out = np.zeros((*probs.shape[:-1], len(classes)), dtype=np.float32)
+    out[..., np.searchsorted(classes, own)] = probs
+    return out
