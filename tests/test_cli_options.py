@@ -1,5 +1,5 @@
 """The options commands share: defined once (``alcli.cli._options``), taken by every command
-after its name as before, and ``import alcli.cli`` still loads no numpy, torch or library."""
+after its name as before, and ``import alcli.cli`` loads no numpy, torch, rich or library."""
 
 from __future__ import annotations
 
@@ -51,8 +51,15 @@ def test_output_flags_go_after_the_command_name(runner: CliRunner) -> None:
 
 
 def test_import_stays_light() -> None:
-    """``alcli --help`` and a typo must not pay for numpy, torch or the library modules."""
-    heavy = ("numpy", "torch", "alcli.embedding", "alcli.selection", "alcli.autorun")
+    """A command pays for numpy, torch, rich and the library modules only when it runs."""
+    heavy = (
+        "numpy",
+        "torch",
+        "rich.console",
+        "alcli.embedding",
+        "alcli.selection",
+        "alcli.autorun",
+    )
     code = f"import sys, alcli.cli; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120

@@ -24,10 +24,10 @@ import typer
 
 from alcli.cli._config import check_consent, load_config_defaults
 from alcli.errors import UsageError
-from alcli.output import Output
 
-if TYPE_CHECKING:  # numpy and the pipeline load with the command that needs them: fast --help
+if TYPE_CHECKING:  # numpy, rich and the pipeline load with the command that needs them
     from alcli.embedding import EmbedOptions
+    from alcli.output import Output
 
 R = TypeVar("R")
 
@@ -235,6 +235,8 @@ def begin(ctx: typer.Context, output: OutputFlags) -> Output:
     if isinstance(ctx.obj, State):
         ctx.obj.debug = output.debug
     check_consent(ctx)
+    from alcli.output import Output  # rich: ~30 ms that import alcli.cli need not pay
+
     return Output.from_flags(json_output=output.json_output, quiet=output.quiet)
 
 

@@ -23,12 +23,12 @@ from alcli.cli._options import (
 )
 from alcli.cli.embed import embed_with_notes, resolve
 from alcli.errors import UsageError
-from alcli.output import Output
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from alcli.autorun import ClassWatch, PendingLabels
+    from alcli.output import Output
 
 
 @flag_groups

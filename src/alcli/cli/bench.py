@@ -18,7 +18,6 @@ from alcli.cli._options import (
     require_pool,
 )
 from alcli.errors import UsageError
-from alcli.output import QUIET
 
 
 @flag_groups
@@ -59,6 +58,7 @@ def bench(
     each strategy costs at POOL's size (your cache is not touched)."""
     out = begin(ctx, output)
     from alcli.bench import DEFAULT_STRATEGIES, run_bench
+    from alcli.output import QUIET
 
     if no_strategies and strategies:
         raise UsageError("--strategies and --no-strategies contradict each other")

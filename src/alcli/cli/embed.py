@@ -18,10 +18,10 @@ from alcli.cli._options import (
     flag_groups,
     require_pool,
 )
-from alcli.output import Output
 
 if TYPE_CHECKING:
     from alcli.embedding import EmbedOptions, EmbedResult
+    from alcli.output import Output
     from alcli.sources import Pool
 
 

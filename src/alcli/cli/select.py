@@ -24,9 +24,9 @@ from alcli.cli._options import (
 )
 from alcli.cli.embed import embed_with_notes, resolve
 from alcli.errors import UsageError
-from alcli.output import Output, csv_text, one_per_line
 
 if TYPE_CHECKING:
+    from alcli.output import Output
     from alcli.selection import Picks
 
 FORMATS = ("uris", "csv", "jsonl")
@@ -139,6 +139,8 @@ def select(
 
 def _render(out: Output, picks: Picks, output_format: str, terminator: str) -> None:
     """The picks on stdout in the chosen form; a note (and a warning) on stderr."""
+    from alcli.output import one_per_line
+
     if picks.labeled_skipped:
         uri, reason = next(iter(picks.labeled_skipped.items()))
         out.warn(
@@ -163,5 +165,7 @@ def _render(out: Output, picks: Picks, output_format: str, terminator: str) -> N
 
 def _csv_text(records: list[dict[str, Any]]) -> str:
     """rank,uri,score rows, quoted as CSV needs (URIs may hold commas, quotes, line breaks)."""
+    from alcli.output import csv_text
+
     rows = ((r["rank"], r["uri"], "" if r["score"] is None else repr(r["score"])) for r in records)
     return csv_text([("rank", "uri", "score"), *rows])
