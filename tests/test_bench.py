@@ -30,7 +30,8 @@ from alcli.bench import (
     synthetic_inputs,
     time_strategies,
 )
-from alcli.cli import _render_strategies, app
+from alcli.cli import app
+from alcli.cli.bench import _render_strategies
 from alcli.embedding import EmbedOptions
 from alcli.errors import StrategyError, UsageError
 from alcli.pipeline import cpu_streams

@@ -42,6 +42,7 @@ __all__ = [
     "check_classes",
     "check_coverage",
     "check_run_dir",
+    "eval_labels",
     "eval_set",
     "make_oracle",
     "new_run_dir",
@@ -143,6 +144,16 @@ def read_eval(path: str) -> dict[str, str]:
     if not labels:
         raise UsageError(f"{path}: the eval file has no rows")
     return labels
+
+
+def eval_labels(path: str | None, *, eval_frac: float | None) -> dict[str, str] | None:
+    """The ``--eval`` labels, or None when the run holds out ``eval_frac`` of the pool
+    instead; with neither, accuracy has nothing to be measured on (a ``UsageError``)."""
+    if path is not None:
+        return read_eval(path)
+    if eval_frac is None:
+        raise UsageError("no evaluation set", hint="give --eval FILE (labeled) or --eval-frac F")
+    return None
 
 
 def _no_shared_class(source: str, bought: Collection[str], evaluated: Collection[str]) -> str:

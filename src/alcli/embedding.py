@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -103,6 +103,26 @@ class EmbedResult:
         }
 
 
+def resolve(
+    spec: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    content_hash: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    stdin: Iterable[str] | None = None,
+) -> Pool:
+    """POOL as items, the way ``embed`` sees it: ``resolve_pool`` with the cache folder's
+    manifest memo (a million-line inventory is read once). Cheap (a listing, no image read),
+    so a caller can check a request against the pool's URIs before anything is embedded."""
+    return resolve_pool(
+        spec,
+        content_hash=content_hash,
+        storage_options=storage_options,
+        stdin=stdin,
+        memo_dir=manifest_memo_dir(cache_dir),
+    )
+
+
 def embed(
     pool: str | Pool,
     *,
@@ -118,11 +138,11 @@ def embed(
     opts = options or EmbedOptions()
     store = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
     if not isinstance(pool, Pool):
-        pool = resolve_pool(
+        pool = resolve(
             pool,
+            cache_dir=store.directory,
             content_hash=content_hash,
             storage_options=storage_options,
-            memo_dir=manifest_memo_dir(store.directory),
         )
     fingerprint = cached_fingerprint(opts, store.directory)
     keys = [item.key for item in pool.items]

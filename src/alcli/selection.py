@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
-from alcli.errors import LabelsError, StrategyError
+from alcli.errors import LabelsError, StrategyError, UsageError
 
 #: Bootstrap heads in the committee of disagreement strategies (BALD, vote entropy).
 COMMITTEE_SIZE = 5
@@ -240,3 +240,34 @@ def read_uri_list(path: str) -> list[str]:
         else:
             raw = [line.strip() for line in f]
     return [normalize_uri(u) for u in raw if u and not u.startswith("#")]
+
+
+def load_arrays(
+    *, probs: str | None, embeddings: str | None, uris: str | None
+) -> tuple[list[str], np.ndarray | None, np.ndarray | None]:
+    """The user's own arrays (``--probs``/``--embeddings`` .npy files) and their rows' names:
+    the URIs in ``uris`` (``read_uri_list``), else the row indices as strings."""
+    arrays = [
+        _load_npy(path, flag) if path else None
+        for path, flag in ((probs, "--probs"), (embeddings, "--embeddings"))
+    ]
+    rows = {a.shape[0] for a in arrays if a is not None}
+    if len(rows) != 1:
+        raise UsageError(f"--probs and --embeddings disagree on the number of rows: {sorted(rows)}")
+    n = rows.pop()
+    names = read_uri_list(uris) if uris else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise UsageError(f"--uris names {len(names):,} rows but the arrays have {n:,}")
+    return names, arrays[0], arrays[1]
+
+
+def _load_npy(path: str, flag: str) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"{flag}: file not found: {path}") from None
+    except ValueError as exc:
+        raise UsageError(f"{flag}: not a .npy array file: {path} ({exc})") from None
+    if arr.ndim != 2:
+        raise UsageError(f"{flag}: expected a 2-D array, got shape {arr.shape}")
+    return np.asarray(arr)

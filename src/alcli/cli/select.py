@@ -1,0 +1,171 @@
+"""``alcli select``: the next items to label, as URIs (or CSV / JSON lines with scores).
+
+The command function is long only by its options (Typer reads them from its signature);
+what it does is under 60 lines.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from alcli.cli._options import (
+    CacheFlags,
+    ConfigOpt,
+    EmbedFlags,
+    OutputFlags,
+    PoolArg,
+    S3Flags,
+    SeedOpt,
+    begin,
+    flag_groups,
+)
+from alcli.cli.embed import embed_with_notes, resolve
+from alcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from alcli.output import Output
+    from alcli.selection import Picks
+
+FORMATS = ("uris", "csv", "jsonl")
+
+
+@flag_groups
+def select(
+    ctx: typer.Context,
+    pool: PoolArg = None,
+    *,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", "-s", help="A name from 'alcli strategies'.")
+    ] = None,
+    budget: Annotated[
+        int | None, typer.Option("--budget", "-b", min=1, help="How many items to pick.")
+    ] = None,
+    labeled: Annotated[
+        str | None, typer.Option("--labeled", "-l", help="Labels so far: CSV with uri,label.")
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option("--exclude", help="URIs never to pick (one per line, or CSV with uri)."),
+    ] = None,
+    seed: SeedOpt = 0,
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", help="uris (one per line), csv or jsonl.")
+    ] = "uris",
+    print0: Annotated[
+        bool,
+        typer.Option(
+            "--print0", "-0", help="uris separated by NUL, not newline (for xargs -0), like find."
+        ),
+    ] = False,
+    probs: Annotated[
+        str | None,
+        typer.Option("--probs", help="Bring your own model: class probabilities .npy [n, C]."),
+    ] = None,
+    embeddings: Annotated[
+        str | None,
+        typer.Option("--embeddings", help="Bring your own embeddings: .npy [n, d]."),
+    ] = None,
+    uris: Annotated[
+        str | None,
+        typer.Option("--uris", help="Names of the rows of --probs/--embeddings (else indices)."),
+    ] = None,
+    embedding: EmbedFlags,
+    cache: CacheFlags,
+    s3: S3Flags,
+    output: OutputFlags,
+    config: ConfigOpt = None,
+) -> None:
+    """Pick the next BUDGET items of POOL to label, with STRATEGY; prints their URIs."""
+    out = begin(ctx, output)
+    if not strategy:
+        raise UsageError("no --strategy given", hint="see 'alcli strategies'")
+    if budget is None:
+        raise UsageError("no --budget given", hint="how many items to pick, e.g. --budget 1000")
+    if output_format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not '{output_format}'")
+    if print0 and (out.is_json or output_format != "uris"):
+        raise UsageError("--print0 separates plain URIs; it does not go with --json or --format")
+    from alcli import selection
+    from alcli.oracle import load_labels_csv
+
+    # Everything that needs no embedding is checked first: a typo costs milliseconds. The
+    # name and needs before any file is read or bucket listed; the labels against the pool
+    # once it is resolved (a listing), before a single image is read.
+    own_arrays = bool(probs or embeddings)
+    has_embeddings = bool(embeddings) or not own_arrays
+    selection.check_inputs(
+        strategy, probs=bool(probs), embeddings=has_embeddings, n_labeled=1 if labeled else 0
+    )
+    # Rows named by index (own arrays, no --uris) are matched as written, not as paths.
+    normalize = bool(uris) or not own_arrays
+    labels = load_labels_csv(labeled, normalize_uris=normalize) if labeled else {}
+    excluded = selection.read_uri_list(exclude) if exclude else []
+    if own_arrays:
+        arrays = selection.load_arrays(probs=probs, embeddings=embeddings, uris=uris)
+        names, prob_arr, emb_arr = arrays
+        to_embed = None
+    else:
+        to_embed = resolve(pool, cache, s3.storage_options())
+        names, prob_arr, emb_arr = to_embed.uris, None, None
+    selection.check_request(
+        strategy,
+        uris=names,
+        labels=labels,
+        exclude=excluded,
+        probs=prob_arr is not None,
+        embeddings=has_embeddings,
+    )
+    skipped: dict[str, str] = {}
+    if to_embed is not None:
+        result = embed_with_notes(out, to_embed, embedding.options(cache), cache.cache_dir)
+        names, emb_arr = result.uris, result.embeddings
+        skipped = {failure.uri: failure.reason for failure in result.failures}
+    picks = selection.pick(
+        strategy=strategy,
+        budget=budget,
+        uris=names,
+        probs=prob_arr,
+        embeddings=emb_arr,
+        labels=labels,
+        exclude=excluded,
+        seed=seed,
+        skipped=skipped,
+    )
+    _render(out, picks, output_format, "\0" if print0 else "\n")
+
+
+def _render(out: Output, picks: Picks, output_format: str, terminator: str) -> None:
+    """The picks on stdout in the chosen form; a note (and a warning) on stderr."""
+    from alcli.output import one_per_line
+
+    if picks.labeled_skipped:
+        uri, reason = next(iter(picks.labeled_skipped.items()))
+        out.warn(
+            f"{len(picks.labeled_skipped)} labeled items were skipped and are left out "
+            f"(e.g. {uri}: {reason})"
+        )
+    if output_format == "uris" and not out.is_json:
+        one_per_line(picks.uris, terminator)  # before anything is written: all or nothing
+    out.note(
+        f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items "
+        f"({picks.n_labeled:,} labeled, {picks.n_excluded:,} excluded)"
+    )
+    if out.is_json:
+        out.result(picks.summary())
+    elif output_format == "uris":
+        out.lines(picks.uris, terminator=terminator)
+    elif output_format == "csv":
+        out.text(_csv_text(picks.records()))
+    else:
+        out.lines(json.dumps(record) for record in picks.records())
+
+
+def _csv_text(records: list[dict[str, Any]]) -> str:
+    """rank,uri,score rows, quoted as CSV needs (URIs may hold commas, quotes, line breaks)."""
+    from alcli.output import csv_text
+
+    rows = ((r["rank"], r["uri"], "" if r["score"] is None else repr(r["score"])) for r in records)
+    return csv_text([("rank", "uri", "score"), *rows])
