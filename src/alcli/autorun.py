@@ -23,13 +23,13 @@ from rich.table import Table
 from alcli.agent import STATE_FILE, AutoConfig, EvalSet, Report
 from alcli.embedding import EmbedOptions, EmbedResult, embed
 from alcli.errors import UsageError
+from alcli.labels import load_labels_csv
 from alcli.oracle import (
     CommandOracle,
     DirectoryOracle,
     LabelsFileOracle,
     Oracle,
     PendingLabels,
-    load_labels_csv,
 )
 from alcli.output import has_line_break
 

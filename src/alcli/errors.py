@@ -78,3 +78,9 @@ class StoreUnreachableError(ItemError):
 class StoreDownError(RunError):
     """Too many reads in a row could not reach the store: the run stops, keeping what it
     embedded, instead of marking the rest of the pool unreadable."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of ``error``'s text (its class name when it has none), for a message."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

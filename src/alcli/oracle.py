@@ -18,34 +18,20 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from alcli.errors import LabelsError, OracleError
-from alcli.output import csv_text, has_line_break
+from alcli.labels import format_labels_csv, load_labels_csv, write_atomic
+from alcli.output import has_line_break
+from alcli.sources import normalize_uri
+
+# ``load_labels_csv``, ``format_labels_csv`` and ``write_atomic`` moved to ``alcli.labels``;
+# importing them from here still works.
 
 #: Seconds to wait for a killed oracle command's process group to close its pipes.
 KILL_WAIT_S = 10.0
-
-
-def _resolve_normalizer() -> Callable[[str], str]:
-    """``alcli.sources.normalize_uri`` (how pool items spell URIs), or a local stand-in."""
-    try:
-        from alcli.sources import normalize_uri
-    except ImportError:  # pragma: no cover - only while sources.py is being written
-        return _fallback_normalize
-    return normalize_uri
-
-
-def _fallback_normalize(uri: str) -> str:
-    uri = uri.strip()
-    if "://" in uri:
-        return uri
-    return os.path.abspath(os.path.expanduser(uri))
-
-
-normalize = _resolve_normalizer()
 
 
 def _first_few(uris: Iterable[str], count: int = 3) -> str:
@@ -88,58 +74,6 @@ class Oracle(Protocol):
         ...
 
 
-def load_labels_csv(path: str | os.PathLike[str], *, normalize_uris: bool = True) -> dict[str, str]:
-    """``uri -> label`` from a CSV with a ``uri,label`` header (other columns are ignored).
-
-    URIs are normalised like pool items (``alcli.sources.normalize_uri``: relative local
-    paths against the current directory) unless ``normalize_uris`` is false. A row without a
-    URI or a label, or a URI given twice with different labels, is a ``LabelsError`` naming
-    its line.
-    """
-    try:
-        # surrogateescape: a file name that is not UTF-8 matches the pool's name for it
-        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            return _parse_labels(f, str(path), normalize_uris=normalize_uris)
-    except FileNotFoundError:
-        raise LabelsError(f"labels file not found: {path}") from None
-    except OSError as exc:
-        raise LabelsError(f"{path}: cannot read labels file: {exc.strerror}") from None
-
-
-def _parse_labels(lines: Iterable[str], name: str, *, normalize_uris: bool) -> dict[str, str]:
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    columns = [c.strip().lower() for c in header] if header else []
-    if "uri" not in columns or "label" not in columns:
-        raise LabelsError(
-            f"{name}: line 1 must be a header with 'uri' and 'label' columns, got {header}",
-            hint="write the file as CSV starting with the line uri,label",
-        )
-    uri_col, label_col = columns.index("uri"), columns.index("label")
-    labels: dict[str, str] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) <= max(uri_col, label_col):
-                raise LabelsError(f"{name}: line {line}: expected uri,label, got {row}")
-            uri, label = row[uri_col].strip(), row[label_col].strip()
-            if not uri:
-                raise LabelsError(f"{name}: line {line}: empty uri")
-            if not label:
-                raise LabelsError(f"{name}: line {line}: no label for {uri}")
-            key = normalize(uri) if normalize_uris else uri
-            if labels.get(key, label) != label:
-                raise LabelsError(
-                    f"{name}: line {line}: {uri} labeled {label!r} here and {labels[key]!r} before"
-                )
-            labels[key] = label
-    except csv.Error as exc:
-        raise LabelsError(f"{name}: line {reader.line_num}: bad CSV: {exc}") from None
-    return labels
-
-
 class LabelsFileOracle:
     """Answers from a ``uri,label`` CSV: a simulation, or a team that labeled everything."""
 
@@ -151,7 +85,7 @@ class LabelsFileOracle:
         answer: dict[str, str] = {}
         missing: list[str] = []
         for uri in uris:
-            label = self.labels.get(normalize(uri))
+            label = self.labels.get(normalize_uri(uri))
             if label is None:
                 missing.append(uri)
             else:
@@ -273,8 +207,8 @@ class CommandOracle:
             uri = asked.get(row[0])
             if uri is None:
                 if by_canonical is None:
-                    by_canonical = {normalize(u): u for u in uris}
-                uri = by_canonical.get(normalize(row[0]))
+                    by_canonical = {normalize_uri(u): u for u in uris}
+                uri = by_canonical.get(normalize_uri(row[0]))
             if uri is None:
                 unknown.append(row[0])
                 continue
@@ -355,7 +289,7 @@ class DirectoryOracle:
             raise PendingLabels(batch, labels_path, len(uris))
         labels = load_labels_csv(labels_path, normalize_uris=False)
         for uri, label in list(labels.items()):
-            canonical = normalize(uri)
+            canonical = normalize_uri(uri)
             if labels.setdefault(canonical, label) != label:
                 raise LabelsError(
                     f"{labels_path} labels {canonical!r} twice, {labels[canonical]!r} and "
@@ -407,21 +341,3 @@ class DirectoryOracle:
         write_atomic(batch.with_name(batch.stem + ".labelstudio.json"), studio + "\n")
         write_atomic(batch, format_labels_csv(dict.fromkeys(uris, "")))
         return batch
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: all or nothing.
-
-    A non-UTF-8 file name (surrogate-escaped) is written as its own bytes.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def format_labels_csv(labels: Mapping[str, str]) -> str:
-    """``uri,label`` CSV text (header included) for ``labels``, quoted as CSV needs."""
-    return csv_text([("uri", "label"), *labels.items()])

@@ -15,15 +15,32 @@ from typing import Any
 import numpy as np
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
-from alcli.errors import LabelsError, StrategyError, UsageError
+from alcli.errors import StrategyError, UsageError
+from alcli.labels import match_labels, read_uri_list
+
+# match_labels and read_uri_list live in alcli.labels; they stay importable from here.
+__all__ = [
+    "COMMITTEE_SIZE",
+    "Selection",
+    "check_inputs",
+    "check_request",
+    "load_arrays",
+    "match_labels",
+    "pick",
+    "read_uri_list",
+]
 
 #: Bootstrap heads in the committee of disagreement strategies (BALD, vote entropy).
 COMMITTEE_SIZE = 5
 
 
 @dataclass
-class Picks:
-    """The items to label next, in pick order, with the strategy's score for each."""
+class Selection:
+    """The items to label next, in pick order, with the strategy's score for each.
+
+    Was ``Picks``, a name that now means one thing: ``alcli.strategies.Picks``
+    (a strategy's indices and scores), and the old name here warns (``__getattr__`` below).
+    """
 
     strategy: str
     rows: np.ndarray
@@ -61,31 +78,6 @@ class Picks:
             "seconds": {k: round(v, 4) for k, v in self.timings.items()},
             "picks": self.records(),
         }
-
-
-def match_labels(
-    uris: Sequence[str],
-    labels: Mapping[str, str],
-    *,
-    what: str = "labeled",
-    hint: str = "check the pool spec and that the file's URIs use the same form",
-) -> tuple[np.ndarray, list[str]]:
-    """Rows of ``uris`` that ``labels`` names, and their labels, in pool order.
-
-    A URI that the pool lacks is a ``LabelsError`` (a typo or the wrong pool is far more
-    likely than an intended extra), naming how many and the first few, with ``hint``.
-    """
-    if not labels:
-        return np.zeros(0, dtype=np.int64), []
-    index = {uri: row for row, uri in enumerate(uris)}
-    missing = [uri for uri in labels if uri not in index]
-    if missing:
-        shown = ", ".join(missing[:3])
-        raise LabelsError(
-            f"{len(missing)} {what} URIs are not in the pool (first: {shown})", hint=hint
-        )
-    rows = np.sort(np.fromiter((index[uri] for uri in labels), dtype=np.int64, count=len(labels)))
-    return rows, [labels[uris[r]] for r in rows]
 
 
 def check_inputs(
@@ -146,7 +138,7 @@ def pick(
     exclude: Iterable[str] = (),
     seed: int = 0,
     skipped: Mapping[str, str] | None = None,
-) -> Picks:
+) -> Selection:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
     ``labels`` (uri -> label) trains the head when the strategy needs probabilities; those
@@ -154,7 +146,7 @@ def pick(
     With ``probs`` given, no head is trained: the user brought their own model.
     ``skipped`` (uri -> reason) names pool items that could not be embedded (so are not in
     ``uris``): labels and exclusions naming them are left out (listed in
-    ``Picks.labeled_skipped``) instead of failing as URIs the pool lacks. One bad image
+    ``Selection.labeled_skipped``) instead of failing as URIs the pool lacks. One bad image
     must not stop a selection; a URI that names no pool item at all still does.
     """
     info = strategies.get(strategy)
@@ -209,7 +201,7 @@ def pick(
         seed=seed,
     )
     timings["strategy_s"] = time.perf_counter() - started
-    return Picks(
+    return Selection(
         strategy=info.name,
         rows=rows,
         uris=[uris[r] for r in rows],
@@ -222,24 +214,18 @@ def pick(
     )
 
 
-def read_uri_list(path: str) -> list[str]:
-    """URIs from a file: a ``.csv`` with a ``uri`` column, else one URI per line.
+def __getattr__(name: str) -> Any:
+    """``Picks``, the old name of ``Selection``, still imports, with a DeprecationWarning."""
+    if name == "Picks":
+        import warnings
 
-    Used for ``--exclude`` and ``--uris``; ``#`` comments and blank lines are skipped.
-    """
-    import csv
-
-    from alcli.sources import normalize_uri
-
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        if path.endswith(".csv"):
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "uri" not in reader.fieldnames:
-                raise LabelsError(f"{path}: a CSV here needs a 'uri' column")
-            raw = [row["uri"] for row in reader]
-        else:
-            raw = [line.strip() for line in f]
-    return [normalize_uri(u) for u in raw if u and not u.startswith("#")]
+        warnings.warn(
+            "alcli.selection.Picks is now alcli.selection.Selection",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Selection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_arrays(

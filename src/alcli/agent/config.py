@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
 from alcli.errors import UsageError
-from alcli.selection import match_labels
+from alcli.labels import match_labels
 
 SPEND_MODES = ("shared", "paper")
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from alcli.agent.forecast import Forecast
 from alcli.agent.heads import save_head
+from alcli.labels import format_labels_csv, write_atomic
 from alcli.learner import Head
-from alcli.oracle import format_labels_csv, write_atomic
 
 
 @dataclass(frozen=True)

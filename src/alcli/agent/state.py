@@ -36,7 +36,7 @@ from alcli.agent.config import AutoConfig
 from alcli.agent.forecast import Forecast
 from alcli.agent.outputs import RoundRow
 from alcli.errors import UsageError
-from alcli.oracle import write_atomic
+from alcli.labels import write_atomic
 
 STATE_FILE = "state.json"
 STATE_VERSION = 2

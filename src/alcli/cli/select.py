@@ -27,7 +27,7 @@ from alcli.errors import UsageError
 
 if TYPE_CHECKING:
     from alcli.output import Output
-    from alcli.selection import Picks
+    from alcli.selection import Selection
 
 FORMATS = ("uris", "csv", "jsonl")
 
@@ -89,7 +89,7 @@ def select(
     if print0 and (out.is_json or output_format != "uris"):
         raise UsageError("--print0 separates plain URIs; it does not go with --json or --format")
     from alcli import selection
-    from alcli.oracle import load_labels_csv
+    from alcli.labels import load_labels_csv
 
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
@@ -137,7 +137,7 @@ def select(
     _render(out, picks, output_format, "\0" if print0 else "\n")
 
 
-def _render(out: Output, picks: Picks, output_format: str, terminator: str) -> None:
+def _render(out: Output, picks: Selection, output_format: str, terminator: str) -> None:
     """The picks on stdout in the chosen form; a note (and a warning) on stderr."""
     from alcli.output import one_per_line
 
