@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alcli import cache as cache_module
 from alcli.cache import EmbeddingCache, default_cache_dir
+from alcli.cache import keys as cache_keys
 
 FP = "0f1e2d3c4b5a6978"
 DIM = 8
@@ -152,7 +152,7 @@ def _high(values: np.ndarray) -> np.ndarray:
 def test_weak_hashes_still_find_exactly_the_stored_keys(
     cache: EmbeddingCache, monkeypatch: pytest.MonkeyPatch, weak_hash: object, n: int
 ) -> None:
-    monkeypatch.setattr(cache_module, "_key_hash", weak_hash)
+    monkeypatch.setattr(cache_keys, "_key_hash", weak_hash)
     keys = keys_for(range(n))
     cache.store(FP, keys, rows_for(range(n)))
     cache.store(FP, keys[:3], rows_for(range(500, 503)))

@@ -26,8 +26,7 @@ import diskcache
 import numpy as np
 import pytest
 
-from alcli import cache as cache_module
-from alcli.cache import EmbeddingCache
+from alcli.cache import EmbeddingCache, database, integrity, segments
 from alcli.embedding import EmbedOptions, embed
 from helpers import write_pngs
 from test_cache import DIM, FP, keys_for, rows_for, segment_files
@@ -53,7 +52,7 @@ def alcli(
 
 def meta_of(directory: Path) -> diskcache.Cache:
     """The cache's index opened as the cache opens it (other settings would be written back)."""
-    return diskcache.Cache(str(directory / "embeddings" / "meta"), **cache_module._META_SETTINGS)
+    return diskcache.Cache(str(directory / "embeddings" / "meta"), **database.META_SETTINGS)
 
 
 def temp_files(directory: Path) -> list[Path]:
@@ -104,13 +103,13 @@ def test_rows_changed_in_place_are_never_served(
 def data_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the segments whose data checksum was verified, in order."""
     checked: list[str] = []
-    verify = cache_module._Segment.verify_data
+    verify = segments.Segment.verify_data
 
     def counting(segment: Any) -> None:
         checked.append(segment.entry.name)
         verify(segment)
 
-    monkeypatch.setattr(cache_module._Segment, "verify_data", counting)
+    monkeypatch.setattr(segments.Segment, "verify_data", counting)
     return checked
 
 
@@ -118,7 +117,7 @@ def test_an_unchanged_segment_is_checked_once_then_trusted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_checks: list[str]
 ) -> None:
     """The warm path must not re-read every byte each run: one check per change of the file."""
-    monkeypatch.setattr(cache_module, "_RACY_NS", 0)  # do not wait out a clock tick
+    monkeypatch.setattr(integrity, "_RACY_NS", 0)  # do not wait out a clock tick
     keys = keys_for(range(50))
     with EmbeddingCache(tmp_path) as c:
         c.store(FP, keys, rows_for(range(50)))
@@ -340,8 +339,9 @@ def test_a_read_only_cache_serves_warm_runs_and_refuses_cold_ones(shared_dir: Pa
 CHILD = """
 import sys
 import numpy as np
-from alcli import cache as cache_module
-from alcli.cache import EmbeddingCache
+from alcli.cache import EmbeddingCache, compaction
+from alcli.cache.compaction import Compactor
+from alcli.cache.writer import Writer
 
 FP, DIM = {fp!r}, {dim}
 directory, mode = sys.argv[1], sys.argv[2]
@@ -389,7 +389,7 @@ def stop(child: subprocess.Popen[str], how: signal.Signals) -> int:
 
 
 KILLED_MID_COMPACTION = """
-write = cache_module._write_segment
+write = compaction.write_segment
 
 
 def stalling(directory, *, payload, **kwargs):
@@ -401,7 +401,7 @@ def stalling(directory, *, payload, **kwargs):
     return write(directory, payload=pieces(), **kwargs)
 
 
-cache_module._write_segment = stalling
+compaction.write_segment = stalling
 with EmbeddingCache(directory, auto_compact_segments=4 if mode == "auto" else 1000) as c:
     for b in range(4):
         c.store(FP, keys(range(b * 10, b * 10 + 10)), rows(range(b * 10, b * 10 + 10)))
@@ -433,7 +433,7 @@ def test_a_kill_mid_compaction_is_cleaned_up_and_finished_on_open(
 
 
 STOPPED_BEFORE_COMMIT = """
-append = cache_module.EmbeddingCache._append
+append = Writer.append
 calls = []
 
 
@@ -444,7 +444,7 @@ def stalling(self, fingerprint, entries, dim):
     return append(self, fingerprint, entries, dim)
 
 
-cache_module.EmbeddingCache._append = stalling
+Writer.append = stalling
 try:
     with EmbeddingCache(directory) as c:
         for b in range(5):
@@ -473,7 +473,7 @@ def test_a_batch_stopped_between_rename_and_commit_is_kept(
 
 
 KILLED_AFTER_SWAP = """
-swap = cache_module.EmbeddingCache._swap
+swap = Compactor.swap
 
 
 def stalling(self, *args):
@@ -482,7 +482,7 @@ def stalling(self, *args):
     return done
 
 
-cache_module.EmbeddingCache._swap = stalling
+Compactor.swap = stalling
 with EmbeddingCache(directory) as c:
     c.store(FP, keys(range(10)), rows(range(10)))
     c.store(FP, keys(range(5, 15)), rows(range(105, 115)))
