@@ -1073,6 +1073,29 @@ class EmbeddingCache:
         with self._lock:
             return self._retrying(fingerprint, lambda: self._lookup(fingerprint, groups, n))
 
+    def contains(self, fingerprint: str, keys: Sequence[str]) -> Array:
+        """The found mask [n] of ``lookup`` without gathering a row: what ``alcli embed``
+        needs (counts), at no memory per item. The segments holding found keys are checked
+        as ``lookup`` would check them, so a corrupt one is set aside (its keys not found)."""
+        _check_fingerprint(fingerprint)
+        groups, n = _encode_keys(keys), len(keys)
+
+        def found() -> Array:
+            view = self._view(fingerprint)
+            gids = np.full(n, -1, dtype=np.int64)
+            for group in groups:
+                index = view.indexes.get(group.width)
+                if index is not None:
+                    gids[group.positions] = index.find(group.words)
+            for i in np.unique(view.segment_of(gids[gids >= 0])):
+                entry = view.embedding_segments[int(i)]
+                with _Segment(self._segment_path(fingerprint, entry.name), entry) as segment:
+                    self._check_data(fingerprint, segment)
+            return gids >= 0
+
+        with self._lock:
+            return self._retrying(fingerprint, found)
+
     def store(self, fingerprint: str, keys: Sequence[str], embeddings: Array) -> None:
         """Append one batch as a segment; it is durable and visible once this returns."""
         _check_fingerprint(fingerprint)

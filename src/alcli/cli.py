@@ -348,7 +348,9 @@ def embed(
     )
     options.item_timeout = item_timeout or None
     storage = _storage_options(endpoint_url, anon, profile)
-    result = _embed_for(out, _resolve(pool, cache_dir, content_hash, storage), options, cache_dir)
+    result = _embed_for(
+        out, _resolve(pool, cache_dir, content_hash, storage), options, cache_dir, collect=False
+    )
     summary = result.summary()
     out.note(
         f"{summary['items']:,} items: {summary['cached']:,} cached, {summary['embedded']:,} "
@@ -589,13 +591,15 @@ def _resolve(
 
 
 def _embed_for(
-    out: Output, resolved: Pool, options: EmbedOptions, cache_dir: str | None
+    out: Output, resolved: Pool, options: EmbedOptions, cache_dir: str | None, collect: bool = True
 ) -> EmbedResult:
     """Embed what the cache lacks (embed, select and auto), with progress and notes."""
     from alcli.embedding import embed as embed_pool
 
     with out.progress("embedding", len(resolved.items)) as advance:
-        result = embed_pool(resolved, options=options, cache=cache_dir, progress=advance)
+        result = embed_pool(
+            resolved, options=options, cache=cache_dir, progress=advance, collect=collect
+        )
     if resolved.duplicates:
         out.warn(f"{len(resolved.duplicates)} duplicate URIs dropped (first kept)")
     if resolved.skipped:
