@@ -495,3 +495,27 @@ def test_in_order_run_of_one_segment_is_a_zero_copy_memmap(cache: EmbeddingCache
     with_missing, found = cache.lookup(FP, keys_for([1, 2, 999]))
     assert not isinstance(with_missing, np.memmap)
     assert found.tolist() == [True, True, False]
+
+
+def test_contains_is_lookups_mask_and_drops_a_segment_changed_on_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``contains`` gathers no row, yet answers as ``lookup`` would, corrupt segments too."""
+    keys = keys_for(range(20))
+    with EmbeddingCache(tmp_path) as c:
+        assert not c.contains(FP, keys).any()  # nothing stored for the fingerprint yet
+        c.store(FP, keys[:10], rows_for(range(10)))
+        c.store(FP, keys[10:], rows_for(range(10, 20)))
+        query = keys_for([25, 3, 12, 40, 19, 0])
+        np.testing.assert_array_equal(c.contains(FP, query), [False, True, True, False, True, True])
+        np.testing.assert_array_equal(c.contains(FP, query), c.lookup(FP, query)[1])
+        assert c.contains(FP, []).shape == (0,)
+        damaged = segment_files(tmp_path)[-1]
+        with open(damaged, "r+b") as f:  # the last row overwritten: size and header unchanged
+            f.seek(damaged.stat().st_size - 8)
+            f.write(b"\x01" * 8)
+        with caplog.at_level(logging.WARNING, logger="alcli.cache"):
+            found = c.contains(FP, keys)
+    np.testing.assert_array_equal(found, np.arange(20) < 10)
+    assert damaged.name in caplog.text
+    assert "checksum" in caplog.text

@@ -181,3 +181,69 @@ def test_unreadable_items_are_skipped_never_cached_and_heal_when_fixed(
     assert (healed.embedded, healed.cached) == (1, 3)
     assert [f.uri for f in healed.failures] == [str(root / "zz.png")]
     assert healed.uris == [str(paths[0]), str(paths[1]), str(late), str(paths[2])]
+
+
+class GatherWatch:
+    """Wraps the real cache's ``lookup`` to keep what it gathered (its [n, D] answers)."""
+
+    def __init__(self, directory: Path) -> None:
+        from alcli.cache import EmbeddingCache
+
+        self.cache = EmbeddingCache(directory)
+        self.gathered: list[np.ndarray] = []
+        real_lookup = self.cache.lookup
+
+        def lookup(fingerprint: str, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            vectors, found = real_lookup(fingerprint, keys)
+            self.gathered.append(vectors)
+            return vectors, found
+
+        self.cache.lookup = lookup  # type: ignore[method-assign]
+
+
+def counts(summary: dict) -> dict:
+    """An ``embed --json`` summary without its timings."""
+    return {k: v for k, v in summary.items() if k not in ("seconds", "items_per_s", "stages")}
+
+
+def test_counts_only_embed_gathers_no_row_and_reports_the_same(png_pool, tmp_path: Path) -> None:
+    """``alcli embed`` prints counts: ``collect=False`` asks the cache which items it has and
+    never for their rows (memory flat in the pool), and reports what a collecting run does."""
+    from helpers import write_corrupt_png
+
+    png_pool(6)
+    root = tmp_path / "pool"
+    write_corrupt_png(root / "img00002b.png")
+    watch = GatherWatch(tmp_path / "cache")
+    cold = embed(str(root), options=TINY, cache=watch.cache, collect=False)
+    warm = embed(str(root), options=TINY, cache=watch.cache, collect=False)
+    assert watch.gathered == []
+    for result in (cold, warm):
+        assert result.items == []
+        assert result.embeddings.shape[0] == 0
+    collected_cold = embed(str(root), options=TINY, cache=tmp_path / "other")
+    collected_warm = embed(str(root), options=TINY, cache=tmp_path / "cache")
+    assert counts(cold.summary()) == counts(collected_cold.summary())
+    assert counts(warm.summary()) == counts(collected_warm.summary())
+    assert (warm.cached, warm.embedded, len(warm.failures), warm.dim) == (6, 0, 1, 1024)
+
+
+def test_a_remembered_bad_item_makes_a_warm_run_copy_the_embeddings_once(
+    png_pool, tmp_path: Path
+) -> None:
+    """The cache gathers the pool's rows once (a bad item breaks its zero-copy run); the
+    usable ones are returned from that array, not copied a second time."""
+    from helpers import write_corrupt_png
+
+    png_pool(9)
+    root = tmp_path / "pool"
+    write_corrupt_png(root / "img00002b.png")
+    cold = embed(str(root), options=TINY, cache=tmp_path / "cache")
+    watch = GatherWatch(tmp_path / "cache")
+    warm = embed(str(root), options=TINY, cache=watch.cache)
+    assert (warm.cached, len(warm.failures)) == (9, 1)
+    [gathered] = watch.gathered
+    assert gathered.shape[0] == 10
+    assert np.shares_memory(warm.embeddings, gathered)
+    np.testing.assert_array_equal(warm.embeddings, cold.embeddings)
+    assert warm.uris == cold.uris

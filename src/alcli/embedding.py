@@ -67,7 +67,8 @@ def read_threads(requested: int | None, uris: Sequence[str]) -> int:
 
 @dataclass
 class EmbedResult:
-    """The usable items in pool order and their embeddings (row i is items[i])."""
+    """The usable items in pool order and their embeddings (row i is items[i]); both empty
+    when the caller did not ask for them (``embed(..., collect=False)``: the counts only)."""
 
     pool: Pool
     items: list[Item]
@@ -78,6 +79,7 @@ class EmbedResult:
     embedded: int
     seconds: float
     stages: dict[str, Any] = field(default_factory=dict)
+    dim: int = 0  # the embeddings' width (0: nothing cached, nothing embedded)
 
     @property
     def uris(self) -> list[str]:
@@ -95,7 +97,7 @@ class EmbedResult:
             "failures": [{"uri": f.uri, "reason": f.reason} for f in self.failures],
             "duplicates": len(self.pool.duplicates),
             "ignored": self.pool.skipped,  # manifest lines naming no item, unlistable folders
-            "dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
+            "dim": self.dim,
             "fingerprint": self.fingerprint,
             "seconds": round(self.seconds, 4),
             "items_per_s": round(total / self.seconds, 1) if self.seconds > 0 else None,
@@ -132,8 +134,13 @@ def embed(
     storage_options: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
+    collect: bool = True,
 ) -> EmbedResult:
-    """Embed every item of ``pool`` not yet cached; return all usable items' embeddings."""
+    """Embed every item of ``pool`` not yet cached; return all usable items' embeddings.
+
+    ``collect=False`` returns the counts only (``alcli embed``): the cache is asked which
+    items it has, never for their rows, so memory does not grow with the pool's embeddings.
+    """
     start = time.perf_counter()
     opts = options or EmbedOptions()
     store = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
@@ -155,7 +162,13 @@ def embed(
     if UNREADABLE_KEY_PREFIX in "\n".join(keys):
         items, positions, failures = _without_unreadable(pool)
         keys = [item.key for item in items]
-    vectors, found = store.lookup(fingerprint, keys)
+    if collect:
+        vectors, found = store.lookup(fingerprint, keys)
+        dim = vectors.shape[1]
+    else:  # an [n, 0] stand-in: no row is gathered, nor kept as batches come out
+        found = store.contains(fingerprint, keys)
+        dim = store.stats(fingerprint)[fingerprint]["dim"] or 0
+        vectors = np.zeros((len(keys), 0), dtype=np.float32)
     missing = [] if found.all() else [keys[i] for i in np.flatnonzero(~found)]
     known_bad = store.lookup_failures(fingerprint, missing) if missing else {}
     if known_bad:
@@ -204,9 +217,10 @@ def embed(
             with ctrl_c, run as batches:
                 for batch in batches:
                     rows = np.asarray([todo[j] for j in batch.indices], dtype=np.int64)
-                    if len(rows) and vectors.shape[1] != batch.embeddings.shape[1]:
+                    if len(rows) and dim != batch.embeddings.shape[1]:
                         # nothing cached could be used with another dim
-                        vectors = np.zeros((len(keys), batch.embeddings.shape[1]), dtype=np.float32)
+                        dim = batch.embeddings.shape[1]
+                        vectors = np.zeros((len(keys), dim if collect else 0), dtype=np.float32)
                         found[:] = False
                     _keep(batch, rows, todo, keys, fingerprint, store, vectors, found)
                     failures += [
@@ -233,24 +247,48 @@ def embed(
             raise StoreDownError(
                 f"{error.message}; {saved:,} embedded and saved; rerun to continue"
             ) from error
-        if vectors.shape[1] == 0:  # nothing cached and nothing embedded: keep the model's width
-            vectors = np.zeros((len(keys), backbone.result().dim), dtype=np.float32)
+        if dim == 0:  # nothing cached and nothing embedded: keep the model's width
+            dim = backbone.result().dim
+            vectors = np.zeros((len(keys), dim if collect else 0), dtype=np.float32)
         # One in-order segment lets the next warm run map the pool instead of copying it.
         store.compact(fingerprint)
     failures.sort(key=lambda f: f.index)
     everything = bool(found.all())
     usable = np.flatnonzero(found)
+    if not collect:
+        kept, vectors = [], np.empty((0, dim), dtype=np.float32)
+    elif not everything:
+        kept, vectors = [items[i] for i in usable], _take_rows(vectors, usable)
+    else:
+        kept = list(items)
     return EmbedResult(
         pool=pool,
-        items=list(items) if everything else [items[i] for i in usable],
-        embeddings=vectors if everything else vectors[usable],
+        items=kept,
+        embeddings=vectors,
         failures=failures,
         fingerprint=fingerprint,
         cached=cached,
         embedded=len(usable) - cached,
         seconds=time.perf_counter() - start,
         stages=stages,
+        dim=int(dim),
     )
+
+
+#: Rows moved per step by ``_take_rows`` (its only temporary).
+_TAKE_CHUNK_BYTES = 16 << 20
+
+
+def _take_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``vectors[rows]`` (``rows`` ascending) without a second [n, D] array: the rows move up
+    in place, a chunk at a time, and the top is returned as a view. Row ``rows[j]`` goes to
+    place ``j <= rows[j]``, so no step overwrites a row a later step still reads. (One
+    remembered bad item used to make a warm run hold the pool's embeddings twice.)"""
+    step = max(1, _TAKE_CHUNK_BYTES // max(1, vectors.shape[1] * vectors.itemsize))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        vectors[start : start + len(chunk)] = vectors[chunk]
+    return vectors[: len(rows)]
 
 
 def _without_unreadable(pool: Pool) -> tuple[list[Item], list[int], list[Failure]]:
@@ -280,7 +318,8 @@ def _keep(
     """Store one batch's embeddings (and its permanent failures) before the next one comes."""
     if len(rows):
         store.store(fingerprint, [keys[r] for r in rows], batch.embeddings)
-        vectors[rows] = batch.embeddings
+        if vectors.shape[1]:  # not when the caller wants counts only
+            vectors[rows] = batch.embeddings
         found[rows] = True
     remember = [f for f in batch.failures if f.reason.startswith(_PERMANENT)]
     if remember:

@@ -130,17 +130,33 @@ class Reader:
 
     # --- rows ---
 
+    @staticmethod
+    def _gids(view: View, groups: list[KeyGroup], n: int) -> npt.NDArray[np.int64]:
+        """Each key's row id in the view, -1 where it is not cached."""
+        gids = np.full(n, -1, dtype=np.int64)
+        for group in groups:
+            index = view.indexes.get(group.width)
+            if index is not None:
+                gids[group.positions] = index.find(group.words)
+        return gids
+
+    def contains(self, fingerprint: str, groups: list[KeyGroup], n: int) -> Array:
+        """The found mask of ``lookup`` without gathering a row. The segments holding found
+        keys are checked as ``lookup`` checks them, so a corrupt one is set aside."""
+        view = self.view(fingerprint)
+        gids = self._gids(view, groups, n)
+        for i in np.unique(view.segment_of(gids[gids >= 0])):
+            with self._open(fingerprint, view.embedding_segments[int(i)]) as segment:
+                self._integrity.check_data(fingerprint, segment)
+        return gids >= 0
+
     def lookup(self, fingerprint: str, groups: list[KeyGroup], n: int) -> tuple[Array, Array]:
         """(embeddings [n, D] float32 with zero rows where missing, found mask [n])."""
         view = self.view(fingerprint)
         dim = view.dim
         if dim is None:
             return np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=bool)
-        gids = np.full(n, -1, dtype=np.int64)
-        for group in groups:
-            index = view.indexes.get(group.width)
-            if index is not None:
-                gids[group.positions] = index.find(group.words)
+        gids = self._gids(view, groups, n)
         found = gids >= 0
         if n and found.all():
             mapped = self._mapped_run(fingerprint, view, gids)

@@ -123,6 +123,16 @@ class EmbeddingCache:
             read = partial(self._reader.lookup, fingerprint, groups, len(keys))
             return self._integrity.retrying(fingerprint, read)
 
+    def contains(self, fingerprint: str, keys: Sequence[str]) -> Array:
+        """The found mask [n] of ``lookup`` without gathering a row: what ``alcli embed``
+        needs (counts), at no memory per item; a corrupt segment's keys are not found."""
+        check_fingerprint(fingerprint)
+        groups = encode_keys(keys)
+        with self._lock:
+            self._first_touch(fingerprint)
+            read = partial(self._reader.contains, fingerprint, groups, len(keys))
+            return self._integrity.retrying(fingerprint, read)
+
     def lookup_failures(self, fingerprint: str, keys: Sequence[str]) -> dict[str, str]:
         """{key: reason} for the given keys that have a recorded failure (latest reason)."""
         check_fingerprint(fingerprint)

@@ -39,7 +39,9 @@ def embed(
     """Run the pipeline over every item of POOL not yet cached."""
     out = begin(ctx, output)
     resolved = resolve(pool, cache, s3.storage_options())
-    result = embed_with_notes(out, resolved, embedding.options(cache), cache.cache_dir)
+    result = embed_with_notes(
+        out, resolved, embedding.options(cache), cache.cache_dir, collect=False
+    )
     summary = result.summary()
     out.note(
         f"{summary['items']:,} items: {summary['cached']:,} cached, {summary['embedded']:,} "
@@ -63,13 +65,23 @@ def resolve(pool: str | None, cache: CacheFlags, storage_options: dict[str, Any]
 
 
 def embed_with_notes(
-    out: Output, resolved: Pool, options: EmbedOptions, cache_dir: str | None
+    out: Output,
+    resolved: Pool,
+    options: EmbedOptions,
+    cache_dir: str | None,
+    *,
+    collect: bool = True,
 ) -> EmbedResult:
-    """Embed what the cache lacks (embed, select and auto), with progress and notes."""
+    """Embed what the cache lacks (embed, select and auto), with progress and notes.
+
+    ``collect=False`` (``alcli embed``): counts only, no embeddings gathered, so the memory
+    a run needs does not grow with the pool."""
     from alcli.embedding import embed as embed_pool
 
     with out.progress("embedding", len(resolved.items)) as advance:
-        result = embed_pool(resolved, options=options, cache=cache_dir, progress=advance)
+        result = embed_pool(
+            resolved, options=options, cache=cache_dir, progress=advance, collect=collect
+        )
     if resolved.duplicates:
         out.warn(f"{len(resolved.duplicates)} duplicate URIs dropped (first kept)")
     if resolved.skipped:

@@ -4,10 +4,11 @@ All coordination goes through this lock and four conditions on it, each with one
 and one owner: ``can_read`` (a window slot came back: ``reading.ReadWindow``), ``can_decode``
 (bytes to decode, all read, or who decodes changed: ``decoding.Decode``), ``arrived`` (the
 item the model streams collect next is in: ``ordering.InputOrder``) and ``moved`` (a batch
-was put into or taken from the output: ``ordering.OutputOrder``); besides, the model streams
-take turns to collect (``infer.Infer``). Every wait also wakes every ``POLL_S`` to notice a
-stop event nobody notified it about, so no thread can outlive ``close()`` by more than that,
-except one stuck inside a ``read`` call, which is daemonic and abandoned.
+was put into, taken from or stored out of the output: ``ordering.OutputOrder``); besides,
+the model streams take turns to collect (``infer.Infer``). Every wait also wakes every
+``POLL_S`` to notice a stop event nobody notified it about, so no thread can outlive
+``close()`` by more than that, except one stuck inside a ``read`` call, which is daemonic and
+abandoned.
 """
 
 from __future__ import annotations

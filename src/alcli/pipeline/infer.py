@@ -99,6 +99,9 @@ class Infer:
             order, (indices, tensors, failures) = taken
             if not indices and not failures:
                 break
+            with control.lock:  # before the forward pass: what a kill can lose stays bounded
+                if not self._output.reserve(order):
+                    return
             if tensors:
                 forward = self._forward(indices, tensors)
                 if forward is None:

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
     from alcli.pipeline.reading import ReadWindow
 
-#: Finished batches that may wait for the consumer before the model thread pauses.
+#: Batches each model stream may have been through the model with, ahead of the one the
+#: consumer is storing: one per stream lets two streams overlap each other (and the store)
+#: on two cores; anything more is only what a kill during a store would throw away.
 OUTPUT_DEPTH = 1
 
 Collected = tuple[list[int], list["torch.Tensor"], list[Failure]]
@@ -90,25 +92,35 @@ class InputOrder:
 
 class OutputOrder:
     """Finished batches by their place in the output, until the consumer takes them in
-    order. A stream whose batch is too far ahead of the consumer waits: bounded memory.
-    ``moved`` means: a batch was put in or taken out (or every stream finished)."""
+    order. ``reserve`` bounds what a kill can lose: a stream waits BEFORE its forward pass
+    until its batch is near enough the last one the consumer has stored, so at most
+    ``streams`` batches are ever through the model (or in it) and not yet stored. A batch
+    counts as stored once the consumer asks for the next one (it stores in between).
+    ``moved`` means: a batch was put in, taken out or stored (or every stream finished)."""
 
     def __init__(self, control: Control, streams: int) -> None:
         self._control = control
         self._streams = streams
         self._done: dict[int, BatchResult] = {}
         self._emitted = 0  # batches the consumer has taken
+        self._stored = 0  # batches the consumer is done with (it asked for the next one)
         self._streams_done = 0
         self.finished = False  # every stream saw the end of the input
-        # a finished batch may wait this far ahead of the one the consumer takes next
-        self._ahead = OUTPUT_DEPTH + streams - 1
+        # a batch may go through the model this far ahead of the last one stored
+        self._ahead = OUTPUT_DEPTH * streams
         self.moved = control.condition()
 
-    def put(self, order: int, result: BatchResult) -> None:
-        """With the lock held: add the batch once it is near enough the consumer's turn
-        (on a stop at once: the consumer may still take it)."""
-        while not self._control.stopping() and order - self._emitted >= self._ahead:
+    def reserve(self, order: int) -> bool:
+        """With the lock held: wait until batch ``order`` may go through the model; False
+        when stopping (the batch is then dropped: it was never embedded)."""
+        while order - self._stored >= self._ahead:
+            if self._control.stopping():
+                return False
             self.moved.wait(POLL_S)
+        return True
+
+    def put(self, order: int, result: BatchResult) -> None:
+        """With the lock held: add a finished batch (``reserve`` bounded how many wait)."""
         self._done[order] = result
         if order == self._emitted:
             self.moved.notify_all()
@@ -122,8 +134,12 @@ class OutputOrder:
 
     def take(self) -> BatchResult | None:
         """With the lock held: the next batch in order, once it is in; None at the end or
-        on a stop. Raises the first stage error."""
+        on a stop. Raises the first stage error. Asking means every batch taken before is
+        stored, which lets the streams run the next ones."""
         control = self._control
+        if self._stored != self._emitted:
+            self._stored = self._emitted
+            self.moved.notify_all()
         while (
             self._emitted not in self._done
             and not self.finished
@@ -136,5 +152,4 @@ class OutputOrder:
         result = self._done.pop(self._emitted, None)
         if result is not None:
             self._emitted += 1
-            self.moved.notify_all()
         return result
