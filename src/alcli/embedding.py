@@ -8,6 +8,7 @@ interrupted run keeps what it paid for. A warm run builds no model and reads no 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -151,128 +152,202 @@ def embed(
             content_hash=content_hash,
             storage_options=storage_options,
         )
-    fingerprint = cached_fingerprint(opts, store.directory)
-    keys = [item.key for item in pool.items]
-    items: list[Item] = pool.items
-    positions: Sequence[int] = range(len(items))  # of `items` in the pool
-    failures: list[Failure] = []
-    # Items resolving found unreadable are skipped with the reason it gave: their keys name no
-    # content, so they never reach the cache, nor the pipeline (which would only fail them
-    # again). One C-level search of the joined keys finds whether there are any.
-    if UNREADABLE_KEY_PREFIX in "\n".join(keys):
-        items, positions, failures = _without_unreadable(pool)
-        keys = [item.key for item in items]
-    if collect:
-        vectors, found = store.lookup(fingerprint, keys)
-        dim = vectors.shape[1]
-    else:  # an [n, 0] stand-in: no row is gathered, nor kept as batches come out
-        found = store.contains(fingerprint, keys)
-        dim = store.stats(fingerprint)[fingerprint]["dim"] or 0
-        vectors = np.zeros((len(keys), 0), dtype=np.float32)
-    missing = [] if found.all() else [keys[i] for i in np.flatnonzero(~found)]
-    known_bad = store.lookup_failures(fingerprint, missing) if missing else {}
-    if known_bad:
-        from alcli.pipeline import Failure
-
-        failures += [
-            Failure(positions[i], items[i].uri, known_bad[k])
-            for i, k in enumerate(keys)
-            if not found[i] and k in known_bad
-        ]
-    todo = [int(i) for i in np.flatnonzero(~found) if keys[i] not in known_bad]
-    cached = int(found.sum())
-    if progress is not None and (cached or failures):
-        progress(cached + len(failures))
+    plan = _Plan.from_cache(pool, store, cached_fingerprint(opts, store.directory), collect)
+    if progress is not None and (plan.cached or plan.failures):
+        progress(plan.cached + len(plan.failures))
     stages: dict[str, Any] = {}
-    if todo:
+    if plan.todo:
         store.check_writable()  # a read-only cache: say so before any image is read
-        from alcli.models import BackboneInBackground
-        from alcli.pipeline import CtrlCStops, Failure, StageError, run_pipeline
-
-        # The network builds while the first images are read and decoded; the build starts
-        # after the pipeline has read torch's thread count (the build changes it meanwhile).
-        backbone = BackboneInBackground(
-            opts.model, opts.weights, opts.image_size, device=opts.device
-        )
-        uris = [items[i].uri for i in todo]
-        timeout = opts.item_timeout or None
-        stop = stop if stop is not None else threading.Event()
-        ctrl_c = CtrlCStops(stop)  # Ctrl-C: stop at a batch boundary, keep every batch done
-        run = run_pipeline(
-            uris,
-            read=partial(pool.read, timeout=timeout),
-            preprocess=backbone.preprocess,
-            embed=backbone.embed,
-            batch_size=opts.batch_size,
-            io_threads=read_threads(opts.io_threads, uris),
-            decode_threads=opts.decode_threads,
-            stop=stop,
-            pin_memory=backbone.device.type == "cuda",
-            model_streams=opts.model_streams or "auto",
-            item_timeout=timeout,
-        )
-        backbone.start()
-        saved = 0  # items embedded and stored by this run
-        try:
-            with ctrl_c, run as batches:
-                for batch in batches:
-                    rows = np.asarray([todo[j] for j in batch.indices], dtype=np.int64)
-                    if len(rows) and dim != batch.embeddings.shape[1]:
-                        # nothing cached could be used with another dim
-                        dim = batch.embeddings.shape[1]
-                        vectors = np.zeros((len(keys), dim if collect else 0), dtype=np.float32)
-                        found[:] = False
-                    _keep(batch, rows, todo, keys, fingerprint, store, vectors, found)
-                    failures += [
-                        Failure(positions[todo[f.index]], f.uri, f.reason) for f in batch.failures
-                    ]
-                    saved += len(rows)
-                    if progress is not None:
-                        progress(len(rows) + len(batch.failures))
-                stages = batches.stats.as_dict()
-            if ctrl_c.interrupted:  # raised here, after the last finished batch was stored
-                raise KeyboardInterrupt
-            # The build overlaps the first reads and decodes; what it did not hide is the wait.
-            stages["model_build"] = {
-                "seconds": round(backbone.build_s, 4),
-                "waited_s": round(backbone.waited_s, 4),
-            }
-        except StageError as error:
-            # The model could not be built (bad checkpoint, ...): say that, not "infer failed".
-            build_error = backbone.failed()
-            if build_error is not None and error.stage == "infer":
-                raise build_error from None
-            raise
-        except StoreDownError as error:  # the run's problem; every batch before it is stored
-            raise StoreDownError(
-                f"{error.message}; {saved:,} embedded and saved; rerun to continue"
-            ) from error
-        if dim == 0:  # nothing cached and nothing embedded: keep the model's width
-            dim = backbone.result().dim
-            vectors = np.zeros((len(keys), dim if collect else 0), dtype=np.float32)
+        stages = _compute(plan, pool, opts, progress=progress, stop=stop)
         # One in-order segment lets the next warm run map the pool instead of copying it.
-        store.compact(fingerprint)
-    failures.sort(key=lambda f: f.index)
-    everything = bool(found.all())
-    usable = np.flatnonzero(found)
-    if not collect:
-        kept, vectors = [], np.empty((0, dim), dtype=np.float32)
-    elif not everything:
-        kept, vectors = [items[i] for i in usable], _take_rows(vectors, usable)
-    else:
-        kept = list(items)
-    return EmbedResult(
-        pool=pool,
-        items=kept,
-        embeddings=vectors,
-        failures=failures,
-        fingerprint=fingerprint,
-        cached=cached,
-        embedded=len(usable) - cached,
-        seconds=time.perf_counter() - start,
-        stages=stages,
-        dim=int(dim),
+        store.compact(plan.fingerprint)
+    return plan.result(pool, seconds=time.perf_counter() - start, stages=stages)
+
+
+@dataclass
+class _Plan:
+    """One ``embed`` call's bookkeeping: the items with real keys, what the cache had, what is
+    left to compute, and the rows and failures gathered so far (positions are the pool's)."""
+
+    store: EmbeddingCache
+    fingerprint: str
+    collect: bool
+    items: list[Item]
+    positions: Sequence[int]  # of ``items`` in the pool
+    keys: list[str]
+    vectors: np.ndarray  # [len(items), dim], or [len(items), 0] when not collecting
+    found: np.ndarray
+    dim: int
+    failures: list[Failure]
+    todo: list[int]  # rows of ``items`` to compute
+    cached: int
+
+    @classmethod
+    def from_cache(
+        cls, pool: Pool, store: EmbeddingCache, fingerprint: str, collect: bool
+    ) -> _Plan:
+        """What the cache has for ``pool``, its remembered failures, and the rest to do."""
+        items: list[Item] = pool.items
+        positions: Sequence[int] = range(len(items))
+        failures: list[Failure] = []
+        keys = [item.key for item in items]
+        # Items resolving found unreadable are skipped with the reason it gave: their keys
+        # name no content, so they never reach the cache, nor the pipeline (which would only
+        # fail them again). One C-level search of the joined keys finds whether there are any.
+        if UNREADABLE_KEY_PREFIX in "\n".join(keys):
+            items, positions, failures = _without_unreadable(pool)
+            keys = [item.key for item in items]
+        if collect:
+            vectors, found = store.lookup(fingerprint, keys)
+            dim = vectors.shape[1]
+        else:  # an [n, 0] stand-in: no row is gathered, nor kept as batches come out
+            found = store.contains(fingerprint, keys)
+            dim = store.stats(fingerprint)[fingerprint]["dim"] or 0
+            vectors = np.zeros((len(keys), 0), dtype=np.float32)
+        missing = [] if found.all() else [keys[i] for i in np.flatnonzero(~found)]
+        known_bad = store.lookup_failures(fingerprint, missing) if missing else {}
+        if known_bad:
+            from alcli.pipeline import Failure
+
+            failures += [
+                Failure(positions[i], items[i].uri, known_bad[k])
+                for i, k in enumerate(keys)
+                if not found[i] and k in known_bad
+            ]
+        todo = [int(i) for i in np.flatnonzero(~found) if keys[i] not in known_bad]
+        return cls(
+            store=store,
+            fingerprint=fingerprint,
+            collect=collect,
+            items=items,
+            positions=positions,
+            keys=keys,
+            vectors=vectors,
+            found=found,
+            dim=int(dim),
+            failures=failures,
+            todo=todo,
+            cached=int(found.sum()),
+        )
+
+    def widen(self, dim: int) -> None:
+        """A width other than the cached one: nothing cached can be used with it."""
+        self.dim = dim
+        self.vectors = np.zeros((len(self.keys), dim if self.collect else 0), dtype=np.float32)
+        self.found[:] = False
+
+    def keep(self, batch: Any) -> int:
+        """Store one batch's rows and permanent failures before the next one comes; the
+        number of rows stored."""
+        rows = np.asarray([self.todo[j] for j in batch.indices], dtype=np.int64)
+        if len(rows) and self.dim != batch.embeddings.shape[1]:
+            self.widen(batch.embeddings.shape[1])
+        if len(rows):
+            self.store.store(self.fingerprint, [self.keys[r] for r in rows], batch.embeddings)
+            if self.collect:
+                self.vectors[rows] = batch.embeddings
+            self.found[rows] = True
+        remember = [f for f in batch.failures if f.reason.startswith(_PERMANENT)]
+        if remember:
+            self.store.store_failures(
+                self.fingerprint,
+                [self.keys[self.todo[f.index]] for f in remember],
+                [f.reason for f in remember],
+            )
+        # the pipeline numbers items by their place in ``todo``; failures carry the pool's
+        self.failures += [
+            dataclasses.replace(f, index=self.positions[self.todo[f.index]]) for f in batch.failures
+        ]
+        return len(rows)
+
+    def result(self, pool: Pool, *, seconds: float, stages: dict[str, Any]) -> EmbedResult:
+        """The usable items in pool order and their rows (none when not collecting)."""
+        self.failures.sort(key=lambda f: f.index)
+        usable = np.flatnonzero(self.found)
+        vectors = self.vectors
+        if not self.collect:
+            kept, vectors = [], np.empty((0, self.dim), dtype=np.float32)
+        elif not self.found.all():
+            kept, vectors = [self.items[i] for i in usable], _take_rows(vectors, usable)
+        else:
+            kept = list(self.items)
+        return EmbedResult(
+            pool=pool,
+            items=kept,
+            embeddings=vectors,
+            failures=self.failures,
+            fingerprint=self.fingerprint,
+            cached=self.cached,
+            embedded=len(usable) - self.cached,
+            seconds=seconds,
+            stages=stages,
+            dim=int(self.dim),
+        )
+
+
+def _compute(
+    plan: _Plan,
+    pool: Pool,
+    opts: EmbedOptions,
+    *,
+    progress: Callable[[int], None] | None,
+    stop: threading.Event | None,
+) -> dict[str, Any]:
+    """Run the pipeline over ``plan.todo``, each batch stored as it comes out; the stages'
+    stats. Ctrl-C stops at a batch boundary (KeyboardInterrupt once the last batch is
+    stored); a dead store stops the run saying how much was saved."""
+    from alcli.models import BackboneInBackground
+    from alcli.pipeline import CtrlCStops, StageError, run_pipeline
+
+    # The network builds while the first images are read and decoded; the build starts
+    # after the pipeline has read torch's thread count (the build changes it meanwhile).
+    backbone = BackboneInBackground(opts.model, opts.weights, opts.image_size, device=opts.device)
+    uris = [plan.items[i].uri for i in plan.todo]
+    timeout = opts.item_timeout or None
+    stop = stop if stop is not None else threading.Event()
+    ctrl_c = CtrlCStops(stop)  # Ctrl-C: stop at a batch boundary, keep every batch done
+    run = run_pipeline(
+        uris,
+        read=partial(pool.read, timeout=timeout),
+        preprocess=backbone.preprocess,
+        embed=backbone.embed,
+        batch_size=opts.batch_size,
+        io_threads=read_threads(opts.io_threads, uris),
+        decode_threads=opts.decode_threads,
+        stop=stop,
+        pin_memory=backbone.device.type == "cuda",
+        model_streams=opts.model_streams or "auto",
+        item_timeout=timeout,
     )
+    backbone.start()
+    saved = 0  # items embedded and stored by this run
+    try:
+        with ctrl_c, run as batches:
+            for batch in batches:
+                saved += plan.keep(batch)
+                if progress is not None:
+                    progress(len(batch.indices) + len(batch.failures))
+            stages = batches.stats.as_dict()
+        if ctrl_c.interrupted:  # raised here, after the last finished batch was stored
+            raise KeyboardInterrupt
+    except StageError as error:
+        # The model could not be built (bad checkpoint, ...): say that, not "infer failed".
+        build_error = backbone.failed()
+        if build_error is not None and error.stage == "infer":
+            raise build_error from None
+        raise
+    except StoreDownError as error:  # the run's problem; every batch before it is stored
+        raise StoreDownError(
+            f"{error.message}; {saved:,} embedded and saved; rerun to continue"
+        ) from error
+    # The build overlaps the first reads and decodes; what it did not hide is the wait.
+    stages["model_build"] = {
+        "seconds": round(backbone.build_s, 4),
+        "waited_s": round(backbone.waited_s, 4),
+    }
+    if plan.dim == 0:  # nothing cached and nothing embedded: keep the model's width
+        plan.widen(backbone.result().dim)
+    return stages
 
 
 #: Rows moved per step by ``_take_rows`` (its only temporary).
@@ -303,29 +378,6 @@ def _without_unreadable(pool: Pool) -> tuple[list[Item], list[int], list[Failure
         if item.unreadable
     ]
     return [pool.items[i] for i in positions], positions, failures
-
-
-def _keep(
-    batch: Any,
-    rows: np.ndarray,
-    todo: list[int],
-    keys: list[str],
-    fingerprint: str,
-    store: EmbeddingCache,
-    vectors: np.ndarray,
-    found: np.ndarray,
-) -> None:
-    """Store one batch's embeddings (and its permanent failures) before the next one comes."""
-    if len(rows):
-        store.store(fingerprint, [keys[r] for r in rows], batch.embeddings)
-        if vectors.shape[1]:  # not when the caller wants counts only
-            vectors[rows] = batch.embeddings
-        found[rows] = True
-    remember = [f for f in batch.failures if f.reason.startswith(_PERMANENT)]
-    if remember:
-        store.store_failures(
-            fingerprint, [keys[todo[f.index]] for f in remember], [f.reason for f in remember]
-        )
 
 
 def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:
