@@ -220,6 +220,23 @@ class _Objective:
         return (nll + reg) / n, grad
 
 
+def _checked_training_set(
+    X: ArrayLike, y: Sequence[Hashable] | ArrayLike, l2: float
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.intp]]:
+    """``train_head``'s inputs as [n, d] rows, sorted classes and each row's class code."""
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise UsageError(f"embeddings must be [n, d], got shape {arr.shape}")
+    classes, codes = encode_labels(y)
+    if len(codes) != arr.shape[0]:
+        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
+    if len(codes) == 0:
+        raise UsageError("cannot train a head on zero labeled items", hint="label some items")
+    if l2 <= 0:
+        raise UsageError(f"l2 must be > 0, got {l2}")
+    return arr, classes, codes
+
+
 def train_head(
     X: ArrayLike,
     y: Sequence[Hashable] | ArrayLike,
@@ -243,16 +260,7 @@ def train_head(
     """
     del seed  # deterministic: L-BFGS from a fixed start on a strictly convex objective
     started = time.perf_counter()
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise UsageError(f"embeddings must be [n, d], got shape {arr.shape}")
-    classes, codes = encode_labels(y)
-    if len(codes) != arr.shape[0]:
-        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
-    if len(codes) == 0:
-        raise UsageError("cannot train a head on zero labeled items", hint="label some items")
-    if l2 <= 0:
-        raise UsageError(f"l2 must be > 0, got {l2}")
+    arr, classes, codes = _checked_training_set(X, y, l2)
     d = arr.shape[1]
     n_classes = len(classes)
     if n_classes == 1:
