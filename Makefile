@@ -32,7 +32,7 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check src strategies tests benchmarks scripts examples
 	$(VENV)/bin/ruff format --check src strategies tests benchmarks scripts examples
-	$(VENV)/bin/mypy src strategies
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(DATA)

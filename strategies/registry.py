@@ -115,44 +115,10 @@ class Registry:
         for alias in info.aliases:
             self._aliases[alias] = info.name
 
-    def register(
-        self,
-        name: str,
-        *,
-        family: str,
-        needs: Iterable[str],
-        cost: str,
-        reference: str,
-        summary: str | None = None,
-        aliases: Iterable[str] = (),
-        cold_start: bool | None = None,
-    ) -> Callable[[F], F]:
-        needs_set = frozenset(needs)
-        unknown = needs_set - NEEDS
-        if unknown:
-            raise StrategyError(
-                f"strategy {name!r} declares unknown needs {sorted(unknown)}",
-                hint=f"needs must be drawn from {sorted(NEEDS)}",
-            )
-
-        def decorate(fn: F) -> F:
-            doc = (fn.__doc__ or "").strip()
-            info = StrategyInfo(
-                name=normalize_name(name),
-                family=family,
-                needs=needs_set,
-                cost=cost,
-                reference=reference,
-                summary=summary if summary is not None else doc.split("\n", 1)[0],
-                aliases=tuple(normalize_name(a) for a in aliases),
-                cold_start=("labeled" not in needs_set) if cold_start is None else cold_start,
-                origin=self._loading_origin or "alcli",
-                fn=fn,
-            )
-            self.add(info)
-            return fn
-
-        return decorate
+    @property
+    def loading_origin(self) -> str:
+        """Who registers now: the plugin distribution being loaded, else "alcli"."""
+        return self._loading_origin or "alcli"
 
     def lookup(self, name: str) -> StrategyInfo | None:
         key = normalize_name(name)
@@ -261,16 +227,33 @@ def register(
     "embeddings", "labeled"}``; ``cold_start`` defaults to "does not need labeled". ``cost``
     is a big-O string in n, d, C, K, b; ``summary`` defaults to the docstring's first line.
     """
-    return _REGISTRY.register(
-        name,
-        family=family,
-        needs=needs,
-        cost=cost,
-        reference=reference,
-        summary=summary,
-        aliases=aliases,
-        cold_start=cold_start,
-    )
+    registry = _REGISTRY
+    needs_set = frozenset(needs)
+    unknown = needs_set - NEEDS
+    if unknown:
+        raise StrategyError(
+            f"strategy {name!r} declares unknown needs {sorted(unknown)}",
+            hint=f"needs must be drawn from {sorted(NEEDS)}",
+        )
+
+    def decorate(fn: F) -> F:
+        doc = (fn.__doc__ or "").strip()
+        info = StrategyInfo(
+            name=normalize_name(name),
+            family=family,
+            needs=needs_set,
+            cost=cost,
+            reference=reference,
+            summary=summary if summary is not None else doc.split("\n", 1)[0],
+            aliases=tuple(normalize_name(a) for a in aliases),
+            cold_start=("labeled" not in needs_set) if cold_start is None else cold_start,
+            origin=registry.loading_origin,
+            fn=fn,
+        )
+        registry.add(info)
+        return fn
+
+    return decorate
 
 
 def get(name: str) -> StrategyInfo:

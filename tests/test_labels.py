@@ -86,9 +86,8 @@ def test_old_import_paths_still_give_the_same_functions() -> None:
 
 
 def test_selection_picks_is_now_selection_and_says_so() -> None:
-    import alcli.strategies
-
     import alcli.selection
+    import alcli.strategies
 
     with pytest.warns(DeprecationWarning, match=r"Picks is now alcli\.selection\.Selection"):
         old = alcli.selection.Picks

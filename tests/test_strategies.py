@@ -8,14 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import alcli.strategies as strategies
 import numpy as np
 import pytest
+
+import alcli.strategies as strategies
+from alcli.errors import StrategyError
 from alcli.strategies import registry
 from alcli.strategies._kmeans import _lloyd, kmeans_plus_plus
 from alcli.strategies._select import top_k
-
-from alcli.errors import StrategyError
 
 ALL_NAMES = [info.name for info in strategies.available()]
 
@@ -567,3 +567,12 @@ def test_available_loads_plugins_once(plugin_site: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         strategies.available()  # no second import, no second warning
+
+
+def test_the_type_checker_sees_the_zoo_under_its_shipped_name() -> None:
+    """mypy cannot follow pyproject's package-dir mapping (alcli.strategies = strategies/);
+    without this link, calls into alcli.strategies type-check silently as Any."""
+    root = Path(__file__).resolve().parents[1]
+    link = root / "src" / "alcli" / "strategies"
+    assert link.is_symlink()
+    assert link.resolve() == (root / "strategies").resolve()

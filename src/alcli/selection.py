@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
+from alcli import strategies
 from alcli.errors import StrategyError, UsageError
 from alcli.labels import match_labels, read_uri_list
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
+from alcli import strategies
 from alcli.errors import UsageError
 from alcli.labels import match_labels
 

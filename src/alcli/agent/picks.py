@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-import alcli.strategies as strategies  # noqa: PLR0402 - mypy cannot map strategies/ here
+from alcli import strategies
 from alcli.agent.ledger import Ledger
 from alcli.agent.rules import clamp_picks, derive_seed
 from alcli.agent.state import RunState

@@ -26,7 +26,7 @@ def strategies(
     found = zoo.available(pattern)
     if pattern and not found:
         raise UsageError(f"no strategy matches '{pattern}'", hint="run 'alcli strategies'")
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": s.name,
             "family": s.family,

@@ -1,4 +1,4 @@
-"""Heads trained on cached embeddings: class probabilities, a bootstrap committee, evaluation.
+"""Heads trained on cached embeddings: a scaler, a logistic-regression head, its training.
 
 The backbone is frozen (DESIGN.md, decision 1), so a "model" here is a multinomial logistic
 regression on the embeddings. It is retrained every round (from the previous round's head,
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,6 @@ from alcli.errors import UsageError
 #: Rows per block when predicting; 64k x 1280 float32 is 320 MiB of input touched per block and
 #: the logits stay in L2/L3-friendly pieces.
 PREDICT_CHUNK_ROWS = 65_536
-#: Bins of the expected calibration error (Guo et al., 2017 use 15).
-ECE_BINS = 15
 #: Default L-BFGS iteration cap. A standardized 10k x 1280, 10-class problem reaches the
 #: tolerance below in well under this; the cap bounds a round's cost on hard, near-separable
 #: data where the last iterations only polish weights that no longer change a prediction.
@@ -170,7 +168,7 @@ def _softmax_inplace(logits: NDArray[np.float32]) -> None:
     logits /= logits.sum(axis=1, keepdims=True)
 
 
-def _encode_labels(y: Sequence[Hashable] | ArrayLike) -> tuple[NDArray[Any], NDArray[np.intp]]:
+def encode_labels(y: Sequence[Hashable] | ArrayLike) -> tuple[NDArray[Any], NDArray[np.intp]]:
     """Sorted unique labels and each row's index into them."""
     arr = np.asarray(y)
     if arr.ndim != 1:
@@ -222,6 +220,23 @@ class _Objective:
         return (nll + reg) / n, grad
 
 
+def _checked_training_set(
+    X: ArrayLike, y: Sequence[Hashable] | ArrayLike, l2: float
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.intp]]:
+    """``train_head``'s inputs as [n, d] rows, sorted classes and each row's class code."""
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise UsageError(f"embeddings must be [n, d], got shape {arr.shape}")
+    classes, codes = encode_labels(y)
+    if len(codes) != arr.shape[0]:
+        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
+    if len(codes) == 0:
+        raise UsageError("cannot train a head on zero labeled items", hint="label some items")
+    if l2 <= 0:
+        raise UsageError(f"l2 must be > 0, got {l2}")
+    return arr, classes, codes
+
+
 def train_head(
     X: ArrayLike,
     y: Sequence[Hashable] | ArrayLike,
@@ -245,16 +260,7 @@ def train_head(
     """
     del seed  # deterministic: L-BFGS from a fixed start on a strictly convex objective
     started = time.perf_counter()
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise UsageError(f"embeddings must be [n, d], got shape {arr.shape}")
-    classes, codes = _encode_labels(y)
-    if len(codes) != arr.shape[0]:
-        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
-    if len(codes) == 0:
-        raise UsageError("cannot train a head on zero labeled items", hint="label some items")
-    if l2 <= 0:
-        raise UsageError(f"l2 must be > 0, got {l2}")
+    arr, classes, codes = _checked_training_set(X, y, l2)
     d = arr.shape[1]
     n_classes = len(classes)
     if n_classes == 1:
@@ -315,143 +321,3 @@ def _start_point(init: Head | None, classes: NDArray[Any], scaler: Scaler, d: in
             start[d, column] = b[j]
     # The objective's layout: W row-major [d, C], then the C biases.
     return np.concatenate([start[:d].ravel(), start[d]])
-
-
-@dataclass(frozen=True, slots=True)
-class Committee:
-    """K heads trained on bootstrap resamples; the disagreement that BALD-like strategies use."""
-
-    heads: list[Head]
-    classes: NDArray[Any]
-
-    def proba(self, X: ArrayLike) -> NDArray[np.float32]:
-        """[K, n, C] probabilities, columns aligned to ``classes`` (the union of all heads').
-
-        A head that never saw a class gives it probability 0.
-        """
-        arr = np.asarray(X)
-        out = np.zeros((len(self.heads), arr.shape[0], len(self.classes)), dtype=np.float32)
-        for k, head in enumerate(self.heads):
-            columns = np.searchsorted(self.classes, head.classes)
-            probs = head.predict_proba(arr)
-            if len(columns) == len(self.classes):
-                out[k] = probs
-            else:
-                out[k][:, columns] = probs
-        return out
-
-
-def _stratified_bootstrap(codes: NDArray[np.intp], rng: np.random.Generator) -> NDArray[np.intp]:
-    """Resample each class's rows with replacement to its own count: every class stays in."""
-    parts = []
-    for c in np.unique(codes):
-        members = np.flatnonzero(codes == c)
-        parts.append(rng.choice(members, size=len(members), replace=True))
-    return np.sort(np.concatenate(parts))
-
-
-def train_committee(
-    X: ArrayLike,
-    y: Sequence[Hashable] | ArrayLike,
-    *,
-    k: int = 5,
-    seed: int = 0,
-    l2: float = 1.0,
-    max_iter: int = DEFAULT_MAX_ITER,
-    scaler: Scaler | None = None,
-    init: Head | None = None,
-) -> Committee:
-    """``k`` heads, each on a stratified bootstrap resample drawn from a ``seed``-ed generator.
-
-    Stratified (each class resampled within itself) so every resample contains every class:
-    a member that never saw a class would disagree for a meaningless reason. ``init`` (the
-    head on all the rows) is every member's starting point: a resample's optimum is near it.
-    """
-    if k < 1:
-        raise UsageError(f"a committee needs k >= 1 heads, got {k}")
-    arr = np.asarray(X)
-    classes, codes = _encode_labels(y)
-    if len(codes) != arr.shape[0]:
-        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
-    scaler = scaler if scaler is not None else fit_scaler(arr)
-    rngs = np.random.default_rng(seed).spawn(k)
-    heads = []
-    for rng in rngs:
-        rows = _stratified_bootstrap(codes, rng)
-        heads.append(
-            train_head(
-                arr[rows],
-                classes[codes[rows]],
-                l2=l2,
-                max_iter=max_iter,
-                scaler=scaler,
-                init=init,
-            )
-        )
-    return Committee(heads=heads, classes=classes)
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """How good a head is on a labeled set."""
-
-    accuracy: float
-    per_class: dict[Any, float]
-    ece: float
-    n: int
-    support: dict[Any, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: labels become strings, floats stay floats."""
-        return {
-            "accuracy": self.accuracy,
-            "ece": self.ece,
-            "n": self.n,
-            "per_class": {str(k): v for k, v in self.per_class.items()},
-            "support": {str(k): v for k, v in self.support.items()},
-        }
-
-
-def expected_calibration_error(
-    confidence: NDArray[np.floating[Any]], correct: NDArray[np.bool_], *, bins: int = ECE_BINS
-) -> float:
-    """Σ_b |B_b|/n · |accuracy(B_b) − mean confidence(B_b)| over equal-width bins (lo, hi]."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    hits = np.asarray(correct, dtype=np.float64)
-    if conf.size == 0:
-        return 0.0
-    which = np.clip(np.ceil(conf * bins).astype(np.intp) - 1, 0, bins - 1)
-    conf_sum = np.bincount(which, weights=conf, minlength=bins)
-    hit_sum = np.bincount(which, weights=hits, minlength=bins)
-    return float(np.abs(hit_sum - conf_sum).sum() / conf.size)
-
-
-def evaluate(head: Head, X: ArrayLike, y: Sequence[Hashable] | ArrayLike) -> Evaluation:
-    """Accuracy, per-class accuracy (recall of each true class) and 15-bin ECE of ``head``.
-
-    A true label the head never saw counts as a miss for that class.
-    """
-    truth = np.asarray(y)
-    if truth.shape[0] == 0:
-        raise UsageError("the evaluation set is empty", hint="give an eval set with labels")
-    probs = head.predict_proba(X)
-    if probs.shape[0] != truth.shape[0]:
-        raise UsageError(f"{probs.shape[0]} embeddings but {truth.shape[0]} labels to evaluate")
-    best = np.argmax(probs, axis=1)
-    predicted = head.classes[best]
-    correct = np.asarray(predicted == truth, dtype=bool)
-    confidence = probs[np.arange(len(best)), best]
-    per_class: dict[Any, float] = {}
-    support: dict[Any, int] = {}
-    labels, codes = _encode_labels(truth)
-    for j, label in enumerate(labels.tolist()):
-        members = codes == j
-        support[label] = int(members.sum())
-        per_class[label] = float(correct[members].mean())
-    return Evaluation(
-        accuracy=float(correct.mean()),
-        per_class=per_class,
-        ece=expected_calibration_error(confidence, correct),
-        n=int(truth.shape[0]),
-        support=support,
-    )

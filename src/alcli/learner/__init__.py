@@ -1,0 +1,40 @@
+"""Heads trained on cached embeddings: class probabilities, a bootstrap committee, evaluation.
+
+The backbone is frozen, so a "model" is a multinomial logistic regression on the embeddings
+(``heads``: why it is fast enough to retrain every round), a committee of such heads on
+bootstrap resamples (``committee``) and their evaluation (``evaluation``). Import from here.
+"""
+
+from __future__ import annotations
+
+from alcli.learner.committee import Committee, train_committee
+from alcli.learner.evaluation import ECE_BINS, Evaluation, evaluate, expected_calibration_error
+from alcli.learner.heads import (
+    DEFAULT_MAX_ITER,
+    DEFAULT_TOL,
+    PREDICT_CHUNK_ROWS,
+    SERIAL_BELOW,
+    Head,
+    Scaler,
+    fit_scaler,
+    load_head,
+    train_head,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ITER",
+    "DEFAULT_TOL",
+    "ECE_BINS",
+    "PREDICT_CHUNK_ROWS",
+    "SERIAL_BELOW",
+    "Committee",
+    "Evaluation",
+    "Head",
+    "Scaler",
+    "evaluate",
+    "expected_calibration_error",
+    "fit_scaler",
+    "load_head",
+    "train_committee",
+    "train_head",
+]

@@ -1,0 +1,98 @@
+"""A bootstrap committee of heads: the disagreement that BALD and vote entropy read.
+
+Each member is a head (``alcli.learner.heads``) trained on a stratified bootstrap resample
+of the labeled rows, so members differ only where the labels leave the model unsure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from alcli.errors import UsageError
+from alcli.learner.heads import (
+    DEFAULT_MAX_ITER,
+    Head,
+    Scaler,
+    encode_labels,
+    fit_scaler,
+    train_head,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Committee:
+    """K heads trained on bootstrap resamples; the disagreement that BALD-like strategies use."""
+
+    heads: list[Head]
+    classes: NDArray[Any]
+
+    def proba(self, X: ArrayLike) -> NDArray[np.float32]:
+        """[K, n, C] probabilities, columns aligned to ``classes`` (the union of all heads').
+
+        A head that never saw a class gives it probability 0.
+        """
+        arr = np.asarray(X)
+        out = np.zeros((len(self.heads), arr.shape[0], len(self.classes)), dtype=np.float32)
+        for k, head in enumerate(self.heads):
+            columns = np.searchsorted(self.classes, head.classes)
+            probs = head.predict_proba(arr)
+            if len(columns) == len(self.classes):
+                out[k] = probs
+            else:
+                out[k][:, columns] = probs
+        return out
+
+
+def _stratified_bootstrap(codes: NDArray[np.intp], rng: np.random.Generator) -> NDArray[np.intp]:
+    """Resample each class's rows with replacement to its own count: every class stays in."""
+    parts = []
+    for c in np.unique(codes):
+        members = np.flatnonzero(codes == c)
+        parts.append(rng.choice(members, size=len(members), replace=True))
+    return np.sort(np.concatenate(parts))
+
+
+def train_committee(
+    X: ArrayLike,
+    y: Sequence[Hashable] | ArrayLike,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    l2: float = 1.0,
+    max_iter: int = DEFAULT_MAX_ITER,
+    scaler: Scaler | None = None,
+    init: Head | None = None,
+) -> Committee:
+    """``k`` heads, each on a stratified bootstrap resample drawn from a ``seed``-ed generator.
+
+    Stratified (each class resampled within itself) so every resample contains every class:
+    a member that never saw a class would disagree for a meaningless reason. ``init`` (the
+    head on all the rows) is every member's starting point: a resample's optimum is near it.
+    """
+    if k < 1:
+        raise UsageError(f"a committee needs k >= 1 heads, got {k}")
+    arr = np.asarray(X)
+    classes, codes = encode_labels(y)
+    if len(codes) != arr.shape[0]:
+        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
+    scaler = scaler if scaler is not None else fit_scaler(arr)
+    rngs = np.random.default_rng(seed).spawn(k)
+    heads = []
+    for rng in rngs:
+        rows = _stratified_bootstrap(codes, rng)
+        heads.append(
+            train_head(
+                arr[rows],
+                classes[codes[rows]],
+                l2=l2,
+                max_iter=max_iter,
+                scaler=scaler,
+                init=init,
+            )
+        )
+    return Committee(heads=heads, classes=classes)
