@@ -157,13 +157,59 @@ def pick(
     labeled_skipped = {uri: skipped[uri] for uri in labels if uri in skipped}
     if labeled_skipped:
         labels = {uri: label for uri, label in labels.items() if uri not in labeled_skipped}
-    excluded = dict.fromkeys((uri for uri in exclude if uri not in skipped), "")
     labeled_rows, label_values = match_labels(uris, labels)
-    excluded_rows, _ = match_labels(uris, excluded, what="excluded")
+    excluded_rows = _excluded_rows(uris, exclude, skipped)
     blocked = np.zeros(n, dtype=bool)
     blocked[labeled_rows] = True
     blocked[excluded_rows] = True
+    probs, committee = _model_inputs(
+        info, embeddings, probs, labeled_rows, label_values, seed=seed, timings=timings
+    )
+    started = time.perf_counter()
+    rows, scores = strategies.run_with_scores(
+        info.name,
+        budget=budget,
+        probs=probs,
+        committee=committee,
+        embeddings=embeddings,
+        labeled=blocked,
+        seed=seed,
+    )
+    timings["strategy_s"] = time.perf_counter() - started
+    return Selection(
+        strategy=info.name,
+        rows=rows,
+        uris=[uris[r] for r in rows],
+        scores=np.asarray(scores, dtype=np.float64),
+        n_pool=n,
+        n_labeled=len(labeled_rows),
+        n_excluded=len(excluded_rows),
+        timings=timings,
+        labeled_skipped=labeled_skipped,
+    )
 
+
+def _excluded_rows(
+    uris: Sequence[str], exclude: Iterable[str], skipped: Mapping[str, str]
+) -> np.ndarray:
+    """Rows of the URIs sent out already; those naming a skipped item are left out."""
+    excluded = dict.fromkeys((uri for uri in exclude if uri not in skipped), "")
+    rows, _ = match_labels(uris, excluded, what="excluded")
+    return rows
+
+
+def _model_inputs(
+    info: strategies.StrategyInfo,
+    embeddings: np.ndarray | None,
+    probs: np.ndarray | None,
+    labeled_rows: np.ndarray,
+    label_values: Sequence[str],
+    *,
+    seed: int,
+    timings: dict[str, float],
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(probs, committee) for the strategy: the user's own ``probs`` as given, else a head
+    (or committee) trained on the labeled rows when the strategy reads one."""
     committee = None
     check_inputs(
         info.name,
@@ -190,28 +236,7 @@ def pick(
         probs, committee = inputs.probs, inputs.committee
         timings["head_s"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    rows, scores = strategies.run_with_scores(
-        info.name,
-        budget=budget,
-        probs=probs,
-        committee=committee,
-        embeddings=embeddings,
-        labeled=blocked,
-        seed=seed,
-    )
-    timings["strategy_s"] = time.perf_counter() - started
-    return Selection(
-        strategy=info.name,
-        rows=rows,
-        uris=[uris[r] for r in rows],
-        scores=np.asarray(scores, dtype=np.float64),
-        n_pool=n,
-        n_labeled=len(labeled_rows),
-        n_excluded=len(excluded_rows),
-        timings=timings,
-        labeled_skipped=labeled_skipped,
-    )
+    return probs, committee
 
 
 def __getattr__(name: str) -> Any:
