@@ -1,5 +1,6 @@
-"""docs/ARCHITECTURE.md stays true: every function and class its code blocks name exists in the
-module its section is about, and every documented function has the documented parameters.
+"""The docs stay true: every function and class docs/ARCHITECTURE.md's code blocks name exists
+in the module its section is about, every documented function has the documented parameters,
+and every test docs/reliability.md names exists.
 
 A contract that drifted from the code (a renamed parameter, a moved function) fails here, so
 the document is changed together with the code, as it asks.
@@ -116,3 +117,19 @@ def test_each_documented_definition_exists_as_documented(modules, name, signatur
     assert not undocumented, (
         f"{name}: required parameters missing from the document: {undocumented}"
     )
+
+
+def test_every_test_the_reliability_doc_names_exists():
+    """docs/reliability.md maps each fault to the test that shows it; a renamed or removed
+    test must not leave the document pointing at nothing."""
+    text = (DOC.parent / "reliability.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(tests/\w+\.py)::(\w+)", text))
+    assert len(named) >= 20
+    root = DOC.parents[1]
+    missing = []
+    for path, name in sorted(named):
+        tree = ast.parse((root / path).read_text(encoding="utf-8"))
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        if name not in defined:
+            missing.append(f"{path}::{name}")
+    assert not missing, f"docs/reliability.md names tests that do not exist: {missing}"
