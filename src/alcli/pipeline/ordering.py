@@ -94,7 +94,7 @@ class OutputOrder:
     """Finished batches by their place in the output, until the consumer takes them in
     order. ``reserve`` bounds what a kill can lose: a stream waits BEFORE its forward pass
     until its batch is near enough the last one the consumer has stored, so at most
-    ``streams`` batches are ever through the model (or in it) and not yet stored. A batch
+    ``streams + 1`` batches are ever through the model (or in it) and not yet stored. A batch
     counts as stored once the consumer asks for the next one (it stores in between).
     ``moved`` means: a batch was put in, taken out or stored (or every stream finished)."""
 
@@ -106,8 +106,11 @@ class OutputOrder:
         self._stored = 0  # batches the consumer is done with (it asked for the next one)
         self._streams_done = 0
         self.finished = False  # every stream saw the end of the input
-        # a batch may go through the model this far ahead of the last one stored
-        self._ahead = OUTPUT_DEPTH * streams
+        # A batch may go through the model this far ahead of the last one stored: one per
+        # stream, and one more so a stream that finished its batch need not idle while the
+        # consumer stores (measured: embed_throughput --n 1000, local pipeline 341-353 img/s
+        # without it, 408-425 with it, 360-404 before any bound).
+        self._ahead = OUTPUT_DEPTH * streams + 1
         self.moved = control.condition()
 
     def reserve(self, order: int) -> bool:
