@@ -40,6 +40,13 @@ from alcli.cache.segments import (
 log = logging.getLogger(__name__)
 
 
+#: Bytes read per step while merging. A merge holds about three such chunks (the one being
+#: written, the next one read, a gathered copy), so this, not the pool, bounds its memory:
+#: with lookups' 64 MiB chunks a 200,000-row compaction added ~240 MiB to the finishing
+#: run's peak in the soak (benchmarks/RESULTS.md, "Soak (issue 11)").
+MERGE_CHUNK_BYTES = 8 << 20
+
+
 class Compactor:
     """Merges a fingerprint's segments: the small ones once there are enough, or all."""
 
@@ -202,7 +209,8 @@ class Compactor:
         for entry, base in sources:
             rows = gids[(gids >= base) & (gids < base + entry.rows)] - base
             with Segment(self._layout.segment_path(fingerprint, entry.name), entry) as segment:
-                for start, chunk in segment.checked_chunks(segment.chunk_rows):
+                chunk_rows = max(1, MERGE_CHUNK_BYTES // segment.row_bytes)
+                for start, chunk in segment.checked_chunks(chunk_rows):
                     a, b = np.searchsorted(rows, [start, start + len(chunk)])
                     if a < b:
                         yield chunk[rows[a:b] - start].astype(dtype, copy=False)
