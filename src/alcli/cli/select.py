@@ -166,8 +166,9 @@ def select(
         predicted = head_predictions(
             picks.rows, emb_arr, names, labels, probs=prob_arr, skipped=skipped
         )
-        fingerprint = result.fingerprint if to_embed is not None else "own-arrays"
-        _render_tasks(out, picks, out_dir, root, f"{picks.strategy}@{fingerprint}", predicted)
+        # Which selection made a task: the strategy and the model (name and fingerprint).
+        model = f"{embedding.model}/{result.fingerprint}" if to_embed is not None else "own-arrays"
+        _render_tasks(out, picks, out_dir, root, f"{picks.strategy}@{model}", predicted)
         return
     _render(out, picks, output_format, "\0" if print0 else "\n")
 
