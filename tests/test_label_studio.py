@@ -360,3 +360,31 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_select_tasks_to_stdout_cold_start_and_bad_roots(runner, tmp_path, png_pool):
+    import numpy as np
+
+    paths = png_pool(5)
+    np.save(tmp_path / "emb.npy", np.random.default_rng(0).random((5, 4), dtype=np.float32))
+    (tmp_path / "uris.txt").write_text("".join(f"{p}\n" for p in paths))
+    base = ["select", "--embeddings", tmp_path / "emb.npy", "--uris", tmp_path / "uris.txt"]
+    base += ["-s", "coreset", "-b", "3", "--format", "label-studio"]
+    no_root = invoke(runner, *base)
+    assert no_root.exit_code == 2
+    assert "--document-root" in no_root.output
+    outside = invoke(runner, *base, "--document-root", tmp_path / "pool" / "sub")
+    assert outside.exit_code == 2
+    assert "outside the document root" in outside.output
+    printed = invoke(runner, *base, "--document-root", tmp_path)
+    assert printed.exit_code == 0, printed.output
+    tasks = json.loads(printed.stdout)
+    assert [t["data"]["image"] for t in tasks] == [
+        f"{LOCAL_FILES_URL}pool/{Path(t['data']['uri']).name}" for t in tasks
+    ]
+    prediction = tasks[0]["predictions"][0]
+    assert prediction["model_version"] == "coreset@own-arrays"
+    assert prediction["result"] == []  # a cold start: no head, no pre-annotation
+    misplaced = invoke(runner, *base[:-2], "--out", tmp_path / "t")
+    assert misplaced.exit_code == 2
+    assert "--format label-studio" in misplaced.output
