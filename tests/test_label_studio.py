@@ -388,3 +388,40 @@ def test_select_tasks_to_stdout_cold_start_and_bad_roots(runner, tmp_path, png_p
     misplaced = invoke(runner, *base[:-2], "--out", tmp_path / "t")
     assert misplaced.exit_code == 2
     assert "--format label-studio" in misplaced.output
+
+
+def test_a_found_alcli_toml_cannot_send_the_token_to_its_server(runner, tmp_path, png_pool):
+    png_pool(3)
+    (tmp_path / "alcli.toml").write_text('[auto]\noracle = "label-studio://evil.example:80/1"\n')
+    args = ["auto", tmp_path / "pool", "--eval-frac", "0.2", "--target-acc", "0.9"]
+    refused = invoke(runner, *args, "--budget", "200")
+    assert refused.exit_code == 2
+    assert "sends the Label Studio API token" in refused.output
+
+
+def test_ground_truth_then_the_latest_annotation_wins(tmp_path):
+    def annotation(number: int, label: str, when: str, **flags: bool) -> dict:
+        return {"id": number, "result": _choice(label), "updated_at": when, **flags}
+
+    export = [
+        {
+            "id": 1,
+            "data": {"uri": "/p/a.png"},
+            "annotations": [
+                annotation(1, "3", "2026-01-02", ground_truth=True),
+                annotation(2, "5", "2026-01-03"),
+            ],
+        },
+        {
+            "id": 2,
+            "data": {"uri": "/p/b.png"},
+            "annotations": [
+                annotation(3, "1", "2026-01-01"),
+                annotation(4, "2", "2026-01-05", was_cancelled=True),
+            ],
+        },
+        {"id": 3, "data": {"uri": "/p/c.png"}, "annotations": []},
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    assert load_labels(path) == {"/p/a.png": "3", "/p/b.png": "1"}

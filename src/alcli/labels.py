@@ -10,6 +10,7 @@ header (names stripped, any case) and the same blank rows skipped everywhere.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -197,13 +198,21 @@ def task_image(uri: str, root: str | None) -> str:
             "document root",
             hint=f"pass --document-root DIR or set {DOCUMENT_ROOT_ENV} (as for label-studio)",
         )
-    rel = os.path.relpath(uri, root)
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+    prefix = _root_prefix(root)
+    path = uri if os.path.isabs(uri) else os.path.abspath(uri)
+    if not path.startswith(prefix):  # pool URIs are absolute and normalised: a prefix test
         raise LabelsError(
             f"{uri} is outside the document root {root}",
             hint="choose a --document-root that holds the whole pool",
         )
+    rel = path[len(prefix) :]
     return LOCAL_FILES_URL + quote(rel.replace(os.sep, "/").encode("utf-8", "surrogateescape"))
+
+
+@functools.lru_cache(maxsize=8)
+def _root_prefix(root: str) -> str:
+    """``root`` absolute and normalised, with one trailing separator."""
+    return os.path.join(os.path.abspath(root), "")
 
 
 def image_uri(url: str, root: str | None) -> str | None:
