@@ -343,36 +343,46 @@ def load_labels(
     except OSError as exc:
         raise LabelsError(f"{path}: cannot read labels file: {exc.strerror}") from None
     name = str(path)
-    kind = detect_labels_format(text, name) if labels_format == "auto" else labels_format
-    if kind == "alcli":
-        return _parse_labels(io.StringIO(text, newline=""), name, normalize_uris=normalize_uris)
+    json_text = text.lstrip().startswith(("[", "{"))
+    if labels_format == "alcli" or (labels_format == "auto" and not json_text):
+        kind = "alcli" if labels_format == "alcli" else detect_labels_format(text, name)
+        if kind == "alcli":
+            return _parse_labels(io.StringIO(text, newline=""), name, normalize_uris=normalize_uris)
+    else:
+        kind = labels_format
     root = document_root() if root is None else root
     if kind == "label-studio-csv":
         return _from_rows(_csv_records(text, name), name, root)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LabelsError(f"{name}: line {exc.lineno}: not JSON: {exc.msg}") from None
+    data = _json(text, name)  # parsed once: a 100,000-task export is ~50 MB
     if not isinstance(data, list):
         raise LabelsError(f"{name}: a Label Studio export is a JSON list of tasks")
+    if kind == "auto":
+        kind = _json_kind(data)
     if kind == "label-studio-json":
         return label_studio_labels(data, name, root)
     return _from_rows(data, name, root)
 
 
+def _json(text: str, name: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LabelsError(f"{name}: line {exc.lineno}: not JSON: {exc.msg}") from None
+
+
+def _json_kind(data: object) -> str:
+    """Tasks with ``annotations`` (or ``data``): the JSON export; flat records: JSON_MIN."""
+    full = isinstance(data, list) and any(
+        isinstance(task, dict) and ("annotations" in task or "data" in task) for task in data[:100]
+    )
+    return "label-studio-json" if full else "label-studio-json-min"
+
+
 def detect_labels_format(text: str, name: str = "labels") -> str:
     """Which of ``LABELS_FORMATS`` ``text`` is: JSON with ``annotations`` is Label Studio's
     JSON, other JSON its JSON_MIN; CSV with ``annotation_id`` or ``id`` is its CSV, else alcli's."""
-    head = text.lstrip()
-    if head.startswith(("[", "{")):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LabelsError(f"{name}: line {exc.lineno}: not JSON: {exc.msg}") from None
-        full = isinstance(data, list) and any(
-            isinstance(task, dict) and ("annotations" in task or "data" in task) for task in data
-        )
-        return "label-studio-json" if full else "label-studio-json-min"
+    if text.lstrip().startswith(("[", "{")):
+        return _json_kind(_json(text, name))
     table = CsvTable(io.StringIO(text, newline=""))
     columns = set(table.columns)
     if "label" in columns and "uri" in columns and not columns & {"annotation_id", "id"}:
@@ -400,6 +410,7 @@ def label_studio_labels(
         task_id = task.get("id", f"#{number}")
         raw = task.get("data")
         data: Mapping[str, object] = raw if isinstance(raw, dict) else {}
+        uri: str | None = None  # mapped once per task, when it has an annotation to count
         for annotation in task.get("annotations") or []:
             if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
                 continue  # cancelled ("skipped") in the labeling stream: no label
@@ -407,7 +418,8 @@ def label_studio_labels(
             if label is None:
                 problems.append(f"task {task_id}: annotation {annotation.get('id')} has no choice")
                 continue
-            uri = task_uri(data, root)
+            if uri is None:
+                uri = task_uri(data, root)
             if uri is None:
                 problems.append(f"task {task_id}: no data.uri or data.image to map to the pool")
                 break
