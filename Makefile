@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DATA := data
 
-.PHONY: install demo test test-fast bench lint clean assets
+.PHONY: install demo test test-fast bench lint clean assets labelstudio
 
 install: $(STAMP)
 
@@ -23,7 +23,21 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	@bash scripts/demo.sh
 
-test: install
+# A real Label Studio server for the tests, in its own virtualenv (~1 GB, ~100 exact pins,
+# never in .venv), with a migrated data folder to start servers from (tests/labelstudio_server.py).
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+
+labelstudio: $(LS_STAMP)
+
+$(LS_STAMP): tests/labelstudio_server.py
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(LS_VENV)/bin/python -m pip install --quiet label-studio==1.23.2
+	$(LS_VENV)/bin/python tests/labelstudio_server.py template $(LS_VENV)
+	@touch $(LS_STAMP)
+
+test: install labelstudio
 	$(PY) -m pytest -q tests
 
 bench: install
@@ -35,4 +49,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(DATA)
+	rm -rf $(VENV) $(LS_VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(DATA)

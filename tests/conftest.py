@@ -141,3 +141,29 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# --- Label Studio (a real server; see tests/labelstudio_server.py) -------------------------
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Label Studio 1.23.2 server on 127.0.0.1 for the session (``LabelStudioServer``).
+
+    Its document root is the session's temporary folder, so every test's ``tmp_path`` is
+    under it; each test makes its own project. Without the server's virtualenv (``make test``
+    builds it) the tests skip, except in CI (``CI=true``), where that is a failure.
+    """
+    from labelstudio_server import VENV_ENV, LabelStudioServer, executable, venv_path
+
+    venv = venv_path()
+    if executable(venv) is None:
+        message = (
+            f"no Label Studio virtualenv at {venv} (run 'make labelstudio', or set {VENV_ENV})"
+        )
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    root = tmp_path_factory.getbasetemp()
+    with LabelStudioServer(venv, tmp_path_factory.mktemp("label-studio"), root) as server:
+        yield server

@@ -200,7 +200,10 @@ def test_directory_oracle_round_trip(tmp_path) -> None:
         load_labels_csv(batch)
     assert batch.read_text() == 'uri,label\ns3://b/a,\n"s3://b/b,c",\n'
     studio = json.loads((folder / "batch-001.labelstudio.json").read_text())
-    assert studio == [{"data": {"image": "s3://b/a"}}, {"data": {"image": "s3://b/b,c"}}]
+    assert studio == [  # data.uri: how a Label Studio export maps back to the pool
+        {"data": {"image": "s3://b/a", "uri": "s3://b/a"}},
+        {"data": {"image": "s3://b/b,c", "uri": "s3://b/b,c"}},
+    ]
 
     # Asked again before anyone labeled: same batch, still pending, no new files.
     with pytest.raises(PendingLabels):

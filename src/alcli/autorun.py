@@ -28,6 +28,7 @@ from alcli.oracle import (
     CommandOracle,
     DirectoryOracle,
     LabelsFileOracle,
+    LabelStudioOracle,
     Oracle,
     PendingLabels,
 )
@@ -99,7 +100,8 @@ def new_run_dir(root: str | Path = "alcli-runs") -> str:
 
 
 def make_oracle(spec: str | None, command: str | None, *, timeout_s: float) -> Oracle:
-    """``--oracle labels.csv`` | ``--oracle dir:PATH`` | ``--oracle-cmd 'PROGRAM ARGS'``."""
+    """``--oracle labels.csv`` | ``--oracle dir:PATH`` | ``--oracle label-studio://HOST:PORT/ID``
+    | ``--oracle-cmd 'PROGRAM ARGS'``."""
     if spec and command:
         raise UsageError("give --oracle or --oracle-cmd, not both")
     if command:
@@ -107,10 +109,13 @@ def make_oracle(spec: str | None, command: str | None, *, timeout_s: float) -> O
     if not spec:
         raise UsageError(
             "no oracle given",
-            hint="--oracle labels.csv, --oracle dir:PATH or --oracle-cmd 'PROGRAM ARGS'",
+            hint="--oracle labels.csv, --oracle dir:PATH, --oracle label-studio://HOST:PORT/ID "
+            "or --oracle-cmd 'PROGRAM ARGS'",
         )
     if spec.startswith("dir:"):
         return DirectoryOracle(spec[4:])
+    if spec.startswith("label-studio:"):
+        return LabelStudioOracle(spec)
     if not Path(spec).is_file():
         raise UsageError(f"oracle labels file not found: {spec}")
     return LabelsFileOracle(spec)
@@ -183,7 +188,11 @@ def check_classes(oracle: Oracle, eval_labels: Mapping[str, str] | None) -> None
 
 
 def check_coverage(oracle: Oracle, uris: Sequence[str]) -> None:
-    """A labels-file oracle that labels no item of the pool is the wrong file or pool."""
+    """A labels-file oracle that labels no item of the pool is the wrong file or pool; a Label
+    Studio oracle must answer, and be able to show every item (``LabelStudioOracle.check``)."""
+    if isinstance(oracle, LabelStudioOracle):
+        oracle.check(uris)
+        return
     if not isinstance(oracle, LabelsFileOracle) or not uris:
         return
     labels = oracle.labels

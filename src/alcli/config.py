@@ -49,6 +49,7 @@ PATH_KEYS = frozenset(
         "embeddings",
         "uris",
         "resume",
+        "document_root",
     }
 )
 

@@ -18,12 +18,23 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from alcli.errors import LabelsError, OracleError
-from alcli.labels import format_labels_csv, load_labels_csv, write_atomic
+from alcli.label_studio import Project
+from alcli.labels import (
+    document_root,
+    format_labels_csv,
+    label_studio_labels,
+    label_studio_tasks,
+    load_labels,
+    load_labels_csv,  # noqa: F401 - re-exported (its first home)
+    task_image,
+    task_uri,
+    write_atomic,
+)
 from alcli.output import has_line_break
 from alcli.sources import normalize_uri
 
@@ -49,20 +60,39 @@ def _not_utf8(text: str) -> bool:
 
 
 class PendingLabels(Exception):  # noqa: N818 - a state to wait for, not a failure
-    """The labels will come later: a person has ``batch_path`` to label into ``labels_path``.
+    """The labels will come later: a person labels ``count`` items (``todo`` says where).
 
-    Not an ``AlcliError``: nothing went wrong. The agent saves its state before this reaches
-    the CLI, which prints what to do and exits 0.
+    The directory oracle's person has ``batch_path`` to label into ``labels_path``; a
+    labeling server's (``project``) works in its web page. Not an ``AlcliError``: nothing went
+    wrong. The agent saves its state before this reaches the CLI, which prints what to do and
+    exits 0.
     """
 
-    def __init__(self, batch_path: Path, labels_path: Path, count: int) -> None:
+    def __init__(
+        self,
+        batch_path: Path | None,
+        labels_path: Path | None,
+        count: int,
+        *,
+        todo: str | None = None,
+        project: str | None = None,
+    ) -> None:
         self.batch_path = batch_path
         self.labels_path = labels_path
         self.count = count
-        super().__init__(
-            f"{count} items to label: {batch_path}; write {labels_path} (uri,label) "
-            "and resume with alcli auto --resume"
-        )
+        self.project = project
+        self.todo = todo or f"fill {labels_path}"
+        super().__init__(f"{count} items to label: {self.todo}, then alcli auto --resume")
+
+    def as_dict(self) -> dict[str, object]:
+        """What ``alcli auto --json`` prints about the wait (no empty fields)."""
+        fields = {
+            "count": self.count,
+            "batch": None if self.batch_path is None else str(self.batch_path),
+            "labels": None if self.labels_path is None else str(self.labels_path),
+            "project": self.project,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
 
 
 @runtime_checkable
@@ -75,11 +105,12 @@ class Oracle(Protocol):
 
 
 class LabelsFileOracle:
-    """Answers from a ``uri,label`` CSV: a simulation, or a team that labeled everything."""
+    """Answers from a labels file (alcli's ``uri,label`` CSV or a Label Studio export,
+    detected): a simulation, or a team that labeled everything."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self.labels = load_labels_csv(path)
+        self.labels = load_labels(path)
 
     def label(self, uris: Sequence[str]) -> dict[str, str]:
         answer: dict[str, str] = {}
@@ -271,8 +302,11 @@ class DirectoryOracle:
     """A person in the loop, through files in ``path``.
 
     Asked for labels, it writes ``batch-NNN.csv`` (a ``uri,label`` file with empty labels) and
-    ``batch-NNN.labelstudio.json`` (a Label Studio import) and raises ``PendingLabels``. When
-    ``batch-NNN.labels.csv`` exists, asking for the same URIs again returns its labels.
+    ``batch-NNN.labelstudio.json`` (a Label Studio import: images under the document root of
+    ``$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` as local-files URLs) and raises
+    ``PendingLabels``. When ``batch-NNN.labels.csv`` or ``batch-NNN.labels.json`` exists (alcli's
+    CSV, or Label Studio's JSON, JSON_MIN or CSV export, detected), asking for the same URIs
+    again returns its labels; cancelled annotations count as no label.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -285,9 +319,12 @@ class DirectoryOracle:
         if batch is None:
             batch = self._write_batch(uris)
         labels_path = batch.with_name(batch.stem + ".labels.csv")
+        exported = batch.with_name(batch.stem + ".labels.json")
+        if not labels_path.exists() and exported.exists():
+            labels_path = exported
         if not labels_path.exists():
             raise PendingLabels(batch, labels_path, len(uris))
-        labels = load_labels_csv(labels_path, normalize_uris=False)
+        labels = load_labels(labels_path, normalize_uris=False)
         for uri, label in list(labels.items()):
             canonical = normalize_uri(uri)
             if labels.setdefault(canonical, label) != label:
@@ -336,8 +373,76 @@ class DirectoryOracle:
         batches = self._batches()
         number = batches[-1][0] + 1 if batches else 1
         batch = self.path / f"batch-{number:03d}.csv"
-        studio = json.dumps([{"data": {"image": uri}} for uri in uris], indent=1)
+        tasks = label_studio_tasks(uris, root=document_root(), strict=False)
+        studio = json.dumps(tasks, indent=1, ensure_ascii=False)
         # The Label Studio file first: the CSV's existence is what marks the batch as written.
         write_atomic(batch.with_name(batch.stem + ".labelstudio.json"), studio + "\n")
         write_atomic(batch, format_labels_csv(dict.fromkeys(uris, "")))
         return batch
+
+
+class LabelStudioOracle:
+    """People labeling in a Label Studio project, live: ``label-studio://HOST:PORT/PROJECT_ID``.
+
+    Asked for labels, it imports the items the project lacks as tasks (``data.image`` as
+    ``select --format label-studio`` writes it, ``data.uri`` the pool's URI) and answers once
+    every one has an annotation that was not cancelled (ground truth, else the latest, wins);
+    until then it raises ``PendingLabels`` (the agent saves its state; ``--resume`` asks again,
+    and nothing is imported twice: tasks are matched by ``data.uri``). The token comes from
+    ``LABEL_STUDIO_API_KEY`` and is never printed.
+    """
+
+    def __init__(self, spec: str, *, token: str | None = None) -> None:
+        self.project = Project.from_spec(spec, token=token)
+        self.spec = spec
+        self.root = document_root()
+
+    def check(self, uris: Sequence[str]) -> None:
+        """Before anything is embedded: the server answers, the token and the project are
+        right, and every item has a URL Label Studio can show (``LabelsError`` if not)."""
+        self.project.check()
+        for uri in uris:
+            task_image(uri, self.root)
+
+    def label(self, uris: Sequence[str]) -> dict[str, str]:
+        if not uris:
+            return {}
+        wanted = {normalize_uri(uri): uri for uri in uris}
+        tasks = self._tasks(wanted)
+        new = [uri for canonical, uri in wanted.items() if canonical not in tasks]
+        if new:
+            self.project.import_tasks(label_studio_tasks(new, root=self.root))
+            tasks = self._tasks(wanted)
+            lost = [uri for canonical, uri in wanted.items() if canonical not in tasks]
+            if lost:
+                raise OracleError(
+                    f"Label Studio project {self.project.project_id} did not keep "
+                    f"{len(lost)} imported tasks (first: {_first_few(lost)})"
+                )
+        labels = label_studio_labels(
+            [task for found in tasks.values() for task in found], self.spec, self.root
+        )
+        answer = {
+            uri: labels[canonical] for canonical, uri in wanted.items() if canonical in labels
+        }
+        if len(answer) < len(uris):
+            waiting = len(uris) - len(answer)
+            raise PendingLabels(
+                None,
+                None,
+                waiting,
+                todo=f"annotate {waiting} of {len(uris)} tasks in {self.project.where}"
+                + (f" ({len(new)} imported now)" if new else ""),
+                project=self.project.where,
+            )
+        return answer
+
+    def _tasks(self, wanted: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+        """The project's tasks for the ``wanted`` URIs (canonical), by URI."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for task in self.project.export(all_tasks=True):
+            data = task.get("data") if isinstance(task, dict) else None
+            uri = task_uri(data, self.root) if isinstance(data, dict) else None
+            if uri is not None and uri in wanted:
+                found.setdefault(uri, []).append(task)
+        return found

@@ -8,7 +8,7 @@ times ("committee"). A strategy that needs neither (a cold-start one) costs no t
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,3 +92,32 @@ def _aligned(
     out = np.zeros((*probs.shape[:-1], len(classes)), dtype=np.float32)
     out[..., np.searchsorted(classes, own)] = probs
     return out
+
+
+def head_predictions(
+    rows: NDArray[np.int64],
+    pool: NDArray[Any] | None,
+    uris: Sequence[str],
+    labels: Mapping[str, str],
+    *,
+    probs: NDArray[Any] | None = None,
+    skipped: Mapping[str, str] | None = None,
+) -> list[str] | None:
+    """The class a head predicts for pool ``rows``: Label Studio's pre-annotations.
+
+    The user's own ``probs``: their argmax column (its index, the only name it has). Else a
+    head on the labeled rows, trained as ``select``'s (same scaler and L2, so the same
+    predictions as the head the strategy read); None when there are no labels (cold start).
+    """
+    if probs is not None:
+        return [str(int(c)) for c in np.argmax(np.asarray(probs)[rows], axis=1)]
+    skipped = skipped or {}
+    known = {uri: label for uri, label in labels.items() if uri not in skipped}
+    if pool is None or not known:
+        return None
+    from alcli.labels import match_labels
+    from alcli.learner import fit_scaler
+
+    labeled_rows, values = match_labels(uris, known)
+    head = train_head(pool[labeled_rows], values, l2=1.0, scaler=fit_scaler(pool))
+    return [str(c) for c in head.predict(pool[rows])]

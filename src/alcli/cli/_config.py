@@ -68,8 +68,15 @@ def load_config_defaults(
         defaults = defaults_for(config, ctx.info_name or "", names, path.parent)
         ctx.default_map = {**defaults, **(ctx.default_map or {})}
         consent = {names[key]: key for key in CONSENT_KEYS if names.get(key) in defaults}
+        oracle = names.get("oracle")
+        if oracle in defaults and str(defaults[oracle]).startswith("label-studio:"):
+            consent[oracle] = "oracle"  # it would send LABEL_STUDIO_API_KEY to that server
         ctx.meta[_CONFIG_META] = ConfigSource(str(path), value is not None, consent)
     return value
+
+
+#: Why each key needs consent: CONSENT_KEYS, and an oracle on a Label Studio server.
+_CONSENT_WHY = {**CONSENT_KEYS, "oracle": "sends the Label Studio API token to a server"}
 
 
 def check_consent(ctx: typer.Context) -> None:
@@ -83,7 +90,7 @@ def check_consent(ctx: typer.Context) -> None:
         if getattr(ctx.get_parameter_source(name), "name", None) == "DEFAULT_MAP":
             option = key.replace("_", "-")
             raise UsageError(
-                f"{source.path} sets {option}, which {CONSENT_KEYS[key]}; not used from a "
+                f"{source.path} sets {option}, which {_CONSENT_WHY.get(key, '')}; not used from a "
                 "config file found in the working directory",
                 hint=f"to allow it, pass --config {source.path}, or give --{option} yourself",
             )

@@ -56,6 +56,22 @@ PoolArg = Annotated[
         show_default=False,
     ),
 ]
+LabelsFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--labels-format",
+        help="How labels files are written: auto (detect), alcli (uri,label CSV), "
+        "label-studio-json, label-studio-json-min or label-studio-csv (Label Studio exports).",
+    ),
+]
+DocumentRootOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--document-root",
+        help="Label Studio's local-files document root (default: "
+        "$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT): local images become /data/local-files/?d=...",
+    ),
+]
 CacheDirOpt = Annotated[
     str | None,
     typer.Option(

@@ -40,7 +40,8 @@ def auto(
         str | None,
         typer.Option(
             "--oracle",
-            help="Who labels: a uri,label CSV (simulation) or dir:PATH (humans, via files).",
+            help="Who labels: a labels file (simulation), dir:PATH (humans, via files) or "
+            "label-studio://HOST:PORT/PROJECT_ID (token in LABEL_STUDIO_API_KEY).",
         ),
     ] = None,
     oracle_cmd: Annotated[
@@ -151,7 +152,7 @@ def auto(
             progress=_round_notes(out, watch),
         )
     except autorun.PendingLabels as pending:
-        _render_pending(out, pending, folder)  # not a failure: humans label, then --resume
+        _render_pending(out, pending, folder, oracle)  # not a failure: humans label, then --resume
         return
     out.result(report.as_dict(), lambda console: autorun.render_report(report, console))
 
@@ -170,16 +171,13 @@ def _round_notes(out: Output, watch: ClassWatch) -> Callable[[Any], None]:
     return on_round
 
 
-def _render_pending(out: Output, pending: PendingLabels, folder: str) -> None:
+def _render_pending(out: Output, pending: PendingLabels, folder: str, oracle: str | None) -> None:
     """The run waits for humans: where to put the labels, and how to go on."""
-    out.note(
-        f"waiting for labels: fill {pending.labels_path}, then run 'alcli auto --resume {folder}'"
-    )
-    out.result(
-        {
-            "status": "waiting_for_labels",
-            "batch": str(pending.batch_path),
-            "labels": str(pending.labels_path),
-            "resume": f"alcli auto --resume {folder}",
-        }
-    )
+    import shlex
+
+    # The oracle is not saved with the run (a command may hold secrets): name it again.
+    again = f"alcli auto --resume {shlex.quote(folder)}"
+    if oracle:
+        again += f" --oracle {shlex.quote(oracle)}"
+    out.note(f"waiting for labels: {pending.todo}, then run '{again}'")
+    out.result({"status": "waiting_for_labels", **pending.as_dict(), "resume": again})

@@ -14,7 +14,9 @@ import typer
 from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
+    DocumentRootOpt,
     EmbedFlags,
+    LabelsFormatOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from alcli.output import Output
     from alcli.selection import Selection
 
-FORMATS = ("uris", "csv", "jsonl")
+FORMATS = ("uris", "csv", "jsonl", "label-studio")
 
 
 @flag_groups
@@ -44,16 +46,28 @@ def select(
         int | None, typer.Option("--budget", "-b", min=1, help="How many items to pick.")
     ] = None,
     labeled: Annotated[
-        str | None, typer.Option("--labeled", "-l", help="Labels so far: CSV with uri,label.")
+        str | None,
+        typer.Option(
+            "--labeled", "-l", help="Labels so far: uri,label CSV or a Label Studio export."
+        ),
     ] = None,
+    labels_format: LabelsFormatOpt = "auto",
     exclude: Annotated[
         str | None,
         typer.Option("--exclude", help="URIs never to pick (one per line, or CSV with uri)."),
     ] = None,
     seed: SeedOpt = 0,
     output_format: Annotated[
-        str, typer.Option("--format", "-f", help="uris (one per line), csv or jsonl.")
+        str,
+        typer.Option(
+            "--format", "-f", help="uris (one per line), csv, jsonl or label-studio (tasks)."
+        ),
     ] = "uris",
+    out_dir: Annotated[
+        str | None,
+        typer.Option("--out", help="label-studio: write tasks-NNN.json files in this folder."),
+    ] = None,
+    document_root: DocumentRootOpt = None,
     print0: Annotated[
         bool,
         typer.Option(
@@ -88,8 +102,14 @@ def select(
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not '{output_format}'")
     if print0 and (out.is_json or output_format != "uris"):
         raise UsageError("--print0 separates plain URIs; it does not go with --json or --format")
+    if out_dir and output_format != "label-studio":
+        raise UsageError("--out writes Label Studio tasks; it goes with --format label-studio")
+    if output_format == "label-studio" and out.is_json and not out_dir:
+        raise UsageError("--json with --format label-studio needs --out DIR for the tasks")
+    from alcli import labels as label_files
     from alcli import selection
-    from alcli.labels import load_labels_csv
+
+    root = label_files.document_root(document_root)
 
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
@@ -101,7 +121,13 @@ def select(
     )
     # Rows named by index (own arrays, no --uris) are matched as written, not as paths.
     normalize = bool(uris) or not own_arrays
-    labels = load_labels_csv(labeled, normalize_uris=normalize) if labeled else {}
+    labels = (
+        label_files.load_labels(
+            labeled, labels_format=labels_format, normalize_uris=normalize, root=root
+        )
+        if labeled
+        else {}
+    )
     excluded = selection.read_uri_list(exclude) if exclude else []
     if own_arrays:
         arrays = selection.load_arrays(probs=probs, embeddings=embeddings, uris=uris)
@@ -134,6 +160,16 @@ def select(
         seed=seed,
         skipped=skipped,
     )
+    if output_format == "label-studio":
+        from alcli.strategy_inputs import head_predictions
+
+        predicted = head_predictions(
+            picks.rows, emb_arr, names, labels, probs=prob_arr, skipped=skipped
+        )
+        # Which selection made a task: the strategy and the model (name and fingerprint).
+        model = f"{embedding.model}/{result.fingerprint}" if to_embed is not None else "own-arrays"
+        _render_tasks(out, picks, out_dir, root, f"{picks.strategy}@{model}", predicted)
+        return
     _render(out, picks, output_format, "\0" if print0 else "\n")
 
 
@@ -161,6 +197,53 @@ def _render(out: Output, picks: Selection, output_format: str, terminator: str) 
         out.text(_csv_text(picks.records()))
     else:
         out.lines(json.dumps(record) for record in picks.records())
+
+
+def _render_tasks(
+    out: Output,
+    picks: Selection,
+    folder: str | None,
+    root: str | None,
+    model_version: str,
+    predicted: list[str] | None,
+) -> None:
+    """The picks as Label Studio tasks: files in ``folder`` (split under the import limits),
+    else one document on stdout."""
+    from alcli.labels import label_studio_tasks, split_tasks, write_tasks
+
+    tasks = label_studio_tasks(
+        picks.uris,
+        root=root,
+        scores=[float(s) for s in picks.scores],
+        model_version=model_version,
+        predicted=predicted,
+    )
+    documents = split_tasks(tasks)
+    if folder is None and len(documents) > 1:
+        raise UsageError(
+            f"{len(tasks):,} tasks are over one Label Studio import's limits",
+            hint="pass --out DIR to write them as several files",
+        )
+    if picks.labeled_skipped:
+        uri, reason = next(iter(picks.labeled_skipped.items()))
+        out.warn(
+            f"{len(picks.labeled_skipped)} labeled items were skipped and are left out "
+            f"(e.g. {uri}: {reason})"
+        )
+    pre = "" if predicted is None else ", the head's class as pre-annotation"
+    out.note(
+        f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items as Label "
+        f"Studio tasks (model_version {model_version}{pre})"
+    )
+    if folder is None:
+        out.text(documents[0])
+        return
+    files = write_tasks(folder, documents)
+    out.note(f"wrote {len(tasks):,} tasks in {len(files)} files: {', '.join(map(str, files))}")
+    out.result(
+        {**picks.summary(), "model_version": model_version, "files": [str(f) for f in files]},
+        lambda console: None,
+    )
 
 
 def _csv_text(records: list[dict[str, Any]]) -> str:
