@@ -14,6 +14,7 @@ import typer
 from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
+    ConstraintFlags,
     EmbedFlags,
     OutputFlags,
     PoolArg,
@@ -72,6 +73,7 @@ def select(
         str | None,
         typer.Option("--uris", help="Names of the rows of --probs/--embeddings (else indices)."),
     ] = None,
+    constraint: ConstraintFlags,
     embedding: EmbedFlags,
     cache: CacheFlags,
     s3: S3Flags,
@@ -91,11 +93,15 @@ def select(
     from alcli import selection
     from alcli.labels import load_labels_csv
 
+    constraints = constraint.constraints()
+
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
     # once it is resolved (a listing), before a single image is read.
     own_arrays = bool(probs or embeddings)
     has_embeddings = bool(embeddings) or not own_arrays
+    if constraints.min_distance is not None and not has_embeddings:
+        raise UsageError("--min-distance compares embeddings: give --embeddings with --probs")
     selection.check_inputs(
         strategy, probs=bool(probs), embeddings=has_embeddings, n_labeled=1 if labeled else 0
     )
@@ -133,6 +139,7 @@ def select(
         exclude=excluded,
         seed=seed,
         skipped=skipped,
+        constraints=constraints,
     )
     _render(out, picks, output_format, "\0" if print0 else "\n")
 
@@ -153,6 +160,8 @@ def _render(out: Output, picks: Selection, output_format: str, terminator: str) 
         f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items "
         f"({picks.n_labeled:,} labeled, {picks.n_excluded:,} excluded)"
     )
+    if picks.constraints is not None:
+        out.note(constraint_note(picks.constraints))
     if out.is_json:
         out.result(picks.summary())
     elif output_format == "uris":
@@ -161,6 +170,22 @@ def _render(out: Output, picks: Selection, output_format: str, terminator: str) 
         out.text(_csv_text(picks.records()))
     else:
         out.lines(json.dumps(record) for record in picks.records())
+
+
+def constraint_note(report: dict[str, Any]) -> str:
+    """One line: what --min-distance skipped, and picked/target per class (or cluster)."""
+    parts = []
+    if report.get("min_distance") is not None:
+        parts.append(
+            f"min-distance {report['min_distance']:g} skipped "
+            f"{report['skipped_min_distance']:,} candidates"
+        )
+    if report.get("balance") is not None:
+        groups = ", ".join(
+            f"{name} {g['picked']}/{g['target']}" for name, g in report["groups"].items()
+        )
+        parts.append(f"balance by {report['balance_by']} (picked/target): {groups}")
+    return "; ".join(parts) + f" (examined {report['examined']:,} of the strategy's order)"
 
 
 def _csv_text(records: list[dict[str, Any]]) -> str:
