@@ -273,3 +273,110 @@ def test_auto_applies_constraints_to_every_candidate(tmp_path: Path):
         for i, row in enumerate(picked):  # every pick far from the ones its set had before
             earlier = [r for r in rows if r != row and (r in initial or r in picked[:i])]
             assert (1 - U[earlier] @ U[row]).min() >= 0.02 - 1e-6, (name, row)
+
+
+# --- your own features ------------------------------------------------------------------------
+
+
+def own_features(tmp_path: Path, n: int = 60) -> tuple[Path, list[Path], np.ndarray]:
+    from helpers import write_pngs
+
+    paths = write_pngs(tmp_path / "pool", n)
+    X = np.random.default_rng(1).normal(size=(n, 6)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", X)
+    (tmp_path / "uris.txt").write_text("".join(f"{p}\n" for p in paths))
+    return tmp_path / "pool", paths, X
+
+
+def test_embed_from_npy_then_select_with_features_model(runner: CliRunner, tmp_path: Path):
+    pool, paths, X = own_features(tmp_path)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    imported = runner.invoke(
+        app,
+        ["embed", "--from-npy", str(tmp_path / "emb.npy"), "--uris", str(tmp_path / "uris.txt"),
+         "--fingerprint", "my-clip", *cache, "--json"],
+    )  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    doc = json.loads(imported.stdout)
+    assert (doc["stored"], doc["dim"], doc["skipped"]) == (60, 6, 0)
+    from alcli.embedding import EmbedOptions, embed
+
+    got = embed(str(pool), options=EmbedOptions(model="features:my-clip"), cache=tmp_path / "cache")
+    assert got.embedded == 0
+    assert [item.uri for item in got.items] == [str(p) for p in paths]
+    assert np.array_equal(got.embeddings, X)  # row i is the i-th URI's, bit for bit
+    picked = runner.invoke(
+        app,
+        ["select", str(pool), "--model", "features:my-clip", "-s", "coreset", "-b", "5",
+         "--min-distance", "0.01", *cache, "--json"],
+    )  # fmt: skip
+    assert picked.exit_code == 0, picked.output
+    rows = json.loads(picked.stdout)
+    assert rows["picked"] == 5
+    # a new image has no imported features: skipped with that reason, the rest still work
+    from helpers import write_pngs
+
+    write_pngs(pool, 1, seed=9, prefix="new")
+    more = runner.invoke(
+        app, ["select", str(pool), "--model", "features:my-clip", "-s", "random", "-b", "3", *cache]
+    )
+    assert more.exit_code == 0, more.output
+    assert "no imported features 'my-clip'" in more.stderr
+    unknown = runner.invoke(
+        app, ["select", str(pool), "--model", "features:other", "-s", "random", "-b", "3", *cache]
+    )
+    assert unknown.exit_code == 2
+    assert "no imported features 'other'" in unknown.stderr
+
+
+def test_embed_from_npy_bad_input_is_one_line(runner: CliRunner, tmp_path: Path):
+    _, paths, X = own_features(tmp_path)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    np.save(tmp_path / "short.npy", X[:-1])
+    nan = X.copy()
+    nan[3, 0] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    uris = ["--uris", str(tmp_path / "uris.txt")]
+    for args in (
+        ["--from-npy", str(tmp_path / "short.npy"), *uris, "--fingerprint", "x"],
+        ["--from-npy", str(tmp_path / "nan.npy"), *uris, "--fingerprint", "x"],
+        ["--from-npy", str(tmp_path / "emb.npy"), *uris],
+        ["--from-npy", str(tmp_path / "emb.npy"), *uris, "--fingerprint", "../etc"],
+        ["--from-npy", str(tmp_path / "emb.npy"), "--fingerprint", "x"],
+        ["--from-npy", str(tmp_path / "missing.npy"), *uris, "--fingerprint", "x"],
+    ):
+        bad = runner.invoke(app, ["embed", *args, *cache])
+        assert bad.exit_code == 2, (args, bad.output)
+        assert "Traceback" not in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) <= 2, bad.stderr
+    # a URI that does not exist is skipped with its reason; the others are stored
+    (tmp_path / "uris.txt").write_text(
+        "".join(f"{p}\n" for p in paths[:-1]) + f"{tmp_path / 'gone.png'}\n"
+    )
+    partly = runner.invoke(
+        app,
+        ["embed", "--from-npy", str(tmp_path / "emb.npy"), *uris, "--fingerprint", "x",
+         *cache, "--json"],
+    )  # fmt: skip
+    assert partly.exit_code == 0, partly.output
+    assert (json.loads(partly.stdout)["stored"], json.loads(partly.stdout)["skipped"]) == (59, 1)
+
+
+def test_embed_from_parquet(runner: CliRunner, tmp_path: Path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pool, paths, X = own_features(tmp_path)
+    table = pa.table({"uri": [str(p) for p in paths], "vec": [list(map(float, r)) for r in X]})
+    pq.write_table(table, tmp_path / "emb.parquet")
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    done = runner.invoke(
+        app,
+        ["embed", "--from-parquet", str(tmp_path / "emb.parquet"), "--column", "vec",
+         "--fingerprint", "pq", *cache, "--json"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    from alcli.embedding import EmbedOptions, embed
+
+    got = embed(str(pool), options=EmbedOptions(model="features:pq"), cache=tmp_path / "cache")
+    assert np.allclose(got.embeddings, X)
