@@ -114,6 +114,8 @@ def main() -> int:
     parser.add_argument("--labels", type=int, default=2000, help="random's label count")
     parser.add_argument("--radius", type=float, default=None)
     parser.add_argument("--percentile", type=float, default=5.0)
+    parser.add_argument("--target", type=float, default=None, help="random's accuracy, known")
+    parser.add_argument("--only", default="", help="run the variants whose name has this")
     args = parser.parse_args()
 
     pool, test = mnist_features()
@@ -132,9 +134,11 @@ def main() -> int:
         ),
     }
     labels = [args.initial + r * args.batch for r in range(rounds + 1)]
-    target: float | None = None
+    target: float | None = args.target
     out: dict[str, Any] = {}
     for label, (name, constraints) in variants.items():
+        if args.only not in label or (label == "random" and target is not None):
+            continue
         per_seed, picks, seconds = [], [], 0.0
         started = time.perf_counter()
         for seed in range(args.seeds):
