@@ -162,7 +162,7 @@ def import_features(
         raise UsageError("a URI holds a line break; such names cannot be listed as a manifest")
     store = EmbeddingCache(cache_dir)
     store.check_writable()
-    row_of = {}
+    row_of: dict[str, int] = {}
     for row, uri in enumerate(uris):
         row_of.setdefault(uri, row)
     pool = resolve(
