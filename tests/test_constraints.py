@@ -380,3 +380,21 @@ def test_embed_from_parquet(runner: CliRunner, tmp_path: Path):
 
     got = embed(str(pool), options=EmbedOptions(model="features:pq"), cache=tmp_path / "cache")
     assert np.allclose(got.embeddings, X)
+
+
+def test_auto_cli_checks_constraints_before_embedding(runner: CliRunner, tmp_path: Path):
+    from helpers import write_pngs
+
+    write_pngs(tmp_path / "pool", 3)
+    (tmp_path / "labels.csv").write_text("uri,label\n")
+    base = ["auto", str(tmp_path / "pool"), "--oracle", str(tmp_path / "labels.csv")]
+    base += ["--target-acc", "0.9", "--budget", "200", "--cache-dir", str(tmp_path / "c")]
+    for extra in (
+        ["--min-distance", "5"],
+        ["--balance", str(tmp_path / "nope.csv")],
+        ["--strategies", "margin:2+coreset:x"],
+    ):
+        bad = runner.invoke(app, [*base, *extra])
+        assert bad.exit_code == 2, (extra, bad.output)
+        assert "Traceback" not in bad.stderr
+        assert not (tmp_path / "c").exists()  # nothing embedded
