@@ -153,7 +153,7 @@ def defaults_for(
             out[name] = value
     return {
         params[k]: (
-            _resolve_path(v, base) if k in PATH_KEYS and v not in NOT_PATHS.get(k, ()) else v
+            _resolve_path(v, base) if k in PATH_KEYS and str(v) not in NOT_PATHS.get(k, ()) else v
         )
         for k, v in out.items()
     }
