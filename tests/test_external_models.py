@@ -49,6 +49,15 @@ def test_timm_random_init_and_checkpoint(tmp_path: Path):
     with torch.inference_mode():
         want = trained(x.contiguous()).numpy()
     np.testing.assert_allclose(loaded.embed(x), want, rtol=1e-4, atol=1e-4)
+    # the hubs' format: safetensors
+    from safetensors.torch import save_file
+
+    save_file(trained.state_dict(), str(tmp_path / "ft.safetensors"))
+    from_st = load_backbone(name, str(tmp_path / "ft.safetensors"), 64)
+    np.testing.assert_allclose(from_st.embed(x), want, rtol=1e-4, atol=1e-4)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
+    with pytest.raises(ModelError, match="does not fit"):
+        load_backbone(name, str(tmp_path / "wrong.pt"), 64)
 
 
 def test_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

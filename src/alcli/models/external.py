@@ -122,9 +122,36 @@ def build(name: str, kind: str, path: Any, seed: int) -> tuple[nn.Module, int]:
             module = _ClipImage(full.visual)
             dim = int(getattr(full.visual, "output_dim", 0) or full.text_projection.shape[1])
             target = full
-    if kind == "checkpoint":
+    if kind == "checkpoint" and str(path).endswith(".safetensors"):
+        _load_safetensors_into(target, path, name)
+    elif kind == "checkpoint":
         _load_checkpoint_into(target, path, name)
     return module, dim
+
+
+def _load_safetensors_into(module: nn.Module, path: Any, name: str) -> None:
+    """A ``.safetensors`` file (how the hubs ship timm and open_clip weights): every
+    feature tensor must be there; others (a classifier) are ignored."""
+    try:
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    except Exception as error:
+        raise ModelError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from error
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ModelError(
+            f"checkpoint {path} does not fit {name}: {len(missing)} tensors missing "
+            f"(first: {missing[0]})",
+            hint="pass the --model the checkpoint was trained as",
+        )
+    try:
+        module.load_state_dict({key: state[key] for key in expected}, strict=True)
+    except RuntimeError as error:
+        raise ModelError(
+            f"checkpoint {path} does not fit {name}: {str(error).splitlines()[0]}"
+        ) from error
 
 
 def weights_spec(name: str, weights: str | None) -> Any:
