@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from alcli.errors import RunError, StrategyError
 
+from . import combine
 from ._select import (
     NEEDS,
     FloatArray,
@@ -93,6 +94,7 @@ class Registry:
         self._plugins_loaded = False
         self._plugin_failures: dict[str, str] = {}
         self._loading_origin: str | None = None
+        self._combinations: dict[str, StrategyInfo] = {}
 
     def copy_builtins(self) -> Registry:
         """A registry with this one's non-plugin strategies and no plugins loaded (tests)."""
@@ -126,11 +128,38 @@ class Registry:
 
     def get(self, name: str) -> StrategyInfo:
         info = self.lookup(name)
+        if info is None and combine.is_combination(name):
+            return self._combination(name)
         if info is None:
             self.load_plugins()
             info = self.lookup(name)
         if info is None:
             raise self._unknown(name)
+        return info
+
+    def _combination(self, spec: str) -> StrategyInfo:
+        """A weighted combination (``margin:0.7+typiclust:0.3``) as a strategy of its own."""
+        key = spec.replace(" ", "").lower()
+        if key in self._combinations:
+            return self._combinations[key]
+        components = combine.parse(spec, lambda part: self.get(part).name)
+        parts = [self.get(c.name) for c in components]
+        if len(parts) == 1:
+            info = parts[0]
+        else:
+            info = StrategyInfo(
+                name=combine.canonical_name(components),
+                family="combination",
+                needs=frozenset().union(*(p.needs for p in parts)),
+                cost=" + ".join(p.cost for p in parts),
+                reference="weighted Borda count of the components' ranks (Dwork et al., "
+                "WWW 2001); Lightly's weighted selection strategies",
+                summary="weighted rank combination of " + ", ".join(p.name for p in parts),
+                fn=combine.combined(components, run_with_scores),
+                cold_start=all(p.cold_start for p in parts),
+            )
+        self._combinations[key] = info
+        self._combinations[info.name] = info
         return info
 
     def available(self, pattern: str | None = None) -> list[StrategyInfo]:

@@ -74,6 +74,8 @@ def auto_config(
     spend: str,
     seed: int,
     eval_frac: float | None,
+    balance: str | None = None,
+    min_distance: float | None = None,
 ) -> AutoConfig:
     """An ``AutoConfig`` from CLI values; names are checked against the registry."""
     names = tuple(n.strip() for n in (candidates or "").split(",") if n.strip())
@@ -86,6 +88,8 @@ def auto_config(
         seed=seed,
         spend=spend,
         eval_frac=eval_frac,
+        balance=balance,
+        min_distance=min_distance,
     ).checked()
 
 

@@ -50,8 +50,12 @@ PATH_KEYS = frozenset(
         "uris",
         "resume",
         "document_root",
+        "balance",
     }
 )
+
+#: Values of path keys that are words, not paths (``balance = "uniform"``).
+NOT_PATHS = {"balance": frozenset({"uniform"})}
 
 
 #: Keys that make alcli run a program or send requests somewhere, and what they do: only
@@ -148,7 +152,12 @@ def defaults_for(
         name = _normalise(key)
         if name in params:
             out[name] = value
-    return {params[k]: (_resolve_path(v, base) if k in PATH_KEYS else v) for k, v in out.items()}
+    return {
+        params[k]: (
+            _resolve_path(v, base) if k in PATH_KEYS and str(v) not in NOT_PATHS.get(k, ()) else v
+        )
+        for k, v in out.items()
+    }
 
 
 def config_keys(option_names: Iterable[str], param_name: str) -> list[str]:

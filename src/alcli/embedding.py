@@ -24,7 +24,8 @@ import numpy as np
 
 from alcli import __version__
 from alcli.cache import EmbeddingCache, manifest_memo_dir
-from alcli.errors import StoreDownError
+from alcli.errors import StoreDownError, UsageError
+from alcli.features import features_fingerprint, features_name, is_features, missing_reason
 from alcli.sources import UNREADABLE_KEY_PREFIX, Item, Pool, is_local, resolve_pool
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
@@ -156,6 +157,8 @@ def embed(
     if progress is not None and (plan.cached or plan.failures):
         progress(plan.cached + len(plan.failures))
     stages: dict[str, Any] = {}
+    if plan.todo and is_features(opts.model):  # imported features: nothing to compute
+        plan.without_features(features_name(opts.model))
     if plan.todo:
         store.check_writable()  # a read-only cache: say so before any image is read
         stages = _compute(plan, pool, opts, progress=progress, stop=stop)
@@ -229,6 +232,21 @@ class _Plan:
             todo=todo,
             cached=int(found.sum()),
         )
+
+    def without_features(self, name: str) -> None:
+        """Imported features ``name`` lack the items left to do: each skipped, saying so; none
+        found at all is a usage error (a typo in the name, or nothing imported)."""
+        from alcli.pipeline import Failure
+
+        if not self.found.any():
+            raise UsageError(
+                f"no imported features {name!r} for any item of this pool",
+                hint=f"import them: alcli embed --from-npy EMB.npy --uris U --fingerprint {name}",
+            )
+        reason = missing_reason(name)
+        self.failures += [Failure(self.positions[i], self.items[i].uri, reason) for i in self.todo]
+        self.failures.sort(key=lambda f: f.index)
+        self.todo = []
 
     def widen(self, dim: int) -> None:
         """A width other than the cached one: nothing cached can be used with it."""
@@ -388,6 +406,8 @@ def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:
     torchvision and alcli versions, and a checkpoint file's path, size and mtime), so a warm
     run reads it from ``fingerprints.json`` and never imports torch.
     """
+    if is_features(options.model):
+        return features_fingerprint(features_name(options.model))
     request: dict[str, Any] = {
         "model": options.model,
         "weights": options.weights,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from alcli import strategies
+from alcli.constraints import Constraints, class_groups, cluster_groups, constrained_pick
 from alcli.errors import StrategyError, UsageError
 from alcli.labels import match_labels, read_uri_list
 
@@ -52,6 +53,8 @@ class Selection:
     timings: dict[str, float] = field(default_factory=dict)
     labeled_skipped: dict[str, str] = field(default_factory=dict)
     """Labeled URIs left out because the pool skipped them (uri -> reason): the caller warns."""
+    constraints: dict[str, Any] | None = None
+    """What ``--balance``/``--min-distance`` did (``ConstraintReport.as_dict``), if given."""
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per pick: rank (1-based), uri, score, row."""
@@ -76,6 +79,7 @@ class Selection:
             "excluded": self.n_excluded,
             "labeled_skipped": len(self.labeled_skipped),
             "seconds": {k: round(v, 4) for k, v in self.timings.items()},
+            **({"constraints": self.constraints} if self.constraints is not None else {}),
             "picks": self.records(),
         }
 
@@ -138,6 +142,7 @@ def pick(
     exclude: Iterable[str] = (),
     seed: int = 0,
     skipped: Mapping[str, str] | None = None,
+    constraints: Constraints | None = None,
 ) -> Selection:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
@@ -148,6 +153,10 @@ def pick(
     ``uris``): labels and exclusions naming them are left out (listed in
     ``Selection.labeled_skipped``) instead of failing as URIs the pool lacks. One bad image
     must not stop a selection; a URI that names no pool item at all still does.
+    ``constraints`` (``--balance``, ``--min-distance``): the picks are the first items of the
+    strategy's order they allow (``alcli.constraints``); balance groups by the head's
+    predicted class (trained for it when the strategy needs none), or at a cold start by
+    k-means cluster.
     """
     info = strategies.get(strategy)
     timings: dict[str, float] = {}
@@ -162,19 +171,47 @@ def pick(
     blocked = np.zeros(n, dtype=bool)
     blocked[labeled_rows] = True
     blocked[excluded_rows] = True
-    probs, committee = _model_inputs(
-        info, embeddings, probs, labeled_rows, label_values, seed=seed, timings=timings
+    constraints = constraints or Constraints()
+    balance = constraints.balance is not None
+    own_probs = probs
+    probs, committee, classes = _model_inputs(
+        info,
+        embeddings,
+        probs,
+        labeled_rows,
+        label_values,
+        seed=seed,
+        timings=timings,
+        want_probs=balance,
     )
     started = time.perf_counter()
-    rows, scores = strategies.run_with_scores(
-        info.name,
-        budget=budget,
-        probs=probs,
-        committee=committee,
-        embeddings=embeddings,
-        labeled=blocked,
-        seed=seed,
-    )
+    report = None
+    if constraints.active:
+        groups = None
+        if balance:
+            groups = _balance_groups(constraints, probs, classes, embeddings, seed, own_probs)
+        (rows, scores), constraint_report = constrained_pick(
+            info.name,
+            budget=budget,
+            constraints=constraints,
+            embeddings=embeddings,
+            labeled=blocked,
+            groups=groups,
+            probs=probs,
+            committee=committee,
+            seed=seed,
+        )
+        report = constraint_report.as_dict()
+    else:
+        rows, scores = strategies.run_with_scores(
+            info.name,
+            budget=budget,
+            probs=probs,
+            committee=committee,
+            embeddings=embeddings,
+            labeled=blocked,
+            seed=seed,
+        )
     timings["strategy_s"] = time.perf_counter() - started
     return Selection(
         strategy=info.name,
@@ -186,7 +223,33 @@ def pick(
         n_excluded=len(excluded_rows),
         timings=timings,
         labeled_skipped=labeled_skipped,
+        constraints=report,
     )
+
+
+def _balance_groups(
+    constraints: Constraints,
+    probs: np.ndarray | None,
+    classes: np.ndarray | None,
+    embeddings: np.ndarray | None,
+    seed: int,
+    own_probs: np.ndarray | None,
+) -> Any:
+    """Each row's group for ``--balance``: the predicted class, else (cold start) a cluster."""
+    from alcli.constraints import COLD_START_CLUSTERS
+
+    if probs is not None:
+        return class_groups(probs, None if own_probs is not None else classes)
+    balance = constraints.balance
+    if balance is not None and balance.weights is not None:
+        raise UsageError(
+            f"--balance {balance.spec}: a target distribution names classes, and with no "
+            "labels or --probs there are none",
+            hint="use --balance uniform (k-means clusters stand in for classes)",
+        )
+    if embeddings is None:
+        raise UsageError("--balance needs --labeled, --probs or embeddings")
+    return cluster_groups(embeddings, COLD_START_CLUSTERS, seed)
 
 
 def _excluded_rows(
@@ -207,17 +270,21 @@ def _model_inputs(
     *,
     seed: int,
     timings: dict[str, float],
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(probs, committee) for the strategy: the user's own ``probs`` as given, else a head
-    (or committee) trained on the labeled rows when the strategy reads one."""
+    want_probs: bool = False,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(probs, committee, classes) for the strategy: the user's own ``probs`` as given, else
+    a head (or committee) trained on the labeled rows when the strategy reads one, or when
+    ``want_probs`` (``--balance`` groups by the head's predicted class)."""
     committee = None
+    classes = None
     check_inputs(
         info.name,
         probs=probs is not None,
         embeddings=embeddings is not None,
         n_labeled=len(labeled_rows),
     )
-    needs_model = bool({"probs", "committee"} & set(info.needs))
+    needs = set(info.needs) | ({"probs"} if want_probs else set())
+    needs_model = bool({"probs", "committee"} & needs)
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
         # scipy's optimizer: loaded once a head is trained, so a typo exits at once
         from alcli.learner import fit_scaler
@@ -225,7 +292,7 @@ def _model_inputs(
 
         started = time.perf_counter()
         inputs = strategy_inputs(
-            info.needs,
+            needs,
             embeddings,
             labeled_rows,
             label_values,
@@ -234,9 +301,10 @@ def _model_inputs(
             committee_size=COMMITTEE_SIZE,
         )
         probs, committee = inputs.probs, inputs.committee
+        classes = np.unique(np.asarray(label_values))
         timings["head_s"] = time.perf_counter() - started
 
-    return probs, committee
+    return probs, committee, classes
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from alcli import strategies
+from alcli.constraints import Balance, Constraints, check_min_distance, parse_balance
 from alcli.errors import UsageError
 from alcli.labels import match_labels
 
@@ -33,6 +34,11 @@ class AutoConfig:
     max_rounds: int | None = None
     committee_size: int = 5
     l2: float = 1.0
+    #: Constraints on every candidate's picks (``alcli.constraints``): ``--balance`` as
+    #: given, its class weights read once (None: uniform) so a resumed run needs no file.
+    balance: str | None = None
+    balance_weights: dict[str, float] | None = None
+    min_distance: float | None = None
 
     def checked(self) -> AutoConfig:
         """This config with strategy names canonical and deduplicated; raises ``UsageError``."""
@@ -65,7 +71,22 @@ class AutoConfig:
                 f"round size {self.round_size} cannot be shared by {len(names)} strategies",
                 hint=f"use a round size of at least {len(names)}, or fewer strategies",
             )
-        return AutoConfig(**{**asdict(self), "strategies": tuple(names)})
+        balance = self.balance_weights
+        if self.balance is not None and balance is None:
+            weights = parse_balance(self.balance).weights
+            balance = None if weights is None else dict(weights)
+        if self.min_distance is not None:
+            check_min_distance(self.min_distance)
+        return AutoConfig(
+            **{**asdict(self), "strategies": tuple(names), "balance_weights": balance}
+        )
+
+    def constraints(self) -> Constraints:
+        """The constraints every candidate's picks keep (none by default)."""
+        balance = None
+        if self.balance is not None:
+            balance = Balance(self.balance, self.balance_weights)
+        return Constraints(balance=balance, min_distance=self.min_distance)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -20,6 +20,7 @@ from alcli import strategies
 from alcli.agent.ledger import Ledger
 from alcli.agent.rules import clamp_picks, derive_seed
 from alcli.agent.state import RunState
+from alcli.constraints import class_groups, constrained_pick
 from alcli.learner import Head, Scaler
 from alcli.strategy_inputs import StrategyInputs, strategy_inputs
 
@@ -40,6 +41,7 @@ class Picker:
         self.state = state
         self.ledger = ledger
         self.held_out = held_out
+        self.constraints = state.config.constraints()
 
     def blocked(self, name: str) -> NDArray[np.bool_]:
         """Rows strategy ``name`` may not pick: held out, or already in its set."""
@@ -70,19 +72,70 @@ class Picker:
             inputs = self.model_inputs(rnd, name, head_for, classes, probs_by_head)
             started = time.perf_counter()
             with state.timed("selection"):
-                chosen = strategies.run(
-                    name,
-                    budget=budget,
-                    probs=inputs.probs,
-                    committee=inputs.committee,
-                    embeddings=self.X,
-                    labeled=blocked,
-                    seed=derive_seed(seed, rnd, name, "select"),
-                )
+                if self.constraints.active:
+                    chosen = self.constrained(
+                        name, budget, inputs, blocked, rnd, head_for, classes, probs_by_head
+                    )
+                else:
+                    chosen = strategies.run(
+                        name,
+                        budget=budget,
+                        probs=inputs.probs,
+                        committee=inputs.committee,
+                        embeddings=self.X,
+                        labeled=blocked,
+                        seed=derive_seed(seed, rnd, name, "select"),
+                    )
             spent = state.strategy_seconds.get(name, 0.0) + time.perf_counter() - started
             state.strategy_seconds[name] = spent
             picks[name] = [int(r) for r in chosen]
         return self.clamp(picks)
+
+    def constrained(
+        self,
+        name: str,
+        budget: int,
+        inputs: StrategyInputs,
+        blocked: NDArray[np.bool_],
+        rnd: int,
+        head_for: Callable[[str], Head],
+        classes: NDArray[Any],
+        probs_by_head: dict[int, NDArray[np.float32]],
+    ) -> NDArray[np.int64]:
+        """``name``'s picks under the run's ``--balance``/``--min-distance``: groups by the
+        class its head predicts; distances kept from its own labeled set."""
+        groups = None
+        if self.constraints.balance is not None:
+            head = head_for(name)
+            probs = probs_by_head.get(id(head))
+            if probs is None:
+                probs = strategy_inputs(
+                    {"probs"},
+                    self.X,
+                    self.state.sets[name],
+                    self.ledger.labels_of(self.state.sets[name]),
+                    scaler=self.scaler,
+                    seed=0,
+                    committee_size=1,
+                    head=head,
+                    classes=classes,
+                ).probs
+                assert probs is not None
+                probs_by_head[id(head)] = probs
+            groups = class_groups(probs, classes)
+        picks, _ = constrained_pick(
+            name,
+            budget=budget,
+            constraints=self.constraints,
+            embeddings=self.X,
+            labeled=blocked,
+            near=np.asarray(self.state.sets[name], dtype=np.int64),
+            groups=groups,
+            probs=inputs.probs,
+            committee=inputs.committee,
+            seed=derive_seed(self.state.config.seed, rnd, name, "select"),
+        )
+        return picks.indices
 
     def model_inputs(
         self,

@@ -26,6 +26,7 @@ from alcli.cli._config import check_consent, load_config_defaults
 from alcli.errors import UsageError
 
 if TYPE_CHECKING:  # numpy, rich and the pipeline load with the command that needs them
+    from alcli.constraints import Constraints
     from alcli.embedding import EmbedOptions
     from alcli.output import Output
 
@@ -146,6 +147,33 @@ class EmbedFlags:
         if cache is not None:
             options.item_timeout = cache.item_timeout or None  # 0: no limit
         return options
+
+
+@dataclass(frozen=True)
+class ConstraintFlags:
+    """Constraints on any strategy's picks (``alcli.constraints``): select, and auto's rounds."""
+
+    balance: Annotated[
+        str | None,
+        typer.Option(
+            "--balance",
+            help="Per-class quotas by the head's predicted class: 'uniform' or a class,weight "
+            "CSV (cold start: k-means clusters).",
+        ),
+    ] = None
+    min_distance: Annotated[
+        float | None,
+        typer.Option(
+            "--min-distance",
+            help="No two picks, and no pick and labeled item, closer than this cosine distance.",
+        ),
+    ] = None
+
+    def constraints(self) -> Constraints:
+        """The checked constraints; ``UsageError`` (exit 2) for a bad value."""
+        from alcli.constraints import parse
+
+        return parse(self.balance, self.min_distance)
 
 
 @dataclass(frozen=True)

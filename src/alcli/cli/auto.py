@@ -13,6 +13,7 @@ import typer
 from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
+    ConstraintFlags,
     EmbedFlags,
     OutputFlags,
     PoolArg,
@@ -89,6 +90,7 @@ def auto(
         str | None,
         typer.Option("--resume", help="Continue the run saved in this folder."),
     ] = None,
+    constraint: ConstraintFlags,
     embedding: EmbedFlags,
     cache: CacheFlags,
     s3: S3Flags,
@@ -115,6 +117,8 @@ def auto(
             spend=spend,
             seed=seed,
             eval_frac=eval_frac,
+            balance=constraint.balance,
+            min_distance=constraint.min_distance,
         )
         folder = out_dir or autorun.new_run_dir()
     # Everything that needs no embedding is checked first: a typo costs milliseconds.

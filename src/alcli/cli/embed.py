@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,7 @@ from alcli.cli._options import (
     flag_groups,
     require_pool,
 )
+from alcli.errors import UsageError
 
 if TYPE_CHECKING:
     from alcli.embedding import EmbedOptions, EmbedResult
@@ -30,14 +31,41 @@ def embed(
     ctx: typer.Context,
     pool: PoolArg = None,
     *,
+    from_npy: Annotated[
+        str | None,
+        typer.Option("--from-npy", help="Import your own embeddings: a .npy [n, d] (with --uris)."),
+    ] = None,
+    from_parquet: Annotated[
+        str | None,
+        typer.Option("--from-parquet", help="Import from parquet: a uri and an embedding column."),
+    ] = None,
+    uris: Annotated[
+        str | None,
+        typer.Option("--uris", help="The URIs of --from-npy's rows (one per line, or CSV)."),
+    ] = None,
+    column: Annotated[
+        str, typer.Option("--column", help="--from-parquet's embedding column.")
+    ] = "embedding",
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            help="Name the imported features; select/auto use them with --model features:NAME.",
+        ),
+    ] = None,
     embedding: EmbedFlags,
     cache: CacheFlags,
     s3: S3Flags,
     output: OutputFlags,
     config: ConfigOpt = None,
 ) -> None:
-    """Run the pipeline over every item of POOL not yet cached."""
+    """Run the pipeline over every item of POOL not yet cached (or import your own)."""
     out = begin(ctx, output)
+    if from_npy or from_parquet:
+        _import(out, from_npy, from_parquet, uris, column, fingerprint, cache, s3)
+        return
+    if fingerprint or uris:
+        raise UsageError("--fingerprint and --uris go with --from-npy or --from-parquet")
     resolved = resolve(pool, cache, s3.storage_options())
     result = embed_with_notes(
         out, resolved, embedding.options(cache), cache.cache_dir, collect=False
@@ -49,6 +77,49 @@ def embed(
         f"({summary['items_per_s'] or 0:,.0f} items/s)"
     )
     out.result(summary)
+
+
+def _import(
+    out: Output,
+    from_npy: str | None,
+    from_parquet: str | None,
+    uris: str | None,
+    column: str,
+    name: str | None,
+    cache: CacheFlags,
+    s3: S3Flags,
+) -> None:
+    """``--from-npy``/``--from-parquet``: store the user's rows under features NAME."""
+    from alcli import features
+
+    if from_npy and from_parquet:
+        raise UsageError("give --from-npy or --from-parquet, not both")
+    if not name:
+        raise UsageError(
+            "importing features needs --fingerprint NAME",
+            hint="the name select and auto use: --model features:NAME",
+        )
+    features.check_name(name)
+    if from_npy:
+        names, rows = features.load_npy(from_npy, uris)
+    else:
+        assert from_parquet is not None
+        names, rows = features.load_parquet(from_parquet, column)
+    done = features.import_features(
+        name,
+        names,
+        rows,
+        cache_dir=cache.cache_dir,
+        content_hash=cache.content_hash,
+        storage_options=s3.storage_options(),
+    )
+    for uri, reason in list(done.skipped.items())[:5]:
+        out.warn(f"skipped {uri}: {reason}")
+    out.note(
+        f"features {name!r}: stored {done.stored:,} of {done.rows:,} rows (dim {done.dim}, "
+        f"{len(done.skipped):,} skipped); use them with --model features:{name}"
+    )
+    out.result(done.summary())
 
 
 def resolve(pool: str | None, cache: CacheFlags, storage_options: dict[str, Any]) -> Pool:

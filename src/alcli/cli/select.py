@@ -14,6 +14,7 @@ import typer
 from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
+    ConstraintFlags,
     DocumentRootOpt,
     EmbedFlags,
     LabelsFormatOpt,
@@ -86,6 +87,7 @@ def select(
         str | None,
         typer.Option("--uris", help="Names of the rows of --probs/--embeddings (else indices)."),
     ] = None,
+    constraint: ConstraintFlags,
     embedding: EmbedFlags,
     cache: CacheFlags,
     s3: S3Flags,
@@ -111,11 +113,15 @@ def select(
 
     root = label_files.document_root(document_root)
 
+    constraints = constraint.constraints()
+
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
     # once it is resolved (a listing), before a single image is read.
     own_arrays = bool(probs or embeddings)
     has_embeddings = bool(embeddings) or not own_arrays
+    if constraints.min_distance is not None and not has_embeddings:
+        raise UsageError("--min-distance compares embeddings: give --embeddings with --probs")
     selection.check_inputs(
         strategy, probs=bool(probs), embeddings=has_embeddings, n_labeled=1 if labeled else 0
     )
@@ -159,6 +165,7 @@ def select(
         exclude=excluded,
         seed=seed,
         skipped=skipped,
+        constraints=constraints,
     )
     if output_format == "label-studio":
         from alcli.strategy_inputs import head_predictions
@@ -189,6 +196,8 @@ def _render(out: Output, picks: Selection, output_format: str, terminator: str) 
         f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items "
         f"({picks.n_labeled:,} labeled, {picks.n_excluded:,} excluded)"
     )
+    if picks.constraints is not None:
+        out.note(constraint_note(picks.constraints))
     if out.is_json:
         out.result(picks.summary())
     elif output_format == "uris":
@@ -235,6 +244,8 @@ def _render_tasks(
         f"{picks.strategy}: picked {len(picks.rows):,} of {picks.n_pool:,} items as Label "
         f"Studio tasks (model_version {model_version}{pre})"
     )
+    if picks.constraints is not None:
+        out.note(constraint_note(picks.constraints))
     if folder is None:
         out.text(documents[0])
         return
@@ -244,6 +255,22 @@ def _render_tasks(
         {**picks.summary(), "model_version": model_version, "files": [str(f) for f in files]},
         lambda console: None,
     )
+
+
+def constraint_note(report: dict[str, Any]) -> str:
+    """One line: what --min-distance skipped, and picked/target per class (or cluster)."""
+    parts = []
+    if report.get("min_distance") is not None:
+        parts.append(
+            f"min-distance {report['min_distance']:g} skipped "
+            f"{report['skipped_min_distance']:,} candidates"
+        )
+    if report.get("balance") is not None:
+        groups = ", ".join(
+            f"{name} {g['picked']}/{g['target']}" for name, g in report["groups"].items()
+        )
+        parts.append(f"balance by {report['balance_by']} (picked/target): {groups}")
+    return "; ".join(parts) + f" (examined {report['examined']:,} of the strategy's order)"
 
 
 def _csv_text(records: list[dict[str, Any]]) -> str:

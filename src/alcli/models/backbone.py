@@ -195,7 +195,11 @@ def load_backbone(
 
 def _build(name: str, spec: WeightsSpec, size: int) -> tuple[nn.Module, int]:
     """The frozen CPU feature extractor and its embedding width."""
-    if spec.kind == "enum":
+    from alcli.models import external
+
+    if external.is_external(name):
+        module, dim = external.build(name, spec.kind, spec.path, RANDOM_INIT_SEED)
+    elif spec.kind == "enum":
         module = _build_from_enum(name, spec.enum)
         dim = replace_classifier(module)
     else:

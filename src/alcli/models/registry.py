@@ -144,6 +144,12 @@ def _weights_identity(spec: WeightsSpec) -> dict[str, Any]:
 def _resolved(
     name: str, weights: str | None, image_size: int | None
 ) -> tuple[WeightsSpec, Preprocessing]:
+    from alcli.models import external  # timm:/open_clip: names (issue 17)
+
+    if external.is_external(name):
+        return external.weights_spec(name, weights), external.preprocessing(name).for_image_size(
+            image_size
+        )
     spec = _resolve_weights(name, weights)
     return spec, _base_preprocessing(name, spec).for_image_size(image_size)
 
