@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,27 @@ from PIL import Image
 
 from alcli.cli import app
 from alcli.embedding import EmbedOptions, EmbedResult, embed
-from alcli.sources import s3_options
 from helpers import png_blobs, write_broken_images, write_pngs
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install 'alcli[ray]'")
 
-TINY = dict(model="mobilenet_v3_small", weights="none", image_size=32, batch_size=4)
-THREADS = EmbedOptions(**TINY)  # type: ignore[arg-type]
-RAY = EmbedOptions(**TINY, engine="ray", actors=2)  # type: ignore[arg-type]
+TINY: dict[str, Any] = {
+    "model": "mobilenet_v3_small",
+    "weights": "none",
+    "image_size": 32,
+    "batch_size": 4,
+}
+THREADS = EmbedOptions(**TINY)
+RAY = EmbedOptions(**TINY, engine="ray", actors=2)
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
+def local_ray() -> None:
     """One local Ray for the module (two CPUs, no dashboard)."""
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
 
 
 def _mixed_pool(folder: Path, n: int = 14) -> Path:
@@ -172,6 +174,7 @@ def test_without_ray_installed_exits_2_with_one_line(tmp_path: Path) -> None:
     }
     done = subprocess.run(
         [sys.executable, "-m", "alcli", "embed", str(tmp_path / "pool"), "--engine", "ray"],
+        check=False,
         capture_output=True,
         text=True,
         env=env,

@@ -218,9 +218,7 @@ class RayRun:
         items = failed = 0
         in_a_row = 0
         batches = iter(
-            self._dataset().iter_batches(
-                batch_size=None, batch_format="numpy", prefetch_batches=2
-            )
+            self._dataset().iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
         )
         try:
             while not self.stop.is_set():
