@@ -37,6 +37,7 @@ TINY: dict[str, Any] = {
 }
 THREADS = EmbedOptions(**TINY)
 RAY = EmbedOptions(**TINY, engine="ray", actors=2)
+RAY_ONE = EmbedOptions(**TINY, engine="ray", actors=1)  # half the actor start-up CPU
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_s3_pool(local_ray: None, tmp_path: Path, s3_bucket: tuple[str, dict[str
     fs.pipe(f"{bucket}/imgs/zz-corrupt.png", b"\x89PNG\r\n\x1a\nbroken")
     spec = f"s3://{bucket}/imgs/"
     threads = embed(spec, options=THREADS, cache=tmp_path / "c1", storage_options=options)
-    on_ray = embed(spec, options=RAY, cache=tmp_path / "c2", storage_options=options)
+    on_ray = embed(spec, options=RAY_ONE, cache=tmp_path / "c2", storage_options=options)
     _same(threads, on_ray)
     assert on_ray.embedded == 10
     assert [f.uri for f in on_ray.failures] == [f"s3://{bucket}/imgs/zz-corrupt.png"]
@@ -142,10 +143,10 @@ def test_cancelled_then_resumed(local_ray: None, tmp_path: Path) -> None:
             stop.set()
 
     first = embed(
-        str(tmp_path / "pool"), options=RAY, cache=tmp_path / "c", progress=progress, stop=stop
+        str(tmp_path / "pool"), options=RAY_ONE, cache=tmp_path / "c", progress=progress, stop=stop
     )
     assert 8 <= first.embedded < 40
-    second = embed(str(tmp_path / "pool"), options=RAY, cache=tmp_path / "c")
+    second = embed(str(tmp_path / "pool"), options=RAY_ONE, cache=tmp_path / "c")
     assert second.cached == first.embedded
     assert second.embedded == 40 - first.embedded
     assert [i.uri for i in second.items] == [str(p) for p in paths]
@@ -172,19 +173,23 @@ def test_without_ray_installed_exits_2_with_one_line(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")]),
         "ALCLI_CACHE_DIR": str(tmp_path / "cache"),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "alcli", "embed", str(tmp_path / "pool"), "--engine", "ray"],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert "pip install 'alcli[ray]'" in lines[0]
-    assert "Traceback" not in done.stderr
+    # from the command line, then from alcli.toml (engine = "ray" in the working folder)
+    (tmp_path / "alcli.toml").write_text('engine = "ray"\n')
+    for extra, cwd in ((["--engine", "ray"], hide), ([], tmp_path)):
+        done = subprocess.run(
+            [sys.executable, "-m", "alcli", "embed", str(tmp_path / "pool"), *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert "pip install 'alcli[ray]'" in lines[0]
+        assert "Traceback" not in done.stderr
 
 
 def test_two_node_cluster(tmp_path: Path) -> None:

@@ -217,6 +217,8 @@ class RayRun:
         start = time.perf_counter()
         items = failed = 0
         in_a_row = 0
+        first: float | None = None
+        first_items = 0
         batches = iter(
             self._dataset().iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
         )
@@ -229,6 +231,9 @@ class RayRun:
                 except self._ray.exceptions.RayError as error:
                     raise _alcli_error(error) from error
                 result = _batch_result(batch)
+                if first is None:  # actors started (a process, torch, the model) and busy
+                    first = time.perf_counter() - start
+                    first_items = len(result.indices) + len(result.failures)
                 items += len(result.indices)
                 failed += len(result.failures)
                 for failure in sorted(result.failures, key=lambda f: f.index):
@@ -251,14 +256,30 @@ class RayRun:
                 "engine": "ray",
                 "actors": self.actors,
                 "gpus_per_actor": self.settings.gpus_per_actor,
-                "address": self.settings.address or "local",
+                "address": self.settings.address or _gcs_address(self._ray),
                 "cluster": self.resources,
                 "items": items,
                 "failed": failed,
                 "wall_s": round(wall, 4),
                 "items_per_s": round(items / wall, 1) if wall > 0 else None,
+                # the fixed cost of a run (actor processes, imports, model builds), and the
+                # rate after it: what a pool large enough to hide that cost gets
+                "first_batch_s": round(first, 3) if first is not None else None,
+                "after_first_batch_ips": (
+                    round((items + failed - first_items) / (wall - first), 1)
+                    if first is not None and wall > first
+                    else None
+                ),
                 "driver_pid": os.getpid(),
             }
+
+
+def _gcs_address(ray: Any) -> str:
+    """The cluster this process joined (host:port of its GCS), for the summary."""
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # an older or a client-mode runtime context: not worth failing for
+        return "unknown"
 
 
 def _batch_result(batch: dict[str, np.ndarray]) -> BatchResult:
