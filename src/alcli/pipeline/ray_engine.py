@@ -76,12 +76,12 @@ def connect(address: str | None) -> Any:
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    logging.getLogger("ray").setLevel(logging.WARNING)
+    quiet = logging.ERROR  # Ray's start-up notes are not the user's output; errors still are
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, logging_level=quiet, log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(include_dashboard=False, logging_level=quiet, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
         where = f"at {address}" if address else "locally"
         raise UsageError(
