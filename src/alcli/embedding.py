@@ -49,6 +49,10 @@ class EmbedOptions:
     device: str = "cpu"
     model_streams: int | None = None  # None: run_pipeline picks (1 on a GPU, cpu_streams())
     item_timeout: float | None = 60.0  # seconds one item's read may take, retries included
+    engine: str = "threads"  # "threads": this machine's pipeline; "ray": Ray Data (issue 15)
+    ray_address: str | None = None  # None: a local Ray (or the one already joined)
+    actors: int | None = None  # Ray actors owning a backbone (None: one per CPU / GPU share)
+    gpus_per_actor: float = 0.0
 
 
 #: Reads in flight for a pool with remote items: a GET waits ~20-100 ms on the network, so
@@ -314,6 +318,10 @@ def _compute(
     """Run the pipeline over ``plan.todo``, each batch stored as it comes out; the stages'
     stats. Ctrl-C stops at a batch boundary (KeyboardInterrupt once the last batch is
     stored); a dead store stops the run saying how much was saved."""
+    if opts.engine == "ray":
+        return _compute_ray(plan, pool, opts, progress=progress, stop=stop)
+    if opts.engine != "threads":
+        raise UsageError(f"unknown engine {opts.engine!r}", hint="use threads or ray")
     from alcli.models import BackboneInBackground
     from alcli.pipeline import CtrlCStops, StageError, run_pipeline
 
@@ -366,6 +374,54 @@ def _compute(
     if plan.dim == 0:  # nothing cached and nothing embedded: keep the model's width
         plan.widen(backbone.result().dim)
     return stages
+
+
+def _compute_ray(
+    plan: _Plan,
+    pool: Pool,
+    opts: EmbedOptions,
+    *,
+    progress: Callable[[int], None] | None,
+    stop: threading.Event | None,
+) -> dict[str, Any]:
+    """``_compute`` on Ray Data (``pipeline/ray_engine.py``): the same items, the same batches
+    stored as they arrive, the same Ctrl-C and dead-store endings; the engine's stats."""
+    from alcli.pipeline import CtrlCStops
+    from alcli.pipeline.ray_engine import RayRun, RaySettings
+
+    stop = stop if stop is not None else threading.Event()
+    ctrl_c = CtrlCStops(stop)
+    run = RayRun(
+        [plan.items[i].uri for i in plan.todo],
+        model=opts.model,
+        weights=opts.weights,
+        image_size=opts.image_size,
+        device=opts.device,
+        fingerprint=plan.fingerprint,
+        storage_options=pool.storage_options,
+        batch_size=opts.batch_size,
+        item_timeout=opts.item_timeout or None,
+        settings=RaySettings(opts.ray_address, opts.actors, opts.gpus_per_actor),
+        stop=stop,
+    )
+    saved = 0
+    try:
+        with ctrl_c, run:
+            for batch in run:
+                saved += plan.keep(batch)
+                if progress is not None:
+                    progress(len(batch.indices) + len(batch.failures))
+        if ctrl_c.interrupted:
+            raise KeyboardInterrupt
+    except StoreDownError as error:
+        raise StoreDownError(
+            f"{error.message}; {saved:,} embedded and saved; rerun to continue"
+        ) from error
+    if plan.dim == 0:  # every item failed: keep the model's width without building it here
+        from alcli.models import load_backbone
+
+        plan.widen(load_backbone(opts.model, opts.weights, opts.image_size).dim)
+    return {"ray": run.stats}
 
 
 #: Rows moved per step by ``_take_rows`` (its only temporary).

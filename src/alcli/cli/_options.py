@@ -97,6 +97,12 @@ class OutputFlags:
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False
 
 
+def _engine_name(value: str) -> str:
+    if value not in ("threads", "ray"):
+        raise typer.BadParameter(f"{value!r} is not one of 'threads', 'ray'")
+    return value
+
+
 @dataclass(frozen=True)
 class EmbedFlags:
     """The model and the pipeline's knobs: ``alcli.embedding.EmbedOptions`` from the shell."""
@@ -138,6 +144,34 @@ class EmbedFlags:
         ),
     ] = None
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "cpu"
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            callback=_engine_name,
+            help="threads: this machine's pipeline; ray: Ray Data, local or a cluster "
+            "(needs the ray extra of alcli).",
+        ),
+    ] = "threads"
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster to join: auto or ray://HOST:10001 (default: a local Ray).",
+        ),
+    ] = None
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            "--actors",
+            min=1,
+            help="Ray actors owning a model (default: one per CPU, or per GPU share).",
+        ),
+    ] = None
+    gpus_per_actor: Annotated[
+        float,
+        typer.Option("--gpus-per-actor", min=0.0, help="GPUs each Ray actor takes (0: CPU)."),
+    ] = 0.0
 
     def options(self, cache: CacheFlags | None = None) -> EmbedOptions:
         """The library's options; without ``cache`` (bench) its default item timeout."""

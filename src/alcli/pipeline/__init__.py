@@ -20,7 +20,9 @@ One concept per module, each with the measurements that justify it:
 - ``engine``: the stages wired together for one run, and its shutdown;
 - ``results``: ``BatchResult``, ``Failure``, ``StageError``, ``PipelineStats``;
 - ``interrupt``: ``CtrlCStops``, Ctrl-C as a stop request;
-- ``run``: ``run_pipeline`` and the consumer's handle, ``PipelineRun``.
+- ``run``: ``run_pipeline`` and the consumer's handle, ``PipelineRun``;
+- ``ray_engine``, ``ray_workers``: the same consumer contract on Ray Data (``RayRun``,
+  ``--engine ray``), its driver and what its workers run; ray is imported only when one runs.
 
 Importing this package does not import torch (a warm run never loads it). The names below
 are the module's public API, as they were when it was one file.
@@ -28,6 +30,7 @@ are the module's public API, as they were when it was one file.
 
 from alcli.pipeline.engine import THREAD_PREFIX
 from alcli.pipeline.interrupt import CtrlCStops
+from alcli.pipeline.ray_engine import RayRun, RaySettings
 from alcli.pipeline.reading import UNREACHABLE_LIMIT
 from alcli.pipeline.results import (
     STAGES,
@@ -56,6 +59,8 @@ __all__ = [
     "Failure",
     "PipelineRun",
     "PipelineStats",
+    "RayRun",
+    "RaySettings",
     "StageError",
     "StageStats",
     "ThreadTuner",
