@@ -92,7 +92,7 @@ class InventoryReader:
                 hint="check --prefix and that the report covers the objects",
             )
         rows.sort(key=lambda item: item.uri)
-        if memo:
+        if memo and not any("\n" in item.uri for item in rows):  # the memo is one a line
             _write_memo(memo, rows)
         return rows
 
