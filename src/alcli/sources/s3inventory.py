@@ -33,7 +33,7 @@ from urllib.parse import unquote_plus
 
 from alcli.errors import ItemError, PoolError, one_line
 from alcli.sources.etag_manifests import _read_memo, _write_memo
-from alcli.sources.keys import normalize_etag, remote_key, text_bytes, to_ns, to_size
+from alcli.sources.keys import normalize_etag, remote_key, to_ns, to_size
 from alcli.sources.pool import Item
 from alcli.sources.uris import IMAGE_EXTENSIONS, split_uri
 
@@ -143,7 +143,8 @@ class InventoryReader:
             if tag and ('"' in tag or " " in tag or tag.startswith("W/")):
                 tag = normalize_etag(tag)
             if tag:  # remote_key's ETag form, byte for byte, without its call per field
-                digest = blake2b(b"etag\0" + text_bytes(f"{uri}\0{tag}"), digest_size=16)
+                payload = f"{uri}\0{tag}".encode("utf-8", "surrogateescape")  # text_bytes
+                digest = blake2b(b"etag\0" + payload, digest_size=16)
                 items.append(Item(uri, digest.hexdigest()))
             else:
                 items.append(
