@@ -171,3 +171,32 @@ def test_prefix_with_anything_but_a_report_is_refused(runner, tmp_path: Path) ->
     result = runner.invoke(app, ["embed", str(tmp_path / "pool"), "--prefix", "a/"])
     assert result.exit_code == 2
     assert "--prefix applies to an S3 Inventory report" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_pool_embedded_from_its_listing_is_warm_from_its_inventory(
+    s3_bucket, png_pool, runner
+) -> None:
+    """The end to end promise: same keys, so the report's run embeds nothing new."""
+    import json
+
+    import boto3
+
+    source, options = s3_bucket
+    url = options["client_kwargs"]["endpoint_url"]
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    for path in png_pool(6):
+        client.put_object(Bucket=source, Key=f"imgs/a b/{path.name}", Body=path.read_bytes())
+    client.create_bucket(Bucket=f"{source}-inv")
+    report = write_report(client, source, f"{source}-inv")
+    tiny = ["--model", "mobilenet_v3_small", "--weights", "none", "--image-size", "32"]
+
+    def embed(spec: str) -> dict[str, Any]:
+        result = runner.invoke(app, ["embed", spec, *tiny, "--endpoint-url", url, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    listed = embed(f"s3://{source}/imgs/")
+    assert (listed["embedded"], listed["cached"]) == (6, 0)
+    again = embed(report.manifest_uri)
+    assert (again["items"], again["embedded"], again["cached"]) == (6, 0, 6)
