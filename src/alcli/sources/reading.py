@@ -104,7 +104,8 @@ def read_s3_fast(
     fast: FastS3, filesystems: FileSystems, protocol: str, path: str, timeout: float | None
 ) -> bytes:
     """One obstore GET, its failures sorted as ``read_remote`` sorts fsspec's; an answer that
-    is neither the object nor a known refusal sends the bucket back to fsspec."""
+    is neither the object nor a known refusal is asked of fsspec, and when fsspec reads it the
+    bucket stays with fsspec (a transient failure both see moves nothing)."""
     bucket, _, key = path.partition("/")
     if not fast.serves(bucket) or not key:
         return read_remote(filesystems.get(protocol), protocol, path, timeout)
@@ -121,8 +122,9 @@ def read_s3_fast(
         detail = one_line(error)
         if any(sign in detail for sign in _OBSTORE_CONNECTION_SIGNS):
             raise StoreUnreachableError(f"connection failed: {name}: {detail}") from None
-    fast.give_up(bucket)  # e.g. a bucket in another region: s3fs finds its way there
-    return read_remote(filesystems.get(protocol), protocol, path, timeout)
+    data = read_remote(filesystems.get(protocol), protocol, path, timeout)
+    fast.give_up(bucket)  # s3fs could (a bucket in another region, say): it reads this bucket
+    return data
 
 
 _S3 = frozenset({"s3", "s3a"})
