@@ -1,7 +1,7 @@
 """The S3 GET hot path through obstore (Rust ``object_store``), with fsspec as the fallback.
 
 Measured with 16 GETs in flight on 127.0.0.1 (``benchmarks/s3_client.py``): s3fs/aiobotocore
-spends 2.4-3.5 ms of this process's CPU per GET, botocore alone ~2, obstore ~0.5 (0.9 through
+spends 2.4-3.5 ms of this process's CPU per GET, botocore alone 2-3, obstore ~0.5 (1.1 through
 an event loop, which a per-item deadline needs). At 250-500 images/s that is most of a core
 given back to the model. Only object GETs take this path: listing, ``info`` and every other
 protocol stay on fsspec, and so does S3 whenever obstore is missing or cannot reproduce what

@@ -2,7 +2,7 @@
 which failures are the item's (``ItemError``) and which the store's (``StoreUnreachableError``).
 
 S3 object GETs go through obstore when it can serve the pool's options (``objectstore.py``:
-a fifth of the CPU per GET), everything else through fsspec. S3 settings (endpoint, profile,
+a third of s3fs's CPU per GET), everything else through fsspec. S3 settings (endpoint, profile,
 credentials) come from the usual AWS environment and config
 files through botocore, which already honours ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``
 and ``AWS_PROFILE``; ``storage_options`` are passed as they are to every non-local
