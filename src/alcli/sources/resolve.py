@@ -75,6 +75,10 @@ def resolve_pool(
         inventory = InventoryReader(partial(_fetch, pool), prefix=inventory_prefix, memo_dir=memo)
         listed = _Spec(pool, manifests, inventory).items(spec)
     pool.items = _drop_duplicates(listed, pool.duplicates)
+    if any(item.uri.startswith("s3://") for item in pool.items[:1] + pool.items[-1:]):
+        # The S3 client (credentials: botocore's chain) is built now, not inside the first
+        # reads, whose item deadline would otherwise count its seconds on a busy machine.
+        pool.filesystems.fast_s3()
     if content_hash:
         pool.items = _content_keyed(pool, pool.items, threads)
     return pool
