@@ -18,12 +18,17 @@ or by hand: ``.venv/bin/python tests/s3server.py --delay-ms 20`` prints the endp
 until Ctrl-C. Requests are recorded by a WSGI middleware in front of moto's own app; the
 latency is a sleep in that middleware, in the request's own server thread, so concurrent
 clients overlap their waits as they would against a real store.
+
+Connections are kept alive (HTTP/1.1), as a real store keeps them: werkzeug's server closes
+each one after a single answer, which made every GET pay a TCP accept and a new server thread
+(``keep_alive=False``, or ``--close`` by hand, gives that behaviour back for comparisons).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import threading
 import time
 from collections import Counter
@@ -97,8 +102,16 @@ class _CountingMiddleware:
 class MotoS3Server:
     """moto's S3 in a background thread, with a request log and per-request latency."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        delay_s: float = 0.0,
+        keep_alive: bool = True,
+    ) -> None:
         self.host = host
+        self.keep_alive = keep_alive
         self.port = port
         self._initial_delay_s = delay_s
         self._server: Any = None
@@ -112,9 +125,44 @@ class MotoS3Server:
         from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        keep_alive = self.keep_alive
+
         class QuietHandler(MotoRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 """One log line per request would drown test output."""
+
+            def run_wsgi(self) -> None:
+                """After answering, werkzeug reads whatever the client sent next and throws it
+                away (it assumes the connection closes): on a kept-alive connection that is
+                the next request. ``make_environ`` hands it an empty stream to drain instead."""
+                connection_stream = self.rfile
+                try:
+                    super().run_wsgi()
+                finally:
+                    self.rfile = connection_stream
+
+            def make_environ(self) -> dict[str, Any]:
+                """The request's whole body read here (by its Content-Length), so the next
+                request on a kept-alive connection starts where the parser looks."""
+                environ = super().make_environ()
+                length = self.headers.get("Content-Length", "0")
+                self.framed = keep_alive and (
+                    "chunked" not in self.headers.get("Transfer-Encoding", "").lower()
+                    and length.isdigit()
+                )
+                if self.framed:
+                    environ["wsgi.input"] = io.BytesIO(self.rfile.read(int(length)))
+                    self.rfile = io.BytesIO()
+                return environ
+
+            def send_header(self, keyword: str, value: str) -> None:
+                """werkzeug closes every connection (``Connection: close``) because its
+                handler cannot drain a body the app left unread; ``make_environ`` reads it,
+                so a connection stays open as a real store's does (chunked bodies aside)."""
+                closing = keyword.lower() == "connection" and value.lower() == "close"
+                if closing and getattr(self, "framed", False):
+                    return
+                super().send_header(keyword, value)
 
         # moto's S3 app itself, not moto's all-services dispatcher in front of it: the
         # dispatcher works out the service of every request by listing moto's package folders
@@ -204,8 +252,12 @@ def _main() -> None:
     parser = argparse.ArgumentParser(description="Serve moto S3 with optional latency.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--close", action="store_true", help="close every connection (werkzeug's default)"
+    )
     args = parser.parse_args()
-    with MotoS3Server(port=args.port, delay_s=args.delay_ms / 1000) as server:
+    server = MotoS3Server(port=args.port, delay_s=args.delay_ms / 1000, keep_alive=not args.close)
+    with server:
         print(server.endpoint_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

@@ -644,7 +644,7 @@ def test_inventory_bulk_path_gives_the_general_paths_keys(tmp_path: Path) -> Non
 
 
 def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) -> None:
-    from alcli.sources import inventory as sources
+    from alcli.sources import etag_manifests as sources
 
     monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 100)  # memoize this small one too
     manifest = tmp_path / "inventory.csv"
@@ -674,7 +674,7 @@ def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) ->
 
 
 def test_manifest_memo_keeps_only_the_newest(tmp_path: Path, monkeypatch) -> None:
-    from alcli.sources import inventory as sources
+    from alcli.sources import etag_manifests as sources
 
     monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 10)
     memo = tmp_path / "memo"

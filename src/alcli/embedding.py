@@ -118,6 +118,7 @@ def resolve(
     content_hash: bool = False,
     storage_options: dict[str, Any] | None = None,
     stdin: Iterable[str] | None = None,
+    inventory_prefix: str | None = None,
 ) -> Pool:
     """POOL as items, the way ``embed`` sees it: ``resolve_pool`` with the cache folder's
     manifest memo (a million-line inventory is read once). Cheap (a listing, no image read),
@@ -128,6 +129,7 @@ def resolve(
         storage_options=storage_options,
         stdin=stdin,
         memo_dir=manifest_memo_dir(cache_dir),
+        inventory_prefix=inventory_prefix,
     )
 
 

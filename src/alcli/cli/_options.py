@@ -241,6 +241,12 @@ class S3Flags:
     profile: Annotated[
         str | None, typer.Option("--profile", help="AWS profile for s3:// pools.")
     ] = None
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix", help="With an S3 Inventory report as POOL: only keys under this prefix."
+        ),
+    ] = None
 
     def storage_options(self) -> dict[str, Any]:
         from alcli.sources import s3_options

@@ -128,7 +128,7 @@ def auto(
     autorun.check_classes(labeler, eval_labels)
     options = embedding.options(cache)
     storage = s3.storage_options()
-    resolved = resolve(pool, cache, storage)
+    resolved = resolve(pool, cache, storage, prefix=s3.prefix)
     autorun.check_coverage(labeler, resolved.uris)
     result = embed_with_notes(out, resolved, options, cache.cache_dir)
     evaluation = None

@@ -62,6 +62,8 @@ def bench(
 
     if no_strategies and strategies:
         raise UsageError("--strategies and --no-strategies contradict each other")
+    if s3.prefix:
+        raise UsageError("bench measures a whole POOL: --prefix is for embed, select and auto")
     report = run_bench(
         require_pool(pool),
         options=embedding.options(),

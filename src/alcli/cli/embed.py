@@ -66,7 +66,7 @@ def embed(
         return
     if fingerprint or uris:
         raise UsageError("--fingerprint and --uris go with --from-npy or --from-parquet")
-    resolved = resolve(pool, cache, s3.storage_options())
+    resolved = resolve(pool, cache, s3.storage_options(), prefix=s3.prefix)
     result = embed_with_notes(
         out, resolved, embedding.options(cache), cache.cache_dir, collect=False
     )
@@ -122,8 +122,15 @@ def _import(
     out.result(done.summary())
 
 
-def resolve(pool: str | None, cache: CacheFlags, storage_options: dict[str, Any]) -> Pool:
-    """POOL as items (a listing, no image read), so requests are checked against it."""
+def resolve(
+    pool: str | None,
+    cache: CacheFlags,
+    storage_options: dict[str, Any],
+    *,
+    prefix: str | None = None,
+) -> Pool:
+    """POOL as items (a listing, no image read), so requests are checked against it;
+    ``prefix``: ``--prefix`` (an S3 Inventory report's keys under it)."""
     from alcli.embedding import resolve as resolve_pool
 
     return resolve_pool(
@@ -132,6 +139,7 @@ def resolve(pool: str | None, cache: CacheFlags, storage_options: dict[str, Any]
         content_hash=cache.content_hash,
         storage_options=storage_options,
         stdin=sys.stdin,
+        inventory_prefix=prefix,
     )
 
 

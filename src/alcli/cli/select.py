@@ -140,7 +140,7 @@ def select(
         names, prob_arr, emb_arr = arrays
         to_embed = None
     else:
-        to_embed = resolve(pool, cache, s3.storage_options())
+        to_embed = resolve(pool, cache, s3.storage_options(), prefix=s3.prefix)
         names, prob_arr, emb_arr = to_embed.uris, None, None
     selection.check_request(
         strategy,

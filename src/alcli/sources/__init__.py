@@ -38,14 +38,17 @@ Where each part lives (a file per concept; every public name is importable from 
 - ``keys.py``: cache keys from cheap metadata; ``UNREADABLE_KEY_PREFIX``.
 - ``listing.py``: folders, prefixes and globs.
 - ``manifests.py``: ``.txt`` / ``.csv`` / ``.jsonl`` manifests and stdin; ``CsvTable``.
-- ``inventory.py``: the S3-Inventory fast path and its memo (``MEMO_MIN_BYTES``, ``MEMO_KEEP``).
+- ``etag_manifests.py``: the bulk path for a ``.csv`` manifest with ETags and its memo
+  (``MEMO_MIN_BYTES``, ``MEMO_KEEP``).
+- ``s3inventory.py``: S3 Inventory reports (``manifest.json``, ``symlink.txt``) as a POOL.
+- ``objectstore.py``: the S3 GET hot path through obstore, with fsspec as the fallback.
 - ``reading.py``: ``Pool.read`` (one GET, a deadline, item vs store failures), ``s3_options``.
 - ``pool.py``: ``Item``, ``Pool``. ``resolve.py``: ``resolve_pool``.
 """
 
 from __future__ import annotations
 
-from alcli.sources.inventory import MEMO_KEEP, MEMO_MIN_BYTES
+from alcli.sources.etag_manifests import MEMO_KEEP, MEMO_MIN_BYTES
 from alcli.sources.keys import UNREADABLE_KEY_PREFIX
 from alcli.sources.pool import Item, Pool
 from alcli.sources.reading import s3_options

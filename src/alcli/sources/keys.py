@@ -68,7 +68,7 @@ def content_key(data: bytes) -> str:
 def remote_key(uri: str, etag: str | None, size: int | None, mtime_ns: int | None) -> str:
     """URI + ETag when the store gives one, else URI + size + modification time.
 
-    ``inventory.py`` builds the ETag form in bulk, byte for byte the same.
+    ``etag_manifests.py`` builds the ETag form in bulk, byte for byte the same.
     """
     if etag:
         return _digest("etag", uri, etag)

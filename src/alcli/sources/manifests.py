@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from alcli.errors import ItemError, PoolError
-from alcli.sources.inventory import InventoryMemo
+from alcli.sources.etag_manifests import InventoryMemo
 from alcli.sources.keys import (
     LocalKeys,
     Unreadable,

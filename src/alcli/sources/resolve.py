@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from alcli.errors import ItemError, PoolError
@@ -23,6 +24,8 @@ from alcli.sources.listing import (
 )
 from alcli.sources.manifests import ManifestEntry, ManifestReader
 from alcli.sources.pool import Item, Pool, make_item
+from alcli.sources.reading import read_remote
+from alcli.sources.s3inventory import InventoryReader, is_report
 from alcli.sources.uris import (
     GLOB_MAGIC,
     MANIFEST_EXTENSIONS,
@@ -43,12 +46,15 @@ def resolve_pool(
     stdin: Iterable[str] | None = None,
     io_threads: int = 32,
     memo_dir: str | os.PathLike[str] | None = None,
+    inventory_prefix: str | None = None,
 ) -> Pool:
     """Resolve a POOL spec into ordered, keyed items (see ``alcli.sources`` for the forms).
 
     ``stdin`` replaces ``sys.stdin`` for the ``-`` spec. ``io_threads`` bounds the threads
     used for remote metadata look-ups and for ``content_hash`` reads. ``memo_dir`` (a folder,
-    created on demand) remembers large inventory manifests' items (``inventory.py``).
+    created on demand) remembers large manifests' and inventory reports' items
+    (``etag_manifests.py``, ``s3inventory.py``).
+    ``inventory_prefix`` keeps an S3 Inventory report's keys under it (``s3inventory.py``).
     Raises ``PoolError`` when the spec as a whole cannot give any item.
     """
     spec = spec.strip()
@@ -56,12 +62,23 @@ def resolve_pool(
         raise PoolError("POOL is empty", hint="give a directory, a glob, a URI or a manifest")
     pool = Pool(spec=spec, items=[], storage_options=dict(storage_options or {}))
     threads = max(1, io_threads)
-    manifests = ManifestReader(pool, threads, None if memo_dir is None else str(memo_dir))
+    memo = None if memo_dir is None else str(memo_dir)
+    manifests = ManifestReader(pool, threads, memo)
+    if inventory_prefix and (spec == "-" or not is_report(spec)):
+        raise PoolError(
+            "--prefix applies to an S3 Inventory report (manifest.json or symlink.txt) only",
+            hint="for a bucket prefix, give it in POOL: s3://bucket/prefix/",
+        )
     if spec == "-":
         listed = manifests.from_stdin(sys.stdin if stdin is None else stdin)
     else:
-        listed = _Spec(pool, manifests).items(spec)
+        inventory = InventoryReader(partial(_fetch, pool), prefix=inventory_prefix, memo_dir=memo)
+        listed = _Spec(pool, manifests, inventory).items(spec)
     pool.items = _drop_duplicates(listed, pool.duplicates)
+    if any(item.uri.startswith("s3://") for item in pool.items[:1] + pool.items[-1:]):
+        # The S3 client (credentials: botocore's chain) is built now, not inside the first
+        # reads, whose item deadline would otherwise count its seconds on a busy machine.
+        pool.filesystems.fast_s3()
     if content_hash:
         pool.items = _content_keyed(pool, pool.items, threads)
     return pool
@@ -70,9 +87,10 @@ def resolve_pool(
 class _Spec:
     """Turns one spec (not ``-``) into items by its form: folder, glob, file, manifest."""
 
-    def __init__(self, pool: Pool, manifests: ManifestReader) -> None:
+    def __init__(self, pool: Pool, manifests: ManifestReader, inventory: InventoryReader) -> None:
         self.pool = pool
         self.manifests = manifests
+        self.inventory = inventory
 
     def items(self, spec: str) -> list[Item]:
         protocol, path = split_uri(spec)
@@ -101,6 +119,8 @@ class _Spec:
 
     def _single_file(self, spec: str, uri: str) -> list[Item]:
         name = uri.lower()
+        if is_report(name):
+            return self.inventory.items(uri)
         if name.endswith(MANIFEST_EXTENSIONS):
             return self.manifests.items(uri)
         if has_image_extension(name):
@@ -114,6 +134,8 @@ class _Spec:
             return glob_remote(spec, fs, root)
         if spec.endswith("/"):
             return list_remote(spec, fs, root)
+        if is_report(spec):
+            return self.inventory.items(canonical(spec, None))
         if spec.lower().endswith(MANIFEST_EXTENSIONS):
             return self.manifests.items(canonical(spec, None))
         forget_listings(fs, root)
@@ -130,6 +152,15 @@ class _Spec:
         if not has_image_extension(uri):
             raise _neither_image_nor_manifest(spec, hint="end a prefix with '/' to list it")
         return [Item(uri, key_from_info(uri, info))]
+
+
+def _fetch(pool: Pool, uri: str) -> bytes:
+    """A whole file, local or remote (an inventory's manifest and data files)."""
+    protocol, path = split_uri(uri)
+    if protocol is None:
+        with open(path, "rb") as handle:
+            return handle.read()
+    return read_remote(pool.filesystems.get(protocol), protocol, path)
 
 
 def _neither_image_nor_manifest(spec: str, *, hint: str) -> PoolError:

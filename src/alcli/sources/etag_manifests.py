@@ -1,6 +1,9 @@
-"""The S3-Inventory fast path and its memo: a million-line ``.csv`` in about a second, then none.
+"""Manifests with ETags (a ``.csv`` with ``uri`` and ``etag`` columns): the bulk path and its memo,
+a million lines in about a second, then none.
 
-A manifest whose rows are all plain ``s3://`` URIs with an ETag is keyed in bulk, with exactly
+Not an S3 Inventory report (``s3inventory.py`` reads those: headerless, gzipped, a
+``manifest.json``), but what a team exports from one, or from a listing. A manifest whose rows
+are all plain ``s3://`` URIs with an ETag is keyed in bulk, with exactly
 the keys the general path gives. Parsing still costs seconds of Python, so with a memo folder
 the items are remembered under the digest of the manifest's bytes: the next resolution of the
 same file (a warm ``select`` every round) reads them back without decoding or parsing it. Keys
