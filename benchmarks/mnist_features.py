@@ -46,7 +46,9 @@ def mnist_features(train: int = 50_000, test: int = 10_000) -> tuple[Features, F
         pool = pools[split]
         started = time.perf_counter()
         result = embed(
-            str(pool.directory), options=EmbedOptions(image_size=IMAGE_SIZE), cache=cache
+            str(pool.directory),
+            options=EmbedOptions(image_size=IMAGE_SIZE, precision="fp32"),
+            cache=cache,
         )
         print(
             f"mnist {split}: {len(result.items)} items, {result.embedded} embedded in "

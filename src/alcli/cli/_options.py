@@ -121,6 +121,22 @@ class EmbedFlags:
         ),
     ] = None
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "cpu"
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="auto, fp32, bf16 or fp16. auto: bf16 on CPUs with native bf16 (AVX512_BF16, "
+            "AMX), fp16 on CUDA, else fp32. Part of the cache fingerprint.",
+        ),
+    ] = "auto"
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime",
+            help="torch, or openvino (CPU; pip install 'alcli[openvino]'). Part of the cache "
+            "fingerprint.",
+        ),
+    ] = "torch"
 
     def options(self, cache: CacheFlags | None = None) -> EmbedOptions:
         """The library's options; without ``cache`` (bench) its default item timeout."""
