@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,8 @@ def _openvino_model(ov: Any, module: nn.Module, image_size: int, export_dir: Pat
         except Exception:  # a damaged export is converted again, never trusted
             shutil.rmtree(target, ignore_errors=True)
     try:
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace, which it uses
             model = ov.convert_model(
                 module,
                 example_input=torch.zeros(1, 3, image_size, image_size),
