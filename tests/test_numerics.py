@@ -86,6 +86,7 @@ def test_fingerprint_of_fp32_torch_cpu_is_the_one_caches_already_hold():
     assert len(others) == 5 and old not in others
 
 
+@pytest.mark.slow
 def test_bf16_forward_agrees_with_fp32_and_keeps_the_stem_in_fp32(png_pool, one_torch_thread):
     fp32 = load_backbone("mobilenet_v2", None, 64)
     bf16 = load_backbone("mobilenet_v2", None, 64, precision="bf16")
@@ -99,6 +100,7 @@ def test_bf16_forward_agrees_with_fp32_and_keeps_the_stem_in_fp32(png_pool, one_
     assert cosines(half, reference).min() > 0.99
 
 
+@pytest.mark.slow
 def test_a_bf16_run_never_serves_fp32_embeddings(png_pool, tmp_path, one_torch_thread):
     png_pool(6)
     pool = str(tmp_path / "pool")
@@ -131,6 +133,7 @@ def test_missing_runtime_is_one_line_and_exit_2(runner, png_pool, monkeypatch):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_precision_from_the_command_line_and_alcli_toml(
     runner: CliRunner, png_pool, tmp_path: Path, one_torch_thread
 ):
@@ -143,6 +146,7 @@ def test_precision_from_the_command_line_and_alcli_toml(
     assert '"precision": "bf16"' in from_file.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_OPENVINO, reason="the openvino extra is not installed")
 def test_openvino_matches_torch_and_keeps_its_export(png_pool, tmp_path, one_torch_thread):
     exported = tmp_path / "exported"

@@ -98,7 +98,7 @@ class ModelOnly:
         self.default_threads = torch.get_num_threads()
         self.runs: list[dict[str, float]] = []
         self.numerics_runs: list[dict[str, float]] = []
-        self._variants: dict[str, Backbone] = {}
+        self.variants: dict[str, Backbone] = {}
 
     def layouts(self) -> list[tuple[int, int]]:
         """(streams, threads per stream) to try: 1 x 1, 1 x all, the pipeline's CPU layout."""
@@ -163,11 +163,11 @@ class ModelOnly:
             if key == self.backbone.numerics.describe():
                 model = self.backbone
             else:
-                if key not in self._variants:
-                    self._variants[key] = backbone_for(
+                if key not in self.variants:
+                    self.variants[key] = backbone_for(
                         dataclasses.replace(options, precision=precision, runtime=runtime)
                     )
-                model = self._variants[key]
+                model = self.variants[key]
             run[key] = float(in_fresh_thread(functools.partial(self._measure, *layout, model)))
         self.numerics_runs.append(run)
         return run
