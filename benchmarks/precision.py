@@ -97,8 +97,7 @@ def one_model(name: str, weights: str | None, size: int, n: int, rounds: int) ->
         "best": best,
         "best_vs_fp32": round(statistics.median(r[best] / r["fp32/torch/cpu"] for r in runs), 3),
         "vs_fp32_by_numerics": {
-            k: round(statistics.median(r[k] / r["fp32/torch/cpu"] for r in runs), 3)
-            for k in keys
+            k: round(statistics.median(r[k] / r["fp32/torch/cpu"] for r in runs), 3) for k in keys
         },
         "default_numerics": own,
         "pipeline_ips": round(statistics.median(pipeline), 1),

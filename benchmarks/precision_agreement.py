@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from label_efficiency import run_curve  # noqa: E402
-from precision_features import features  # noqa: E402
-
-from alcli.learner import fit_scaler  # noqa: E402
-from alcli.selection import pick  # noqa: E402
+from alcli.learner import fit_scaler
+from alcli.selection import pick
+from label_efficiency import run_curve
+from mnist_features import Features
+from precision_features import features
 
 DEMO_POOL, DEMO_EVERY = 3000, 30
 
@@ -44,8 +44,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"mean": round(float(per_item.mean()), 5), "worst": round(float(per_item.min()), 5)}
 
 
-def picks_overlap(runs: dict[str, Any]) -> dict[str, float]:
-    """Share of the demo's picks made on both precisions, by strategy and budget."""
+def picks_overlap(runs: dict[str, Any], other: str = "bf16") -> dict[str, float]:
+    """Share of the demo's picks made on fp32 and on ``other``, by strategy and budget."""
     uris = runs["fp32"].uris[:DEMO_POOL]
     labels = {uris[i]: str(runs["fp32"].y[i]) for i in range(0, DEMO_POOL, DEMO_EVERY)}
     out = {}
@@ -62,7 +62,7 @@ def picks_overlap(runs: dict[str, Any]) -> dict[str, float]:
                         seed=0,
                     ).uris
                 )
-                for p in ("fp32", "bf16")
+                for p in ("fp32", other)
             ]
             out[f"{strategy}@{budget}"] = round(len(picked[0] & picked[1]) / budget, 3)
     return out
@@ -100,7 +100,14 @@ def main() -> int:
     args = parser.parse_args()
     train = {p: features("train", args.train, p) for p in ("fp32", "bf16")}
     test = {p: features("test", args.test, p) for p in ("fp32", "bf16")}
-    assert train["fp32"].uris == train["bf16"].uris and test["fp32"].uris == test["bf16"].uris
+    assert train["fp32"].uris == train["bf16"].uris
+    assert test["fp32"].uris == test["bf16"].uris
+    rng = np.random.default_rng(0)
+    for split in (train, test):
+        fp32, bf16 = split["fp32"], split["bf16"]
+        sigma = 0.1 * float(np.sqrt(np.mean((bf16.X - fp32.X) ** 2)))
+        noisy = fp32.X + rng.normal(0.0, sigma, fp32.X.shape).astype(np.float32)
+        split["control"] = Features(fp32.uris, noisy, fp32.y)
     report: dict[str, Any] = {
         "train": args.train,
         "test": args.test,
@@ -109,12 +116,16 @@ def main() -> int:
             np.concatenate([train["fp32"].X, test["fp32"].X]),
         ),
         "picks_overlap": picks_overlap(train),
+        "control_cosine": cosine(train["control"].X, train["fp32"].X),
+        "control_picks_overlap": picks_overlap(train, "control"),
         "label_efficiency": {},
     }
     for name in ("margin", "random"):
         got = {p: curves(train[p], test[p], name, args.seeds, args.rounds) for p in train}
         gap = np.abs(got["bf16"].mean(axis=0) - got["fp32"].mean(axis=0))
+        control = np.abs(got["control"].mean(axis=0) - got["fp32"].mean(axis=0))
         report["label_efficiency"][name] = {
+            "control_max_gap": round(float(control.max()), 4),
             "labels": [100 + 100 * r for r in range(args.rounds + 1)],
             **{f"{p}_mean": [round(float(a), 4) for a in c.mean(axis=0)] for p, c in got.items()},
             "max_gap": round(float(gap.max()), 4),

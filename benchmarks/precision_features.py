@@ -17,11 +17,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mnist_features import IMAGE_SIZE, WORK, Features  # noqa: E402
-
-from alcli.embedding import EmbedOptions, embed  # noqa: E402
-from alcli.oracle import load_labels_csv  # noqa: E402
-from alcli.sources import resolve_pool  # noqa: E402
+from alcli.embedding import EmbedOptions, embed
+from alcli.oracle import load_labels_csv
+from alcli.sources import resolve_pool
+from mnist_features import IMAGE_SIZE, WORK, Features
 
 CACHES = {"fp32": WORK / "cache", "bf16": WORK / "cache-i14-bf16"}
 

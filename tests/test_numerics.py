@@ -83,7 +83,8 @@ def test_fingerprint_of_fp32_torch_cpu_is_the_one_caches_already_hold():
             Numerics("fp16", "torch", "cuda"),
         )
     }
-    assert len(others) == 5 and old not in others
+    assert len(others) == 5
+    assert old not in others
 
 
 @pytest.mark.slow
@@ -95,7 +96,8 @@ def test_bf16_forward_agrees_with_fp32_and_keeps_the_stem_in_fp32(png_pool, one_
     assert bf16.fingerprint != fp32.fingerprint
     batch = torch.stack([fp32.preprocess(p.read_bytes()) for p in png_pool(8, size=48)])
     reference, half = fp32.embed(batch), bf16.embed(batch)
-    assert half.dtype == np.float32 and half.shape == reference.shape
+    assert half.dtype == np.float32
+    assert half.shape == reference.shape
     assert not np.array_equal(half, reference)  # bf16 really ran
     assert cosines(half, reference).min() > 0.99
 
@@ -139,7 +141,8 @@ def test_precision_from_the_command_line_and_alcli_toml(
 ):
     png_pool(2)
     bad = runner.invoke(app, ["embed", "pool", *TINY, "--precision", "fp16"])
-    assert bad.exit_code == 2 and "precision fp16 is not available" in bad.output
+    assert bad.exit_code == 2
+    assert "precision fp16 is not available" in bad.output
     (tmp_path / "alcli.toml").write_text('precision = "bf16"\n')
     from_file = runner.invoke(app, ["embed", "pool", *TINY, "--json"])
     assert from_file.exit_code == 0, from_file.output
@@ -151,17 +154,13 @@ def test_precision_from_the_command_line_and_alcli_toml(
 def test_openvino_matches_torch_and_keeps_its_export(png_pool, tmp_path, one_torch_thread):
     exported = tmp_path / "exported"
     torch_fp32 = load_backbone("mobilenet_v3_small", "none", 32)
-    ov = load_backbone(
-        "mobilenet_v3_small", "none", 32, runtime="openvino", export_dir=exported
-    )
+    ov = load_backbone("mobilenet_v3_small", "none", 32, runtime="openvino", export_dir=exported)
     saved = exported / ov.fingerprint / "openvino" / "model.xml"
     assert saved.is_file()
     written = saved.stat().st_mtime_ns
     batch = torch.stack([torch_fp32.preprocess(p.read_bytes()) for p in png_pool(5)])
     batch = batch.contiguous(memory_format=torch.channels_last)
     assert cosines(ov.embed(batch), torch_fp32.embed(batch)).min() > 0.9999
-    again = load_backbone(
-        "mobilenet_v3_small", "none", 32, runtime="openvino", export_dir=exported
-    )
+    again = load_backbone("mobilenet_v3_small", "none", 32, runtime="openvino", export_dir=exported)
     assert saved.stat().st_mtime_ns == written  # read back, not converted again
     np.testing.assert_array_equal(again.embed(batch), ov.embed(batch))
