@@ -8,7 +8,7 @@ ImageNet weights are not on this machine, and speed does not depend on them), on
   pipeline's CPU layout, for every precision/runtime this machine offers, interleaved per
   round; ``bound_fp32_ips``, ``bound_best_ips`` and ``best`` (its precision/runtime),
   ``best_vs_fp32`` (median over rounds of best / fp32 measured in the same round);
-- ``pipeline_ips``: ``alcli.embedding.embed`` at its default settings (``--precision auto``)
+- ``pipeline_ips``: ``alcli.embedding.embed`` at its default settings with ``--precision auto``
   on the same PNGs, cold cache, per round; ``pipeline_vs_best_bound`` and
   ``pipeline_vs_own_bound`` (against the bound of the numerics it ran);
 - ``agreement``: per-image cosine similarity of each precision/runtime's embeddings to fp32
@@ -66,7 +66,8 @@ def one_model(name: str, weights: str | None, size: int, n: int, rounds: int) ->
     files = sorted(MNIST_TEST.iterdir())[:n]
     blobs = [path.read_bytes() for path in files]
     fp32 = EmbedOptions(model=name, weights=weights, image_size=size, precision="fp32")
-    default = EmbedOptions(model=name, weights=weights, image_size=size)  # precision auto
+    # the pipeline at its default settings but --precision auto (the default is fp32)
+    default = EmbedOptions(model=name, weights=weights, image_size=size, precision="auto")
     bound = ModelOnly(blobs, fp32)
     manifest = Path(tempfile.mkdtemp(prefix="i14-")) / "pool.txt"
     manifest.write_text("".join(f"{path}\n" for path in files))

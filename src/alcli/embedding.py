@@ -49,7 +49,9 @@ class EmbedOptions:
     device: str = "cpu"
     model_streams: int | None = None  # None: run_pipeline picks (1 on a GPU, cpu_streams())
     item_timeout: float | None = 60.0  # seconds one item's read may take, retries included
-    precision: str = "auto"  # alcli.numerics: bf16 on CPUs with native bf16, fp16 on CUDA
+    #: fp32 by default (caches stay warm, picks unchanged); "auto": bf16 on CPUs with native
+    #: bf16, fp16 on CUDA (alcli.numerics; why not the default: benchmarks/RESULTS.md, issue 14)
+    precision: str = "fp32"
     runtime: str = "torch"  # or "openvino" (an optional extra)
 
     def numerics(self) -> Numerics:

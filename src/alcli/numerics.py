@@ -4,11 +4,11 @@ The same model gives slightly different numbers in bfloat16 than in float32, on 
 than on torch, on a GPU than on a CPU, so all three are part of the cache fingerprint
 (``Numerics.identity``): a bf16 run never serves fp32 embeddings, nor the reverse.
 
-``auto`` picks the fastest precision whose agreement with fp32 was measured to hold
-(benchmarks/precision.py; cosine to fp32 >= 0.999 on real images): bf16 autocast on CPUs that
-run bfloat16 natively (AVX512_BF16 or AMX; 2.5-3.5x eager fp32 on 2 EPYC cores), fp16 autocast
-on CUDA, fp32 elsewhere (emulated bf16 is slower than fp32). Resolving it reads
-``/proc/cpuinfo``, not torch, so a warm run still imports no torch.
+``auto`` picks the fast precision of the hardware: bf16 autocast on CPUs that run bfloat16
+natively (AVX512_BF16 or AMX; 1.4-1.9x eager fp32 on 2 EPYC cores at load 20, 2.8-3.6x in a
+quieter check; cosine to fp32 0.9990 on MNIST), fp16 autocast on CUDA, fp32 elsewhere
+(emulated bf16 is slower than fp32). It is opt-in: the default is fp32 (benchmarks/RESULTS.md,
+issue 14). Resolving it reads ``/proc/cpuinfo``, not torch, so a warm run imports no torch.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """The forward pass of a built backbone, by runtime: torch (eager, autocast) or OpenVINO.
 
 Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return
-[B, dim] float32. Measured on 2 busy EPYC cores (AVX512_BF16), model alone, two streams of
-one thread (benchmarks/precision.py and RESULTS.md, issue 14): bf16 autocast runs 1.8-3.6x
-eager fp32, OpenVINO with a bf16 inference hint 2.5-3.9x; ONNX Runtime (fp32 only on CPUs)
-ran 1.6x and never led, so it is not offered; ``torch.compile`` paid its compile time back
-only past tens of thousands of images and gained less than bf16 alone, so it is not used.
+[B, dim] float32. Measured on 2 EPYC cores (AVX512_BF16) shared with ~20 runnable processes,
+model alone, two streams of one thread, ratios within rounds (benchmarks/precision.py,
+RESULTS.md issue 14), MobileNetV2 112 px / ResNet-18 224 px: bf16 autocast 1.87x / 1.41x
+eager fp32, OpenVINO fp32 1.56x / 1.28x, OpenVINO bf16 2.56x / 2.59x (but cosine to fp32
+0.9979 on MNIST: OpenVINO rounds the image itself to bf16). ONNX Runtime (fp32 only on
+CPUs) ran 1.6x on MobileNetV2, never ahead of OpenVINO, so it is not offered;
+``torch.compile`` had not finished compiling ResNet-18 after 10 minutes here, so it is not
+used.
 
 OpenVINO converts the torch module once per fingerprint and keeps the converted model
 (``openvino.xml`` + ``.bin``, weights in float32) under the cache folder next to the
