@@ -133,7 +133,7 @@ class EmbedFlags:
         str,
         typer.Option(
             "--runtime",
-            help="torch, or openvino (CPU; pip install 'alcli[openvino]'). Part of the cache "
+            help="torch, or openvino (CPU; the openvino extra of alcli). Part of the cache "
             "fingerprint.",
         ),
     ] = "torch"
