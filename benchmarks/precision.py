@@ -117,10 +117,13 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=256, help="MNIST test PNGs per model")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
+    parser.add_argument("--models", default="", help="comma list (default: both)")
     args = parser.parse_args()
+    chosen = [m for m in args.models.split(",") if m]
     results = [
         one_model(name, w, size, int(args.n * share), args.rounds)
         for name, w, size, share in MODELS
+        if not chosen or name in chosen
     ]
     report = {
         "models": results,
