@@ -37,16 +37,27 @@ class Features:
     y: np.ndarray
 
 
-def mnist_features(train: int = 50_000, test: int = 10_000) -> tuple[Features, Features]:
-    """(pool, eval) features; embeds whatever the cache lacks, with progress on stderr."""
-    cache = Path(os.environ.get("ALCLI_CACHE_DIR", WORK / "cache"))
+def mnist_features(
+    train: int = 50_000,
+    test: int = 10_000,
+    *,
+    precision: str = "fp32",
+    cache: Path | None = None,
+) -> tuple[Features, Features]:
+    """(pool, eval) features; embeds whatever the cache lacks, with progress on stderr.
+
+    ``precision`` (``EmbedOptions.precision``): fp32, the features every benchmark shares;
+    issue 14's agreement check embeds bf16 ones into its own ``cache``."""
+    cache = cache or Path(os.environ.get("ALCLI_CACHE_DIR", WORK / "cache"))
     pools = make_pools(WORK / "mnist", train=train, test=test)
     out = []
     for split in ("train", "test"):
         pool = pools[split]
         started = time.perf_counter()
         result = embed(
-            str(pool.directory), options=EmbedOptions(image_size=IMAGE_SIZE), cache=cache
+            str(pool.directory),
+            options=EmbedOptions(image_size=IMAGE_SIZE, precision=precision),
+            cache=cache,
         )
         print(
             f"mnist {split}: {len(result.items)} items, {result.embedded} embedded in "

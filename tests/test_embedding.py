@@ -34,7 +34,7 @@ def test_warm_run_reads_no_image_and_matches_cold(png_pool, tmp_path: Path) -> N
 def test_fingerprint_memo_matches_and_follows_checkpoint_changes(tmp_path: Path) -> None:
     options = EmbedOptions(model="resnet18", weights="none")
     first = cached_fingerprint(options, tmp_path)
-    assert first == model_fingerprint("resnet18", "none", None)
+    assert first == model_fingerprint("resnet18", "none", None, numerics=options.numerics())
     assert first in json.loads((tmp_path / "fingerprints.json").read_text()).values()
     assert cached_fingerprint(options, tmp_path) == first
     other = EmbedOptions(model="resnet18", weights="none", image_size=64)

@@ -26,6 +26,7 @@ from alcli import __version__
 from alcli.cache import EmbeddingCache, manifest_memo_dir
 from alcli.errors import StoreDownError, UsageError
 from alcli.features import features_fingerprint, features_name, is_features, missing_reason
+from alcli.numerics import Numerics, check_runtime_installed, resolve_numerics
 from alcli.sources import UNREADABLE_KEY_PREFIX, Item, Pool, is_local, resolve_pool
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
@@ -53,6 +54,22 @@ class EmbedOptions:
     ray_address: str | None = None  # None: a local Ray (or the one already joined)
     actors: int | None = None  # Ray actors owning a backbone (None: one per CPU / GPU share)
     gpus_per_actor: float = 0.0
+    #: fp32 by default (caches stay warm, picks unchanged); "auto": bf16 on CPUs with native
+    #: bf16, fp16 on CUDA (alcli.numerics; why not the default: benchmarks/RESULTS.md, issue 14)
+    precision: str = "fp32"
+    runtime: str = "torch"  # or "openvino" (an optional extra)
+
+    def numerics(self) -> Numerics:
+        """The precision, runtime and device class this run embeds with (``ModelError`` for
+        a combination that cannot run); torch-free on the CPU."""
+        return resolve_numerics(self.precision, self.runtime, self.model_device())
+
+    def model_device(self) -> str:
+        """Where the forward pass runs: Ray actors given GPUs run on CUDA even when the
+        driver's ``--device`` is the CPU, and the fingerprint must say so."""
+        if self.engine == "ray" and self.gpus_per_actor > 0 and self.device == "cpu":
+            return "cuda"
+        return self.device
 
 
 #: Reads in flight for a pool with remote items: a GET waits ~20-100 ms on the network, so
@@ -86,6 +103,7 @@ class EmbedResult:
     seconds: float
     stages: dict[str, Any] = field(default_factory=dict)
     dim: int = 0  # the embeddings' width (0: nothing cached, nothing embedded)
+    numerics: Numerics = field(default_factory=Numerics)
 
     @property
     def uris(self) -> list[str]:
@@ -105,6 +123,9 @@ class EmbedResult:
             "ignored": self.pool.skipped,  # manifest lines naming no item, unlistable folders
             "dim": self.dim,
             "fingerprint": self.fingerprint,
+            "precision": self.numerics.precision,
+            "runtime": self.numerics.runtime,
+            "device_class": self.numerics.device_class,
             "seconds": round(self.seconds, 4),
             "items_per_s": round(total / self.seconds, 1) if self.seconds > 0 else None,
             "stages": self.stages,
@@ -159,6 +180,7 @@ def embed(
             content_hash=content_hash,
             storage_options=storage_options,
         )
+    numerics = opts.numerics()
     plan = _Plan.from_cache(pool, store, cached_fingerprint(opts, store.directory), collect)
     if progress is not None and (plan.cached or plan.failures):
         progress(plan.cached + len(plan.failures))
@@ -167,10 +189,13 @@ def embed(
         plan.without_features(features_name(opts.model))
     if plan.todo:
         store.check_writable()  # a read-only cache: say so before any image is read
+        check_runtime_installed(numerics.runtime)  # likewise a missing optional runtime
         stages = _compute(plan, pool, opts, progress=progress, stop=stop)
         # One in-order segment lets the next warm run map the pool instead of copying it.
         store.compact(plan.fingerprint)
-    return plan.result(pool, seconds=time.perf_counter() - start, stages=stages)
+    result = plan.result(pool, seconds=time.perf_counter() - start, stages=stages)
+    result.numerics = numerics
+    return result
 
 
 @dataclass
@@ -325,11 +350,20 @@ def _compute(
     if opts.engine != "threads":
         raise UsageError(f"unknown engine {opts.engine!r}", hint="use threads or ray")
     from alcli.models import BackboneInBackground
+    from alcli.models.runtimes import EXPORT_FOLDER
     from alcli.pipeline import CtrlCStops, StageError, run_pipeline
 
     # The network builds while the first images are read and decoded; the build starts
     # after the pipeline has read torch's thread count (the build changes it meanwhile).
-    backbone = BackboneInBackground(opts.model, opts.weights, opts.image_size, device=opts.device)
+    backbone = BackboneInBackground(
+        opts.model,
+        opts.weights,
+        opts.image_size,
+        device=opts.device,
+        precision=opts.precision,
+        runtime=opts.runtime,
+        export_dir=plan.store.directory / EXPORT_FOLDER,
+    )
     uris = [plan.items[i].uri for i in plan.todo]
     timeout = opts.item_timeout or None
     stop = stop if stop is not None else threading.Event()
@@ -388,6 +422,7 @@ def _compute_ray(
 ) -> dict[str, Any]:
     """``_compute`` on Ray Data (``pipeline/ray_engine.py``): the same items, the same batches
     stored as they arrive, the same Ctrl-C and dead-store endings; the engine's stats."""
+    from alcli.models.runtimes import EXPORT_FOLDER
     from alcli.pipeline import CtrlCStops
     from alcli.pipeline.ray_engine import RayRun, RaySettings
 
@@ -399,6 +434,9 @@ def _compute_ray(
         weights=opts.weights,
         image_size=opts.image_size,
         device=opts.device,
+        precision=opts.precision,
+        runtime=opts.runtime,
+        export_dir=str(plan.store.directory / EXPORT_FOLDER),
         fingerprint=plan.fingerprint,
         storage_options=pool.storage_options,
         batch_size=opts.batch_size,
@@ -461,17 +499,21 @@ def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:
 
     Computing it imports torch and torchvision (3-6 s here, most of a warm ``select``). The
     fingerprint is a pure function of the request below (model, weights, image size, the
-    torchvision and alcli versions, and a checkpoint file's path, size and mtime), so a warm
-    run reads it from ``fingerprints.json`` and never imports torch.
+    resolved precision, runtime and device class, the torchvision and alcli versions, and a
+    checkpoint file's path, size and mtime), so a warm run reads it from
+    ``fingerprints.json`` and never imports torch. (fp32/torch/cpu adds no key, so memos
+    written before precisions existed still answer.)
     """
     if is_features(options.model):
         return features_fingerprint(features_name(options.model))
+    numerics = options.numerics()
     request: dict[str, Any] = {
         "model": options.model,
         "weights": options.weights,
         "image_size": options.image_size,
         "alcli": __version__,
         "torchvision": importlib.metadata.version("torchvision"),
+        **({"numerics": numerics.identity()} if numerics.identity() else {}),
     }
     if options.weights and os.path.isfile(options.weights):
         info = os.stat(options.weights)
@@ -485,7 +527,9 @@ def cached_fingerprint(options: EmbedOptions, directory: Path) -> str:
         return memo[memo_key]
     from alcli.models import model_fingerprint
 
-    fingerprint = model_fingerprint(options.model, options.weights, options.image_size)
+    fingerprint = model_fingerprint(
+        options.model, options.weights, options.image_size, numerics=numerics
+    )
     memo = {**(memo if isinstance(memo, dict) else {}), memo_key: fingerprint}
     with contextlib.suppress(OSError):  # a read-only cache still works, only slower
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ not with this module.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib.util
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -95,6 +97,8 @@ class ModelOnly:
         self.count = len(tensors)
         self.default_threads = torch.get_num_threads()
         self.runs: list[dict[str, float]] = []
+        self.numerics_runs: list[dict[str, float]] = []
+        self.variants: dict[str, Backbone] = {}
 
     def layouts(self) -> list[tuple[int, int]]:
         """(streams, threads per stream) to try: 1 x 1, 1 x all, the pipeline's CPU layout."""
@@ -104,12 +108,13 @@ class ModelOnly:
         shared = (streams, max(1, self.default_threads // streams))
         return sorted({(1, 1), (1, self.default_threads), shared})
 
-    def _measure(self, streams: int, threads: int) -> float:
+    def _measure(self, streams: int, threads: int, backbone: Backbone | None = None) -> float:
         import torch
 
+        model = backbone or self.backbone
         torch.set_num_threads(threads)
         try:
-            self.backbone.embed(self.batches[0])  # warm-up: oneDNN builds kernels on first use
+            model.embed(self.batches[0])  # warm-up: oneDNN builds kernels on first use
             batches = iter(self.batches)
             lock = threading.Lock()
 
@@ -119,7 +124,7 @@ class ModelOnly:
                         batch = next(batches, None)
                     if batch is None:
                         return
-                    self.backbone.embed(batch)
+                    model.embed(batch)
 
             started = time.perf_counter()
             others = [threading.Thread(target=stream) for _ in range(streams - 1)]
@@ -143,6 +148,30 @@ class ModelOnly:
         self.runs.append(run)
         return run
 
+    def measure_numerics(self, options: EmbedOptions) -> dict[str, float]:
+        """Images per second of each precision/runtime this machine can run (``candidates``),
+        in the pipeline's CPU layout, one pass each; keys as ``Numerics.describe``."""
+        from alcli.pipeline import cpu_streams
+
+        streams = cpu_streams(self.default_threads)
+        layout = (streams, max(1, self.default_threads // streams))
+        if self.backbone.device.type != "cpu":
+            layout = (1, self.default_threads)
+        run: dict[str, float] = {}
+        for precision, runtime in candidates(options):
+            key = f"{precision}/{runtime}/{self.backbone.numerics.device_class}"
+            if key == self.backbone.numerics.describe():
+                model = self.backbone
+            else:
+                if key not in self.variants:
+                    self.variants[key] = backbone_for(
+                        dataclasses.replace(options, precision=precision, runtime=runtime)
+                    )
+                model = self.variants[key]
+            run[key] = float(in_fresh_thread(functools.partial(self._measure, *layout, model)))
+        self.numerics_runs.append(run)
+        return run
+
     @property
     def best_threads(self) -> int:
         """The faster torch thread count for one stream (what a plain loop runs with)."""
@@ -156,4 +185,27 @@ def backbone_for(options: EmbedOptions) -> Backbone:
     """The model ``options`` names, built now (torch is imported here, not with the bench)."""
     from alcli.models import load_backbone
 
-    return load_backbone(options.model, options.weights, options.image_size, options.device)
+    return load_backbone(
+        options.model,
+        options.weights,
+        options.image_size,
+        options.device,
+        precision=options.precision,
+        runtime=options.runtime,
+    )
+
+
+def candidates(options: EmbedOptions) -> list[tuple[str, str]]:
+    """(precision, runtime) pairs this machine runs fast enough to be worth a bound: fp32,
+    the half precision ``auto`` would pick, and OpenVINO's when it is installed (CPU)."""
+    from alcli.numerics import auto_precision, device_class
+
+    cls = device_class(options.device)
+    pairs = [("fp32", "torch")]
+    if auto_precision("torch", cls) != "fp32":
+        pairs.append((auto_precision("torch", cls), "torch"))
+    if cls == "cpu" and importlib.util.find_spec("openvino") is not None:
+        pairs += [("fp32", "openvino")]
+        if auto_precision("openvino", cls) != "fp32":
+            pairs.append((auto_precision("openvino", cls), "openvino"))
+    return pairs

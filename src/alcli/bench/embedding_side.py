@@ -219,6 +219,8 @@ def _measure_round(
             bound = ModelOnly(blobs, options, max_bytes=BOUND_TENSOR_BYTES)
     note(f"{step}: model only")
     by_layout = bound.measure()
+    note(f"{step}: model only, by precision and runtime")
+    by_numerics = bound.measure_numerics(options)
     note(f"{step}: plain sequential loop")
     sequential = sequential_ips(
         sample, options, threads=bound.best_threads, backbone=bound.backbone
@@ -229,6 +231,7 @@ def _measure_round(
         cold_s=cold_s,
         model_only_ips=max(by_layout.values()),
         model_only_ips_by_layout=by_layout,
+        bound_by_numerics=by_numerics,
         stats=cold.stages,
         sequential_ips=sequential,
     )

@@ -34,6 +34,8 @@ class Round:
     model_only_ips_by_layout: dict[str, float]  # streams x threads (``layout_key``)
     stats: dict[str, Any]
     sequential_ips: float = 0.0  # the plain read/decode/infer loop on the same items
+    #: the bound of each precision/runtime (``Numerics.describe``), in the pipeline's layout
+    bound_by_numerics: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class Round:
                 key: round(v, 2) for key, v in self.model_only_ips_by_layout.items()
             },
             "sequential_ips": round(self.sequential_ips, 2),
+            "bound_by_numerics": {k: round(v, 2) for k, v in self.bound_by_numerics.items()},
             "stats": self.stats,
         }
 
@@ -102,6 +105,22 @@ class BenchReport:
     def pipeline_vs_sequential(self) -> float:
         """Each round against the plain loop run in it: how much the pipeline buys here."""
         return self._median(lambda r: r.pipeline_ips / r.sequential_ips)
+
+    @property
+    def bound_by_numerics(self) -> dict[str, float]:
+        """Each precision/runtime's bound, the median over rounds."""
+        keys = [key for r in self.rounds for key in r.bound_by_numerics]
+        return {
+            key: float(np.median([r.bound_by_numerics[key] for r in self.rounds]))
+            for key in dict.fromkeys(keys)
+            if all(key in r.bound_by_numerics for r in self.rounds)
+        }
+
+    @property
+    def fastest_numerics(self) -> str | None:
+        """The precision/runtime with the highest bound (None when none was measured)."""
+        bounds = self.bound_by_numerics
+        return max(bounds, key=bounds.__getitem__) if bounds else None
 
     @property
     def pipeline_vs_bound(self) -> float:
@@ -173,6 +192,9 @@ class BenchReport:
             "sequential_ips": round(self.sequential_ips, 2),
             "pipeline_vs_bound": round(self.pipeline_vs_bound, 3),
             "pipeline_vs_sequential": round(self.pipeline_vs_sequential, 3),
+            "numerics": self.options.numerics().describe(),
+            "bound_by_numerics": {k: round(v, 2) for k, v in self.bound_by_numerics.items()},
+            "fastest_numerics": self.fastest_numerics,
             "bottleneck": kind,
             "hint": hint,
             "seconds": self._seconds(),

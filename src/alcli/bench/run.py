@@ -106,6 +106,9 @@ def _checked(
     # A wrong model, weights or device fails here, before a long listing: both build nothing.
     model_fingerprint(options.model, options.weights, options.image_size)
     resolve_device(options.device)
+    from alcli.numerics import check_runtime_installed
+
+    check_runtime_installed(options.numerics().runtime)  # and precision/runtime/device
     return names
 
 

@@ -172,6 +172,22 @@ class EmbedFlags:
         float,
         typer.Option("--gpus-per-actor", min=0.0, help="GPUs each Ray actor takes (0: CPU)."),
     ] = 0.0
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32, bf16, fp16 or auto: bf16 on CPUs with native bf16 (AVX512_BF16, AMX; "
+            "~2x faster), fp16 on CUDA, else fp32. Part of the cache fingerprint.",
+        ),
+    ] = "fp32"
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime",
+            help="torch, or openvino (CPU; the openvino extra of alcli). Part of the cache "
+            "fingerprint.",
+        ),
+    ] = "torch"
 
     def options(self, cache: CacheFlags | None = None) -> EmbedOptions:
         """The library's options; without ``cache`` (bench) its default item timeout."""

@@ -99,7 +99,8 @@ def _render_bench(data: dict[str, Any], console: Any) -> None:
     speeds.add_column("items/s", justify="right")
     speeds.add_column("vs bound", justify="right")
     for name, ips, vs_bound in (
-        ("model only (bound)", bound, True),
+        (f"model only (bound), {data['numerics']}", bound, True),
+        *((f"  model only, {key}", ips, True) for key, ips in data["bound_by_numerics"].items()),
         ("pipeline, cold", data["pipeline_ips"], True),
         ("embed call, cold", data["cold_ips"], True),
         ("embed call, warm", data["warm_ips"], False),
@@ -120,6 +121,8 @@ def _render_bench(data: dict[str, Any], console: Any) -> None:
         )
     console.print(stages)
     lines = [
+        f"fastest precision/runtime here: {data['fastest_numerics']} (this run: "
+        f"{data['numerics']}; choose with --precision and --runtime)",
         f"model build {seconds['model_build']:.2f} s, {seconds['model_build_waited']:.2f} s "
         "of it not hidden behind the first reads and decodes",
         f"listing {seconds['list']:.2f} s, fixed per call {seconds['fixed']:.2f} s (cache "

@@ -9,7 +9,9 @@ One concept per module:
 - ``backbone``: the frozen extractor (``load_backbone``, ``Backbone``): classifier removed,
   BatchNorm folded, channels_last, a probe forward;
 - ``background``: ``BackboneInBackground``, the same built on a thread while the pipeline
-  reads and decodes.
+  reads and decodes;
+- ``runtimes``: the forward pass by runtime and precision (torch autocast, OpenVINO); what
+  they mean and how ``auto`` resolves is ``alcli.numerics`` (torch-free, for warm runs).
 
 The names below are the module's public API, as they were when it was one file.
 """
@@ -36,20 +38,31 @@ from alcli.models.registry import (
     hub_checkpoint_path,
     model_fingerprint,
 )
+from alcli.numerics import (
+    PRECISIONS,
+    RUNTIMES,
+    Numerics,
+    cpu_has_native_bf16,
+    resolve_numerics,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_WEIGHTS",
     "EMBEDDING_FORMAT_VERSION",
     "EMBEDDING_LAYER",
+    "PRECISIONS",
     "RANDOM_INIT_SEED",
     "RANDOM_WEIGHTS",
+    "RUNTIMES",
     "Backbone",
     "BackboneInBackground",
     "ImageTransform",
+    "Numerics",
     "Preprocessing",
     "available_models",
     "check_forward",
+    "cpu_has_native_bf16",
     "decode_image",
     "fold_batchnorm",
     "hub_checkpoint_path",
@@ -58,4 +71,5 @@ __all__ = [
     "one_torch_thread",
     "replace_classifier",
     "resolve_device",
+    "resolve_numerics",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from alcli.models.registry import (
     resolve,
     torchvision_models,
 )
+from alcli.models.runtimes import OpenVinoForward, TorchForward
+from alcli.numerics import Numerics, check_runtime_installed, resolve_numerics
 
 
 class Backbone:
@@ -45,6 +48,8 @@ class Backbone:
         dim: int,
         transform: ImageTransform,
         device: torch.device,
+        numerics: Numerics | None = None,
+        forward: Callable[[torch.Tensor], np.ndarray] | None = None,
     ) -> None:
         self.name = name
         self.fingerprint = fingerprint
@@ -53,22 +58,17 @@ class Backbone:
         self.transform = transform
         self.device = device
         self.image_size = transform.params.crop
+        self.numerics = numerics or Numerics(device_class=device.type)
+        self.forward = forward or TorchForward(module, self.numerics, device)
 
     def preprocess(self, data: bytes) -> torch.Tensor:
         """Decode and transform one image: CHW float32; ItemError if the bytes are unusable."""
         return self.transform(data)
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
-        """[B, C, H, W] float32 -> [B, dim] float32 embeddings."""
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                batch = batch.to(self.device, non_blocking=True)
-                batch = batch.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.float16):
-                    features = self.module(batch)
-                return features.float().cpu().numpy()
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            return self.module(batch).float().numpy()
+        """[B, C, H, W] float32 -> [B, dim] float32 embeddings, in this backbone's precision
+        and runtime (``runtimes``)."""
+        return self.forward(batch)
 
 
 def replace_classifier(module: nn.Module) -> int:
@@ -176,20 +176,45 @@ def load_backbone(
     weights: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
     device: str | torch.device = "cpu",
+    *,
+    precision: str = "fp32",
+    runtime: str = "torch",
+    export_dir: str | os.PathLike[str] | None = None,
 ) -> Backbone:
-    """Build the frozen feature extractor named ``name`` with ``weights``; see module docstring."""
+    """Build the frozen feature extractor named ``name`` with ``weights``; see module docstring.
+
+    ``precision`` and ``runtime`` as ``numerics.resolve_numerics`` takes them (the library's
+    default stays fp32, torch's own numbers); ``export_dir`` is where a runtime other than
+    torch keeps its converted model (the cache's ``exported/<fingerprint>``; None: not kept).
+    """
     spec, params = resolve(name, weights, image_size)
-    fingerprint = model_fingerprint(name, weights, image_size)
     target = resolve_device(device)
+    numerics = resolve_numerics(precision, runtime, str(target))
+    check_runtime_installed(numerics.runtime)
+    fingerprint = model_fingerprint(name, weights, image_size, numerics=numerics)
+    threads = torch.get_num_threads()  # the run's count; one_torch_thread changes it below
     with one_torch_thread():
         module, dim = _build(name, spec, params.crop)
+        module = module.to(target)
+        forward: Callable[[torch.Tensor], np.ndarray] | None = None
+        if numerics.runtime == "openvino":
+            forward = OpenVinoForward(
+                module,
+                numerics,
+                params.crop,
+                export_dir=None if export_dir is None else Path(export_dir) / fingerprint,
+                streams=max(1, min(threads, 4)),  # the pipeline's cpu_streams()
+                threads=threads,
+            )
     return Backbone(
         name=name,
         fingerprint=fingerprint,
-        module=module.to(target),
+        module=module,
         dim=dim,
         transform=ImageTransform(params),
         device=target,
+        numerics=numerics,
+        forward=forward,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch
 from alcli.models.backbone import Backbone, load_backbone, resolve_device
 from alcli.models.preprocessing import ImageTransform
 from alcli.models.registry import DEFAULT_MODEL, resolve
+from alcli.numerics import check_runtime_installed, resolve_numerics
 
 
 class BackboneInBackground:
@@ -35,10 +37,17 @@ class BackboneInBackground:
         weights: str | os.PathLike[str] | None = None,
         image_size: int | None = None,
         device: str | torch.device = "cpu",
+        *,
+        precision: str = "fp32",
+        runtime: str = "torch",
+        export_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         _, params = resolve(name, weights, image_size)
         self.transform = ImageTransform(params)
         self.device = resolve_device(device)
+        self.numerics = resolve_numerics(precision, runtime, str(self.device))
+        check_runtime_installed(runtime)
+        options = {"precision": precision, "runtime": runtime, "export_dir": export_dir}
         self._done = threading.Event()
         self._starting = threading.Lock()
         self._started = False
@@ -49,7 +58,7 @@ class BackboneInBackground:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._build,
-            args=(name, weights, image_size, self.device),
+            args=(name, weights, image_size, self.device, options),
             name="alcli-build-model",
             daemon=True,  # a stopped run does not wait for a build nobody will use
         )
@@ -68,10 +77,11 @@ class BackboneInBackground:
         weights: str | os.PathLike[str] | None,
         image_size: int | None,
         device: torch.device,
+        options: dict[str, Any],
     ) -> None:
         started = time.perf_counter()
         try:
-            self._backbone = load_backbone(name, weights, image_size, device=device)
+            self._backbone = load_backbone(name, weights, image_size, device=device, **options)
         except BaseException as error:  # handed to whoever asks for the backbone
             self._error = error
         finally:

@@ -24,6 +24,7 @@ import torch
 
 from alcli.errors import ModelError
 from alcli.models.preprocessing import Preprocessing
+from alcli.numerics import Numerics
 
 DEFAULT_MODEL = "mobilenet_v2"
 #: ``weights=None`` means torchvision's DEFAULT enum, except where alcli ships other weights
@@ -166,19 +167,24 @@ def model_fingerprint(
     name: str = DEFAULT_MODEL,
     weights: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
+    *,
+    numerics: Numerics | None = None,
 ) -> str:
     """Hex digest of everything that changes an embedding; builds no model.
 
     Covers the embedding format version, model name, weights identity (enum name and file, or
-    the checkpoint's sha256), preprocessing parameters and the embedding layer.
+    the checkpoint's sha256), preprocessing parameters and the embedding layer, and how the
+    forward pass runs (``numerics``: precision, runtime, device class). fp32 on torch on a
+    CPU adds nothing, so caches written before precisions existed keep their fingerprint.
     """
     spec, params = resolve(name, weights, image_size)
-    payload = {
+    payload: dict[str, Any] = {
         "format": EMBEDDING_FORMAT_VERSION,
         "model": name,
         "weights": _weights_identity(spec),
         "preprocess": asdict(params),
         "layer": EMBEDDING_LAYER,
     }
+    payload.update(numerics.identity() if numerics is not None else {})
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest()

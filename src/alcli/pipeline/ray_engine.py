@@ -130,6 +130,9 @@ class RayRun:
         device: str,
         fingerprint: str,
         storage_options: dict[str, Any],
+        precision: str = "fp32",
+        runtime: str = "torch",
+        export_dir: str | None = None,
         batch_size: int = 64,
         item_timeout: float | None = None,
         settings: RaySettings | None = None,
@@ -152,6 +155,9 @@ class RayRun:
             "image_size": image_size,
             "device": "cuda" if self.settings.gpus_per_actor > 0 and device == "cpu" else device,
             "fingerprint": fingerprint,
+            "precision": precision,
+            "runtime": runtime,
+            "export_dir": export_dir,
         }
         self._storage_options = storage_options
         self._timeout = item_timeout

@@ -86,13 +86,24 @@ class EmbedActor:
         device: str,
         fingerprint: str,
         torch_threads: int,
+        precision: str = "fp32",
+        runtime: str = "torch",
+        export_dir: str | None = None,
     ) -> None:
         import torch
 
         from alcli.models import load_backbone
 
         torch.set_num_threads(max(1, torch_threads))
-        self.backbone = load_backbone(model, weights, image_size, device=device)
+        self.backbone = load_backbone(
+            model,
+            weights,
+            image_size,
+            device=device,
+            precision=precision,
+            runtime=runtime,
+            export_dir=export_dir,
+        )
         if self.backbone.fingerprint != fingerprint:
             raise ModelError(
                 f"a Ray worker's model fingerprint {self.backbone.fingerprint[:12]} is not the "

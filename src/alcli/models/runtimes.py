@@ -1,0 +1,179 @@
+"""The forward pass of a built backbone, by runtime: torch (eager, autocast) or OpenVINO.
+
+Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return
+[B, dim] float32. Measured on 2 EPYC cores (AVX512_BF16) shared with ~20 runnable processes,
+model alone, two streams of one thread, ratios within rounds (benchmarks/precision.py,
+RESULTS.md issue 14), MobileNetV2 112 px / ResNet-18 224 px: bf16 autocast 1.87x / 1.41x
+eager fp32, OpenVINO fp32 1.56x / 1.28x, OpenVINO bf16 2.56x / 2.59x (but cosine to fp32
+0.9979 on MNIST: OpenVINO rounds the image itself to bf16). ONNX Runtime (fp32 only on
+CPUs) ran 1.6x on MobileNetV2, never ahead of OpenVINO, so it is not offered;
+``torch.compile`` had not finished compiling ResNet-18 after 10 minutes here, so it is not
+used.
+
+OpenVINO converts the torch module once per fingerprint and keeps the converted model
+(``openvino.xml`` + ``.bin``, weights in float32) under the cache folder next to the
+embeddings (``exported/<fingerprint>/``): later runs read it instead of converting (~5-15 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alcli.errors import ModelError
+from alcli.numerics import Numerics
+
+#: Where a converted model lives under the cache folder.
+EXPORT_FOLDER = "exported"
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class FullPrecision(nn.Module):
+    """A layer run in float32 inside an autocast region."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.inner(x.float())
+
+
+def stem_in_full_precision(module: nn.Module) -> bool:
+    """Run the first ``Conv2d`` (the stem, applied to the image) in float32; True if found.
+
+    Rounding the normalised pixels to bfloat16 is the largest single error of a bf16 pass:
+    on 128 MNIST digits, mobilenet_v2 at 112 px, cosine to fp32 rose from 0.9980 (worst
+    0.9920) to 0.9990 (worst 0.9953) with the stem in fp32, at no measurable cost (the stem
+    is one small convolution). In every torchvision classifier the first Conv2d registered
+    is the stem (resnet conv1, mobilenet features.0, vit conv_proj, ...).
+    """
+    for path, child in module.named_modules():
+        if isinstance(child, nn.Conv2d):
+            parent_path, _, attribute = path.rpartition(".")
+            parent = module.get_submodule(parent_path) if parent_path else module
+            setattr(parent, attribute, FullPrecision(child))
+            return True
+    return False
+
+
+class TorchForward:
+    """Eager torch: fp32, or autocast to bf16/fp16 (matrix work in half precision, reductions
+    and the output in float32; the stem in float32, ``stem_in_full_precision``). On CUDA the
+    pinned batch is copied without blocking and runs in channels_last with cuDNN."""
+
+    def __init__(self, module: nn.Module, numerics: Numerics, device: torch.device) -> None:
+        self.module = module
+        self.device = device
+        self.dtype = _DTYPES.get(numerics.precision)
+        if self.dtype is not None:
+            stem_in_full_precision(module)
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            if self.device.type != "cpu":
+                batch = batch.to(self.device, non_blocking=True)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            if self.dtype is None:
+                features = self.module(batch)
+            else:
+                with torch.autocast(self.device.type, dtype=self.dtype):
+                    features = self.module(batch)
+            return features.float().cpu().numpy()
+
+
+class OpenVinoForward:
+    """OpenVINO on the CPU, one infer request per model stream (thread).
+
+    The converted model takes NHWC input (a transpose inside the graph), which is the
+    channels_last batch's own memory: no copy on the model stream. ``streams`` is how many
+    threads call at once (the pipeline's model streams), ``threads`` the cores they share.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        numerics: Numerics,
+        image_size: int,
+        *,
+        export_dir: Path | None,
+        streams: int,
+        threads: int,
+    ) -> None:
+        import openvino as ov
+
+        model = _openvino_model(ov, module, image_size, export_dir)
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if numerics.precision == "bf16" else "f32",
+            "NUM_STREAMS": max(1, streams),
+            "INFERENCE_NUM_THREADS": max(1, threads),
+            # a shared machine: threads pinned to cores wait whenever another process runs
+            "ENABLE_CPU_PINNING": False,
+        }
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self._local = threading.local()
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        nhwc = batch.permute(0, 2, 3, 1).contiguous().numpy()  # no copy for channels_last
+        outputs = request.infer({0: nhwc})
+        return np.array(outputs[0], dtype=np.float32, copy=True)
+
+
+def _openvino_model(ov: Any, module: nn.Module, image_size: int, export_dir: Path | None) -> Any:
+    """The converted model: read from ``export_dir`` when a run saved it, else converted now
+    (and saved there, atomically: a folder renamed into place)."""
+    target = export_dir / "openvino" if export_dir is not None else None
+    if target is not None and (target / "model.xml").is_file():
+        try:
+            return ov.Core().read_model(target / "model.xml")
+        except Exception:  # a damaged export is converted again, never trusted
+            shutil.rmtree(target, ignore_errors=True)
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace, which it uses
+            model = ov.convert_model(
+                module,
+                example_input=torch.zeros(1, 3, image_size, image_size),
+                input=[ov.PartialShape([-1, 3, image_size, image_size])],
+            )
+    except Exception as error:
+        raise ModelError(
+            f"openvino cannot convert this model: {str(error).splitlines()[0][:120]}",
+            hint="use --runtime torch",
+        ) from error
+    steps = ov.preprocess.PrePostProcessor(model)
+    steps.input().tensor().set_layout(ov.Layout("NHWC"))
+    steps.input().model().set_layout(ov.Layout("NCHW"))
+    model = steps.build()
+    if target is not None:
+        _save_atomically(ov, model, target)
+    return model
+
+
+def _save_atomically(ov: Any, model: Any, target: Path) -> None:
+    """Write the model into a temporary folder, then rename it into place; a failure to
+    write (read-only cache) only costs the next run a conversion."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        temporary.mkdir(parents=True, exist_ok=True)
+        ov.save_model(model, temporary / "model.xml", compress_to_fp16=False)
+        temporary.rename(target)
+    except OSError:
+        pass  # another process saved it first, or the folder is read-only
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(temporary)
