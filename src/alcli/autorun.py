@@ -73,6 +73,7 @@ def auto_config(
     spend: str,
     seed: int,
     eval_frac: float | None,
+    head: str = "logistic",
 ) -> AutoConfig:
     """An ``AutoConfig`` from CLI values; names are checked against the registry."""
     names = tuple(n.strip() for n in (candidates or "").split(",") if n.strip())
@@ -85,6 +86,7 @@ def auto_config(
         seed=seed,
         spend=spend,
         eval_frac=eval_frac,
+        head=head,
     ).checked()
 
 

@@ -138,6 +138,7 @@ def pick(
     exclude: Iterable[str] = (),
     seed: int = 0,
     skipped: Mapping[str, str] | None = None,
+    head: str = "logistic",
 ) -> Selection:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
@@ -148,6 +149,7 @@ def pick(
     ``uris``): labels and exclusions naming them are left out (listed in
     ``Selection.labeled_skipped``) instead of failing as URIs the pool lacks. One bad image
     must not stop a selection; a URI that names no pool item at all still does.
+    ``head``: the kind of head trained (logistic, graph, selftrain; ``alcli.learner.semisup``).
     """
     info = strategies.get(strategy)
     timings: dict[str, float] = {}
@@ -163,7 +165,7 @@ def pick(
     blocked[labeled_rows] = True
     blocked[excluded_rows] = True
     probs, committee = _model_inputs(
-        info, embeddings, probs, labeled_rows, label_values, seed=seed, timings=timings
+        info, embeddings, probs, labeled_rows, label_values, seed=seed, timings=timings, head=head
     )
     started = time.perf_counter()
     rows, scores = strategies.run_with_scores(
@@ -207,6 +209,7 @@ def _model_inputs(
     *,
     seed: int,
     timings: dict[str, float],
+    head: str = "logistic",
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(probs, committee) for the strategy: the user's own ``probs`` as given, else a head
     (or committee) trained on the labeled rows when the strategy reads one."""
@@ -220,18 +223,22 @@ def _model_inputs(
     needs_model = bool({"probs", "committee"} & set(info.needs))
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
         # scipy's optimizer: loaded once a head is trained, so a typo exits at once
-        from alcli.learner import fit_scaler
+        from alcli.learner import head_space
         from alcli.strategy_inputs import strategy_inputs
 
         started = time.perf_counter()
+        space = head_space(head, embeddings)
+        if space.graph is not None:
+            timings["graph_s"] = space.graph.seconds
         inputs = strategy_inputs(
             info.needs,
-            embeddings,
+            space.pool,
             labeled_rows,
             label_values,
-            scaler=fit_scaler(embeddings),
+            scaler=space.scaler,
             seed=seed,
             committee_size=COMMITTEE_SIZE,
+            space=space,
         )
         probs, committee = inputs.probs, inputs.committee
         timings["head_s"] = time.perf_counter() - started

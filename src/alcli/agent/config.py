@@ -12,8 +12,13 @@ from numpy.typing import NDArray
 from alcli import strategies
 from alcli.errors import UsageError
 from alcli.labels import match_labels
+from alcli.learner.committee import POSTERIORS
+from alcli.learner.semisup import check_head
 
 SPEND_MODES = ("shared", "paper")
+ELIMINATIONS = ("evidence", "every_round")
+#: What a run saved before these settings existed did: resumed, it goes on doing it.
+LEGACY = {"min_rounds": 1, "elimination": "every_round", "posterior": "bootstrap"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,14 @@ class AutoConfig:
     max_rounds: int | None = None
     committee_size: int = 5
     l2: float = 1.0
+    #: The head every strategy's model is (``alcli.learner.semisup``).
+    head: str = "logistic"
+    #: Rounds a strategy races before it can be eliminated (``rules.eliminate_on_evidence``).
+    min_rounds: int = 2
+    #: "evidence" (confidence bands apart, after ``min_rounds``) or "every_round" (Algorithm 1).
+    elimination: str = "evidence"
+    #: The committee BALD and vote entropy read: "laplace" samples or "bootstrap" heads.
+    posterior: str = "laplace"
 
     def checked(self) -> AutoConfig:
         """This config with strategy names canonical and deduplicated; raises ``UsageError``."""
@@ -53,6 +66,15 @@ class AutoConfig:
             raise UsageError(f"eval fraction must be in (0, 1), got {self.eval_frac}")
         if self.plateau_rounds < 1 or self.committee_size < 1 or self.l2 <= 0:
             raise UsageError("plateau rounds and committee size must be >= 1, and l2 > 0")
+        head = check_head(self.head)
+        if self.elimination not in ELIMINATIONS:
+            raise UsageError(
+                f"unknown elimination rule {self.elimination!r}", hint="use evidence or every_round"
+            )
+        if self.posterior not in POSTERIORS:
+            raise UsageError(f"unknown posterior {self.posterior!r}", hint="use laplace or bootstrap")
+        if self.min_rounds < 1:
+            raise UsageError(f"min rounds must be at least 1, got {self.min_rounds}")
         names: list[str] = []
         for name in self.strategies:
             canonical = strategies.get(name).name
@@ -65,7 +87,7 @@ class AutoConfig:
                 f"round size {self.round_size} cannot be shared by {len(names)} strategies",
                 hint=f"use a round size of at least {len(names)}, or fewer strategies",
             )
-        return AutoConfig(**{**asdict(self), "strategies": tuple(names)})
+        return AutoConfig(**{**asdict(self), "strategies": tuple(names), "head": head})
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -75,7 +97,7 @@ class AutoConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoConfig:
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {**LEGACY, **{k: v for k, v in data.items() if k in known}}
         values["strategies"] = tuple(values["strategies"])
         return cls(**values)
 

@@ -20,7 +20,7 @@ from alcli import strategies
 from alcli.agent.ledger import Ledger
 from alcli.agent.rules import clamp_picks, derive_seed
 from alcli.agent.state import RunState
-from alcli.learner import Head, Scaler
+from alcli.learner import Head, HeadSpace
 from alcli.strategy_inputs import StrategyInputs, strategy_inputs
 
 
@@ -30,13 +30,13 @@ class Picker:
     def __init__(
         self,
         X: NDArray[Any],
-        scaler: Scaler,
+        space: HeadSpace,
         state: RunState,
         ledger: Ledger,
         held_out: NDArray[np.bool_],
     ) -> None:
         self.X = X
-        self.scaler = scaler
+        self.space = space
         self.state = state
         self.ledger = ledger
         self.held_out = held_out
@@ -102,16 +102,18 @@ class Picker:
         head, rows, config = head_for(name), self.state.sets[name], self.state.config
         inputs = strategy_inputs(
             needs,
-            self.X,
+            self.space.pool,
             rows,
             self.ledger.labels_of(rows),
-            scaler=self.scaler,
+            scaler=self.space.scaler,
             seed=derive_seed(config.seed, rnd, name, "committee"),
             committee_size=config.committee_size,
             l2=config.l2,
             head=head,
             probs=probs_by_head.get(id(head)),
             classes=classes,
+            space=self.space,
+            posterior=config.posterior,
         )
         for part, seconds in inputs.seconds.items():
             self.state.timings[part] = self.state.timings.get(part, 0.0) + seconds

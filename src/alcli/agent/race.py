@@ -32,6 +32,8 @@ from alcli.agent.outputs import Report, RoundRow, RoundSummary, with_overhead, w
 from alcli.agent.picks import Picker
 from alcli.agent.rules import (
     choose_elimination,
+    eliminate_on_evidence,
+    forecast_band,
     choose_winner,
     derive_seed,
     next_base_quota,
@@ -40,7 +42,7 @@ from alcli.agent.rules import (
     stop_reason,
 )
 from alcli.agent.state import Pending, RunState, SharedPoint
-from alcli.learner import Head, Scaler, evaluate
+from alcli.learner import Head, HeadSpace, evaluate
 
 
 class Race:
@@ -49,7 +51,7 @@ class Race:
     def __init__(
         self,
         X: NDArray[Any],
-        scaler: Scaler,
+        space: HeadSpace,
         state: RunState,
         *,
         out_dir: Path,
@@ -67,8 +69,8 @@ class Race:
         self.save = save
         self.phase = phase
         self.progress = progress
-        self.store = HeadStore(out_dir, X, scaler, l2=self.config.l2, timed=state.timed)
-        self.picker = Picker(X, scaler, state, ledger, holdout.blocked)
+        self.store = HeadStore(out_dir, space, l2=self.config.l2, timed=state.timed)
+        self.picker = Picker(X, space, state, ledger, holdout.blocked)
         #: Each survivor's head; survivors share one object while their sets are equal.
         self.heads: dict[str, Head] = {}
 
@@ -205,12 +207,24 @@ class Race:
         return accuracy
 
     def eliminate(self, rnd: int) -> str | None:
-        """Drop the survivor with the lowest forecast (``choose_elimination``), if two race."""
+        """Drop the survivor with the lowest forecast, if two race and the evidence says so
+        (``eliminate_on_evidence``: enough rounds, confidence bands apart)."""
         state = self.state
         if len(state.alive) < 2:
             return None
         forecasts = {name: fc.value for name, fc in state.forecasts().items()}
-        gone = choose_elimination(forecasts, state.current())
+        if self.config.elimination == "every_round":
+            gone: str | None = choose_elimination(forecasts, state.current())
+        else:
+            gone = eliminate_on_evidence(
+                forecasts,
+                state.current(),
+                band=forecast_band(state.rows),
+                rnd=rnd,
+                min_rounds=self.config.min_rounds,
+            )
+        if gone is None:
+            return None
         state.rows = [
             replace(row, eliminated=True) if row.round == rnd and row.strategy == gone else row
             for row in state.rows

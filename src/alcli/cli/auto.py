@@ -14,6 +14,7 @@ from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
     EmbedFlags,
+    HeadOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -80,6 +81,7 @@ def auto(
         typer.Option("--spend", help="shared (R per round, split) or paper (R per strategy)."),
     ] = "shared",
     seed: SeedOpt = 0,
+    head: HeadOpt = "logistic",
     out_dir: Annotated[
         str | None,
         typer.Option("--out", help="Run folder (state, labeled.csv, report). Default: new."),
@@ -114,6 +116,7 @@ def auto(
             spend=spend,
             seed=seed,
             eval_frac=eval_frac,
+            head=head,
         )
         folder = out_dir or autorun.new_run_dir()
     # Everything that needs no embedding is checked first: a typo costs milliseconds.

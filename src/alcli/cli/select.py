@@ -15,6 +15,7 @@ from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
     EmbedFlags,
+    HeadOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -51,6 +52,7 @@ def select(
         typer.Option("--exclude", help="URIs never to pick (one per line, or CSV with uri)."),
     ] = None,
     seed: SeedOpt = 0,
+    head: HeadOpt = "logistic",
     output_format: Annotated[
         str, typer.Option("--format", "-f", help="uris (one per line), csv or jsonl.")
     ] = "uris",
@@ -90,6 +92,9 @@ def select(
         raise UsageError("--print0 separates plain URIs; it does not go with --json or --format")
     from alcli import selection
     from alcli.labels import load_labels_csv
+    from alcli.learner.semisup import check_head
+
+    head = check_head(head)
 
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
@@ -133,6 +138,7 @@ def select(
         exclude=excluded,
         seed=seed,
         skipped=skipped,
+        head=head,
     )
     _render(out, picks, output_format, "\0" if print0 else "\n")
 

@@ -7,8 +7,9 @@ bootstrap resamples (``committee``) and their evaluation (``evaluation``). Impor
 
 from __future__ import annotations
 
-from alcli.learner.committee import Committee, train_committee
+from alcli.learner.committee import POSTERIORS, Committee, laplace_committee, train_committee
 from alcli.learner.evaluation import ECE_BINS, Evaluation, evaluate, expected_calibration_error
+from alcli.learner.graph import PoolGraph, build_graph
 from alcli.learner.heads import (
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
@@ -20,8 +21,26 @@ from alcli.learner.heads import (
     load_head,
     train_head,
 )
+from alcli.learner.semisup import (
+    DEFAULT_HEAD,
+    HEAD_KINDS,
+    HeadSpace,
+    check_head,
+    fit_head,
+    head_space,
+)
 
 __all__ = [
+    "DEFAULT_HEAD",
+    "HEAD_KINDS",
+    "POSTERIORS",
+    "HeadSpace",
+    "PoolGraph",
+    "build_graph",
+    "check_head",
+    "fit_head",
+    "head_space",
+    "laplace_committee",
     "DEFAULT_MAX_ITER",
     "DEFAULT_TOL",
     "ECE_BINS",
