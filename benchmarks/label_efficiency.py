@@ -96,9 +96,9 @@ def run_curve(
     return curve
 
 
-def cached_graph(X: np.ndarray) -> PoolGraph:
+def cached_graph(X: np.ndarray, backend: str) -> PoolGraph:
     """The pool's kNN graph, built once (minutes on a busy 2-core box) and kept in .work."""
-    path = WORK / f"graph_{X.shape[0]}x{X.shape[1]}.npz"
+    path = WORK / f"graph_{X.shape[0]}x{X.shape[1]}_{backend}.npz"
     scaler = fit_scaler(X)
     if path.exists():
         with np.load(path) as data:
@@ -109,10 +109,10 @@ def cached_graph(X: np.ndarray) -> PoolGraph:
                 axes=data["axes"],
                 points=data["points"],
                 sigma=float(data["sigma"]),
-                backend="exact",
+                backend=backend,
                 seconds=float(data["seconds"]),
             )
-    graph = build_graph(X, scaler=scaler)
+    graph = build_graph(X, scaler=scaler, backend=backend)
     np.savez(
         path,
         neighbors=graph.neighbors,
@@ -153,7 +153,12 @@ def plot(result: dict[str, Any], path: str) -> None:
                 continue
             style = {"color": "black", "linewidth": 2.5} if name == "random" else {"linewidth": 1.3}
             ax.plot(
-                curve["labels"], curve["accuracy_mean"], marker="o", markersize=3, label=name, **style
+                curve["labels"],
+                curve["accuracy_mean"],
+                marker="o",
+                markersize=3,
+                label=name,
+                **style,
             )
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="random @2000")
         ax.set_xlim(0, 2100)
@@ -179,6 +184,7 @@ def main() -> int:
     parser.add_argument("--strategies", default="", help="comma list (default: the whole zoo)")
     parser.add_argument("--heads", default="logistic,graph,selftrain")
     parser.add_argument("--posterior", default="laplace", choices=("laplace", "bootstrap"))
+    parser.add_argument("--graph-backend", default="exact", choices=("exact", "faiss", "usearch"))
     parser.add_argument("--plot", default="", help="write the curves to this PNG")
     args = parser.parse_args()
 
@@ -191,7 +197,7 @@ def main() -> int:
     seconds: dict[str, float] = {}
     for kind in heads:
         started = time.perf_counter()
-        graph = cached_graph(X) if kind == "graph" else None
+        graph = cached_graph(X, args.graph_backend) if kind == "graph" else None
         space = head_space(kind, X, graph=graph)
         spaces[kind] = (space, space.rows_for(Xe))
         seconds[f"space_{kind}"] = round(time.perf_counter() - started, 1)
@@ -256,6 +262,7 @@ def main() -> int:
         "batch": args.batch,
         "heads": heads,
         "posterior": args.posterior,
+        "graph_backend": args.graph_backend,
         "random_2000_accuracy": random_2000,
         "labels_to_random_2000": to_2000,
         "best": {"run": best, "labels": reached.get(best) if best else None},

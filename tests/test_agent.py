@@ -131,7 +131,8 @@ def test_power_forecast_is_anchored_at_the_last_point_and_recovers_a_power_law()
     shifted = forecast(n, bumped, 1000)
     assert shifted.value - fc.value == pytest.approx(0.01, abs=3e-3)
     curve = shifted.curve(np.array([800.0]))
-    assert curve is not None and curve[0] == pytest.approx(bumped[-1], abs=1e-9)
+    assert curve is not None
+    assert curve[0] == pytest.approx(bumped[-1], abs=1e-9)
 
 
 def test_forecast_recovers_parameters_from_noisy_points() -> None:

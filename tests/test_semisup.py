@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from strategies.disagreement import mutual_information
 
 from alcli.errors import UsageError
 from alcli.learner import (
@@ -19,7 +20,6 @@ from alcli.learner import (
 )
 from alcli.learner.graph import exact_knn
 from alcli.learner.semisup import pseudo_labels
-from strategies.disagreement import mutual_information
 
 
 def two_moons_like(
@@ -90,7 +90,8 @@ def test_selftrain_adds_confident_pseudo_labels_deterministically() -> None:
     rows = np.arange(40)
     head = train_head(X[rows], y[rows], scaler=space.scaler)
     extra, labels = pseudo_labels(head, X, rows, threshold=0.9, ratio=5)
-    assert len(extra) and not set(extra) & set(rows.tolist())
+    assert len(extra)
+    assert not set(extra) & set(rows.tolist())
     assert len(extra) <= 5 * 40
     assert (labels == y[extra]).mean() > 0.9
     a = fit_head(space, rows, y[rows])

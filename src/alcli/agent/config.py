@@ -72,7 +72,9 @@ class AutoConfig:
                 f"unknown elimination rule {self.elimination!r}", hint="use evidence or every_round"
             )
         if self.posterior not in POSTERIORS:
-            raise UsageError(f"unknown posterior {self.posterior!r}", hint="use laplace or bootstrap")
+            raise UsageError(
+                f"unknown posterior {self.posterior!r}", hint="use laplace or bootstrap"
+            )
         if self.min_rounds < 1:
             raise UsageError(f"min rounds must be at least 1, got {self.min_rounds}")
         names: list[str] = []

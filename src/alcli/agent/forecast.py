@@ -131,9 +131,7 @@ def _fit_curve(xs: NDArray[np.float64], ys: NDArray[np.float64], n_next: float) 
     return Forecast(value=_clip01(value), method="curve", alpha=alpha, beta=beta, gamma=gamma)
 
 
-def _fit_power(
-    xs: NDArray[np.float64], ys: NDArray[np.float64], n_next: float
-) -> Forecast | None:
+def _fit_power(xs: NDArray[np.float64], ys: NDArray[np.float64], n_next: float) -> Forecast | None:
     """Bounded least squares of a(n) = α − β·(n/n₀)^(−γ) (0 ≤ α ≤ 1, 0 ≤ β ≤ 5,
     0.01 ≤ γ ≤ 3; n₀ the first set size), anchored at the last point."""
     origin = float(xs[0]) if xs[0] > 0 else 1.0

@@ -16,6 +16,7 @@ only decides who races in the next round.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,10 +33,10 @@ from alcli.agent.outputs import Report, RoundRow, RoundSummary, with_overhead, w
 from alcli.agent.picks import Picker
 from alcli.agent.rules import (
     choose_elimination,
-    eliminate_on_evidence,
-    forecast_band,
     choose_winner,
     derive_seed,
+    eliminate_on_evidence,
+    forecast_band,
     next_base_quota,
     rank_strategies,
     split_round,
@@ -201,10 +202,24 @@ class Race:
         state = self.state
         rows = self.ledger.bought_rows()
         init = self.store.get(state.shared_head) if state.shared_head else None
-        accuracy = self.accuracy(self.train(rows, init=init))
+        head = self.train(rows, init=init)
+        with state.timed("evaluation"):
+            evaluation = evaluate(head, self.holdout.X, self.holdout.y)
         state.shared_head = rows_key(rows)
-        state.shared.append(SharedPoint(round=rnd, labels=len(state.labels), accuracy=accuracy))
-        return accuracy
+        bought = collections.Counter(state.labels.values())
+        this_round = {row.strategy: row.accuracy for row in state.rows if row.round == rnd}
+        state.shared.append(
+            SharedPoint(
+                round=rnd,
+                labels=len(state.labels),
+                accuracy=evaluation.accuracy,
+                ece=round(evaluation.ece, 5),
+                per_class={str(k): round(v, 5) for k, v in evaluation.per_class.items()},
+                bought_by_class={str(k): bought[k] for k in sorted(bought)},
+                leader=min(this_round, key=lambda s: (-this_round[s], s)) if this_round else None,
+            )
+        )
+        return evaluation.accuracy
 
     def eliminate(self, rnd: int) -> str | None:
         """Drop the survivor with the lowest forecast, if two race and the evidence says so

@@ -38,7 +38,6 @@ from alcli.learner.heads import (
     train_head,
 )
 
-
 POSTERIORS = ("laplace", "bootstrap")
 
 

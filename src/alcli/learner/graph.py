@@ -177,8 +177,10 @@ def exact_knn(
 def index_knn(
     points: NDArray[np.float32], k: int, backend: str
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Approximate kNN with an HNSW index from faiss-cpu or usearch (``pip install alcli[graph]``)."""
+    """Approximate kNN with an HNSW index from faiss-cpu or usearch (the ``graph`` extra)."""
     n, d = points.shape
+    index: Any
+    found: Any
     try:
         if backend == "faiss":
             import faiss  # type: ignore[import-not-found,import-untyped,unused-ignore]
