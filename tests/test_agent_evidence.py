@@ -33,3 +33,36 @@ def test_no_elimination_before_min_rounds_or_within_the_bands() -> None:
     # 0.85 + 0.03 >= 0.90 - 0.03: the bands overlap, so b races on
     assert eliminate_on_evidence(forecasts, acc, band=0.03, rnd=5, min_rounds=2) is None
     assert eliminate_on_evidence({"a": 0.9}, {"a": 0.9}, band=0.0, rnd=9, min_rounds=1) is None
+
+
+def test_auto_with_the_graph_head_reports_what_it_bought_per_round(tmp_path) -> None:
+    import numpy as np
+
+    from alcli.agent import AutoConfig, EvalSet, run_auto
+
+    rng = np.random.default_rng(4)
+    y = np.arange(500) % 4
+    X = ((rng.normal(size=(4, 16)) * 0.8)[y] + rng.normal(size=(500, 16))).astype(np.float32)
+    uris = [f"item{i}" for i in range(400)]
+    truth = {u: str(y[i]) for i, u in enumerate(uris)}
+
+    class Oracle:
+        def label(self, asked: list[str]) -> dict[str, str]:
+            return {u: truth[u] for u in asked}
+
+    eval_set = EvalSet([f"eval{i}" for i in range(100)], X[400:], [str(v) for v in y[400:]])
+    config = AutoConfig(
+        target_accuracy=1.0,
+        budget=100,
+        strategies=("margin", "bald"),
+        initial=20,
+        round_size=20,
+        head="graph",
+    )
+    report = run_auto(uris, X[:400], Oracle(), config, out_dir=tmp_path, eval_set=eval_set)
+    assert report.config["head"] == "graph" and report.labels_bought == 100
+    last = report.shared_accuracy[-1]
+    assert sum(last["bought_by_class"].values()) == 100
+    assert set(last["per_class"]) == {"0", "1", "2", "3"}
+    assert 0 <= last["ece"] <= 1 and last["leader"] in {"margin", "bald"}
+    assert "graph" in report.timings

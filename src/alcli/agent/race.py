@@ -158,8 +158,8 @@ class Race:
         order = [row for name in state.alive for row in pending.picks[name]]
         self.ledger.buy(list(dict.fromkeys(order)), state.labels, f"round{rnd}:after_oracle")
         new_rows, forecasts = self.train_survivors(rnd, pending.picks)
+        state.rows.extend(new_rows)  # before the shared head: its point names the round's leader
         shared_acc = self.train_shared(rnd) if self.config.spend == "shared" else None
-        state.rows.extend(new_rows)
         state.curves.update(forecasts)
         state.round = rnd
         state.pending = None
