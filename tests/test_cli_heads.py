@@ -30,7 +30,8 @@ def test_select_with_each_head_is_deterministic(runner, tmp_path, head) -> None:
     first = runner.invoke(app, [*args, "--head", head, "--json"])
     assert first.exit_code == 0, first.output
     picks = [p["uri"] for p in json.loads(first.stdout)["picks"]]
-    assert len(set(picks)) == 8 and not {str(i) for i in range(30)} & set(picks)
+    assert len(set(picks)) == 8
+    assert not {str(i) for i in range(30)} & set(picks)
     again = runner.invoke(app, [*args, "--head", head, "--json"])
     assert [p["uri"] for p in json.loads(again.stdout)["picks"]] == picks
 
