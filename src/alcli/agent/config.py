@@ -18,7 +18,12 @@ from alcli.learner.semisup import check_head
 SPEND_MODES = ("shared", "paper")
 ELIMINATIONS = ("evidence", "every_round")
 #: What a run saved before these settings existed did: resumed, it goes on doing it.
-LEGACY = {"min_rounds": 1, "elimination": "every_round", "posterior": "bootstrap"}
+LEGACY = {
+    "min_rounds": 1,
+    "elimination": "every_round",
+    "posterior": "bootstrap",
+    "forecast_model": "exp",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class AutoConfig:
     elimination: str = "evidence"
     #: The committee BALD and vote entropy read: "laplace" samples or "bootstrap" heads.
     posterior: str = "laplace"
+    #: The learning-curve model of the forecasts (``forecast.MODELS``).
+    forecast_model: str = "power"
 
     def checked(self) -> AutoConfig:
         """This config with strategy names canonical and deduplicated; raises ``UsageError``."""
@@ -75,6 +82,8 @@ class AutoConfig:
             raise UsageError(
                 f"unknown posterior {self.posterior!r}", hint="use laplace or bootstrap"
             )
+        if self.forecast_model not in ("power", "exp"):
+            raise UsageError(f"unknown forecast model {self.forecast_model!r}", hint="power or exp")
         if self.min_rounds < 1:
             raise UsageError(f"min rounds must be at least 1, got {self.min_rounds}")
         names: list[str] = []

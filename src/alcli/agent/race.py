@@ -192,7 +192,12 @@ class Race:
             history = [*state.history(name), (len(rows), acc)]
             horizon = len(rows) + next_quota
             with state.timed("forecasts"):
-                fc = forecast([n for n, _ in history], [a for _, a in history], horizon)
+                fc = forecast(
+                    [n for n, _ in history],
+                    [a for _, a in history],
+                    horizon,
+                    model=self.config.forecast_model,
+                )
             forecasts[name] = fc
             new_rows.append(RoundRow(rnd, name, len(rows), bought, acc, fc.value, False, horizon))
         return new_rows, forecasts
