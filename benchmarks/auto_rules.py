@@ -30,7 +30,7 @@ from alcli.agent import AutoConfig, EvalSet, Report, run_auto
 from alcli.autorun import DEFAULT_CANDIDATES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auto_mnist import forecast_errors, labels_to_target  # noqa: E402
+from auto_mnist import forecast_errors, labels_to_target
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "before": {
@@ -53,7 +53,9 @@ def digits() -> tuple[list[str], np.ndarray, dict[str, str], EvalSet]:
     pool, ev = slice(0, 1297), slice(1297, None)
     uris = [f"digits://{i}" for i in range(1297)]
     truth = {u: str(int(v)) for u, v in zip(uris, y[pool], strict=True)}
-    eval_set = EvalSet([f"digits-eval://{i}" for i in range(500)], X[ev], [str(int(v)) for v in y[ev]])
+    eval_set = EvalSet(
+        [f"digits-eval://{i}" for i in range(500)], X[ev], [str(int(v)) for v in y[ev]]
+    )
     return uris, X[pool], truth, eval_set
 
 
