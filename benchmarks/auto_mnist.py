@@ -262,6 +262,7 @@ def base_config(args: argparse.Namespace, **changes: Any) -> AutoConfig:
         "round_size": args.round_size,
         "seed": 0,
         "spend": "shared",
+        "head": args.head,
     }
     values.update(changes)
     return AutoConfig(**values)
@@ -388,6 +389,7 @@ def main() -> int:
     parser.add_argument("--round-size", type=int, default=100)
     parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES))
     parser.add_argument("--subset", type=int, default=None, help="first N pool items only")
+    parser.add_argument("--head", default="logistic", help="logistic, graph or selftrain")
     parser.add_argument("--synthetic", type=int, default=None, help="N blob items instead")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--plot", default=str(PLOT), help="copy seed 0's curves.png here")
@@ -422,6 +424,7 @@ def main() -> int:
         "round_size": args.round_size,
         "seeds": args.seeds,
         "candidates": args.candidates,
+        "head": args.head,
     }
     for part in parts:
         started = time.perf_counter()

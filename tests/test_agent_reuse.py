@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from alcli.agent import AutoConfig, EvalSet, heads, run_auto
-from alcli.learner import Head, fit_scaler, train_head
+from alcli.agent import AutoConfig, EvalSet, run_auto
+from alcli.learner import Head, fit_scaler, semisup, train_head
 from alcli.oracle import load_labels_csv
 
 N_POOL = 500
@@ -59,7 +59,7 @@ def test_the_final_head_is_the_last_fit_not_a_second_one(tmp_path, monkeypatch, 
         fits.append(len(y))
         return train_head(Xs, y, **kwargs)
 
-    monkeypatch.setattr(heads, "train_head", counting_train_head)
+    monkeypatch.setattr(semisup, "train_head", counting_train_head)
     cfg = race(budget=160, strategies=("margin", "entropy"), spend=spend)
     report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
     assert report.stop_reason == "budget"
@@ -92,7 +92,12 @@ def test_survivors_sharing_the_initial_head_share_one_pool_prediction(
         return real(self, X_, **kwargs)
 
     monkeypatch.setattr(Head, "predict_proba", counting_predict)
-    cfg = race(budget=400, strategies=("margin", "entropy", "least_confidence"), max_rounds=2)
+    cfg = race(
+        budget=400,
+        strategies=("margin", "entropy", "least_confidence"),
+        max_rounds=2,
+        elimination="every_round",
+    )
     report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
     assert report.rounds == 2
     # round 1: one head (the initial one) for all three; round 2: two survivors, two heads

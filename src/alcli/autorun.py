@@ -76,6 +76,7 @@ def auto_config(
     eval_frac: float | None,
     balance: str | None = None,
     min_distance: float | None = None,
+    head: str = "logistic",
 ) -> AutoConfig:
     """An ``AutoConfig`` from CLI values; names are checked against the registry."""
     names = tuple(n.strip() for n in (candidates or "").split(",") if n.strip())
@@ -90,6 +91,7 @@ def auto_config(
         eval_frac=eval_frac,
         balance=balance,
         min_distance=min_distance,
+        head=head,
     ).checked()
 
 

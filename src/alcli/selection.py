@@ -143,6 +143,7 @@ def pick(
     seed: int = 0,
     skipped: Mapping[str, str] | None = None,
     constraints: Constraints | None = None,
+    head: str = "logistic",
 ) -> Selection:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
@@ -157,6 +158,7 @@ def pick(
     strategy's order they allow (``alcli.constraints``); balance groups by the head's
     predicted class (trained for it when the strategy needs none), or at a cold start by
     k-means cluster.
+    ``head``: the kind of head trained (logistic, graph, selftrain; ``alcli.learner.semisup``).
     """
     info = strategies.get(strategy)
     timings: dict[str, float] = {}
@@ -183,6 +185,7 @@ def pick(
         seed=seed,
         timings=timings,
         want_probs=balance,
+        head=head,
     )
     started = time.perf_counter()
     report = None
@@ -271,6 +274,7 @@ def _model_inputs(
     seed: int,
     timings: dict[str, float],
     want_probs: bool = False,
+    head: str = "logistic",
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """(probs, committee, classes) for the strategy: the user's own ``probs`` as given, else
     a head (or committee) trained on the labeled rows when the strategy reads one, or when
@@ -287,18 +291,22 @@ def _model_inputs(
     needs_model = bool({"probs", "committee"} & needs)
     if needs_model and probs is None and embeddings is not None and len(labeled_rows):
         # scipy's optimizer: loaded once a head is trained, so a typo exits at once
-        from alcli.learner import fit_scaler
+        from alcli.learner import head_space
         from alcli.strategy_inputs import strategy_inputs
 
         started = time.perf_counter()
+        space = head_space(head, embeddings)
+        if space.graph is not None:
+            timings["graph_s"] = space.graph.seconds
         inputs = strategy_inputs(
             needs,
-            embeddings,
+            space.pool,
             labeled_rows,
             label_values,
-            scaler=fit_scaler(embeddings),
+            scaler=space.scaler,
             seed=seed,
             committee_size=COMMITTEE_SIZE,
+            space=space,
         )
         probs, committee = inputs.probs, inputs.committee
         classes = np.unique(np.asarray(label_values))

@@ -1,8 +1,11 @@
 """What a strategy reads from a model: the pool's class probabilities, a committee's.
 
 ``select`` and ``auto`` both turn labeled rows into these, by the same rules, here: a head on
-the labeled rows predicts the pool ("probs"); a bootstrap committee of heads predicts it K
-times ("committee"). A strategy that needs neither (a cold-start one) costs no training.
+the labeled rows predicts the pool ("probs"); a committee predicts it K times ("committee"):
+samples of the head's Laplace posterior by default, or bootstrap heads
+(``alcli.learner.committee``). The head is of the kind the caller chose (``space``:
+logistic, graph, selftrain; ``alcli.learner.semisup``), so every strategy reads the chosen
+head's probabilities. A strategy that needs neither (a cold-start one) costs no training.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from alcli.learner import Head, Scaler, train_committee, train_head
+from alcli.learner import (
+    Head,
+    HeadSpace,
+    Scaler,
+    fit_head,
+    laplace_committee,
+    train_committee,
+    train_head,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ def strategy_inputs(
     head: Head | None = None,
     probs: NDArray[np.float32] | None = None,
     classes: NDArray[Any] | None = None,
+    space: HeadSpace | None = None,
+    posterior: str = "laplace",
 ) -> StrategyInputs:
     """Probabilities over ``pool`` from heads on ``pool[rows]`` (``labels``), as ``needs`` asks.
 
@@ -51,16 +64,42 @@ def strategy_inputs(
     starts from zeros. ``probs``: the pool's probabilities under that head, already computed
     (for another strategy), used as they are. ``classes``: spread the class axis over these
     (every label seen so far), so a head that has seen one class still yields a matrix that
-    margin or entropy can rank; None keeps each model's own classes.
+    margin or entropy can rank; None keeps each model's own classes. ``space``: where heads
+    of the chosen kind live (its pool features and scaler replace ``pool`` and ``scaler``
+    for the model; strategies still get the caller's embeddings). ``posterior``: "laplace"
+    (samples of the head's posterior, drawn from a Generator seeded with ``seed``) or
+    "bootstrap" (heads on resamples).
     """
     seconds: dict[str, float] = {}
     rows_arr = np.asarray(rows, dtype=np.int64)
+    if space is not None:
+        pool, scaler = space.pool, space.scaler
     committee = None
     if "committee" in needs:
+        if posterior == "laplace" and head is None:
+            with _timed(seconds, "heads"):
+                head = _fit(space, pool, rows_arr, labels, l2=l2, scaler=scaler)
         with _timed(seconds, "heads"):
-            members = train_committee(
-                pool[rows_arr], labels, k=committee_size, seed=seed, l2=l2, scaler=scaler, init=head
-            )
+            if posterior == "laplace":
+                assert head is not None
+                members = laplace_committee(
+                    head,
+                    pool[rows_arr],
+                    k=committee_size,
+                    rng=np.random.default_rng(seed),
+                    l2=l2,
+                    scaler=scaler,
+                )
+            else:
+                members = train_committee(
+                    pool[rows_arr],
+                    labels,
+                    k=committee_size,
+                    seed=seed,
+                    l2=l2,
+                    scaler=scaler,
+                    init=head,
+                )
         with _timed(seconds, "predict"):
             committee = _aligned(members.proba(pool), members.classes, classes)
     if "probs" not in needs:
@@ -68,10 +107,25 @@ def strategy_inputs(
     elif probs is None:
         if head is None:
             with _timed(seconds, "heads"):
-                head = train_head(pool[rows_arr], labels, l2=l2, scaler=scaler)
+                head = _fit(space, pool, rows_arr, labels, l2=l2, scaler=scaler)
         with _timed(seconds, "predict"):
             probs = _aligned(head.predict_proba(pool), head.classes, classes)
     return StrategyInputs(probs=probs, committee=committee, seconds=seconds)
+
+
+def _fit(
+    space: HeadSpace | None,
+    pool: NDArray[Any],
+    rows: NDArray[np.int64],
+    labels: Sequence[Hashable],
+    *,
+    l2: float,
+    scaler: Scaler,
+) -> Head:
+    """The chosen kind's head, or (no ``space``) the logistic head on ``pool[rows]``."""
+    if space is not None:
+        return fit_head(space, rows, labels, l2=l2)
+    return train_head(pool[rows], labels, l2=l2, scaler=scaler)
 
 
 @contextmanager

@@ -13,8 +13,18 @@ from alcli import strategies
 from alcli.constraints import Balance, Constraints, check_min_distance, parse_balance
 from alcli.errors import UsageError
 from alcli.labels import match_labels
+from alcli.learner.committee import POSTERIORS
+from alcli.learner.semisup import check_head
 
 SPEND_MODES = ("shared", "paper")
+ELIMINATIONS = ("evidence", "every_round")
+#: What a run saved before these settings existed did: resumed, it goes on doing it.
+LEGACY = {
+    "min_rounds": 1,
+    "elimination": "every_round",
+    "posterior": "bootstrap",
+    "forecast_model": "exp",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,16 @@ class AutoConfig:
     balance: str | None = None
     balance_weights: dict[str, float] | None = None
     min_distance: float | None = None
+    #: The head every strategy's model is (``alcli.learner.semisup``).
+    head: str = "logistic"
+    #: Rounds a strategy races before it can be eliminated (``rules.eliminate_on_evidence``).
+    min_rounds: int = 2
+    #: "evidence" (confidence bands apart, after ``min_rounds``) or "every_round" (Algorithm 1).
+    elimination: str = "evidence"
+    #: The committee BALD and vote entropy read: "laplace" samples or "bootstrap" heads.
+    posterior: str = "laplace"
+    #: The learning-curve model of the forecasts (``forecast.MODELS``).
+    forecast_model: str = "power"
 
     def checked(self) -> AutoConfig:
         """This config with strategy names canonical and deduplicated; raises ``UsageError``."""
@@ -59,6 +79,19 @@ class AutoConfig:
             raise UsageError(f"eval fraction must be in (0, 1), got {self.eval_frac}")
         if self.plateau_rounds < 1 or self.committee_size < 1 or self.l2 <= 0:
             raise UsageError("plateau rounds and committee size must be >= 1, and l2 > 0")
+        head = check_head(self.head)
+        if self.elimination not in ELIMINATIONS:
+            raise UsageError(
+                f"unknown elimination rule {self.elimination!r}", hint="use evidence or every_round"
+            )
+        if self.posterior not in POSTERIORS:
+            raise UsageError(
+                f"unknown posterior {self.posterior!r}", hint="use laplace or bootstrap"
+            )
+        if self.forecast_model not in ("power", "exp"):
+            raise UsageError(f"unknown forecast model {self.forecast_model!r}", hint="power or exp")
+        if self.min_rounds < 1:
+            raise UsageError(f"min rounds must be at least 1, got {self.min_rounds}")
         names: list[str] = []
         for name in self.strategies:
             canonical = strategies.get(name).name
@@ -78,7 +111,7 @@ class AutoConfig:
         if self.min_distance is not None:
             check_min_distance(self.min_distance)
         return AutoConfig(
-            **{**asdict(self), "strategies": tuple(names), "balance_weights": balance}
+            **{**asdict(self), "strategies": tuple(names), "balance_weights": balance, "head": head}
         )
 
     def constraints(self) -> Constraints:
@@ -96,7 +129,7 @@ class AutoConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoConfig:
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {**LEGACY, **{k: v for k, v in data.items() if k in known}}
         values["strategies"] = tuple(values["strategies"])
         return cls(**values)
 

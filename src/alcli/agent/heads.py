@@ -20,12 +20,11 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from alcli.learner import Head, Scaler, load_head, train_head
+from alcli.learner import Head, HeadSpace, fit_head, load_head
 
 #: Folder of ``out_dir`` holding every head the saved state may start a later head from.
 HEADS_DIR = "heads"
@@ -54,12 +53,9 @@ class HeadStore:
     writing).
     """
 
-    def __init__(
-        self, out_dir: Path, X: NDArray[Any], scaler: Scaler, *, l2: float, timed: Timer
-    ) -> None:
+    def __init__(self, out_dir: Path, space: HeadSpace, *, l2: float, timed: Timer) -> None:
         self.folder = out_dir / HEADS_DIR
-        self.X = X
-        self.scaler = scaler
+        self.space = space
         self.l2 = l2
         self.timed = timed
         self.memo: dict[str, Head] = {}  # oldest first
@@ -78,9 +74,7 @@ class HeadStore:
         head = self.get(key)
         if head is None:
             with self.timed("heads"):
-                head = train_head(
-                    self.X[rows_arr], labels, l2=self.l2, scaler=self.scaler, init=init
-                )
+                head = fit_head(self.space, rows_arr, labels, l2=self.l2, init=init)
             self._save(key, head)
         self.memo[key] = head
         while len(self.memo) > HEAD_MEMO_SIZE:

@@ -21,7 +21,7 @@ from alcli.agent.ledger import Ledger
 from alcli.agent.rules import clamp_picks, derive_seed
 from alcli.agent.state import RunState
 from alcli.constraints import class_groups, constrained_pick
-from alcli.learner import Head, Scaler
+from alcli.learner import Head, HeadSpace
 from alcli.strategy_inputs import StrategyInputs, strategy_inputs
 
 
@@ -31,13 +31,13 @@ class Picker:
     def __init__(
         self,
         X: NDArray[Any],
-        scaler: Scaler,
+        space: HeadSpace,
         state: RunState,
         ledger: Ledger,
         held_out: NDArray[np.bool_],
     ) -> None:
         self.X = X
-        self.scaler = scaler
+        self.space = space
         self.state = state
         self.ledger = ledger
         self.held_out = held_out
@@ -111,14 +111,15 @@ class Picker:
             if probs is None:
                 probs = strategy_inputs(
                     {"probs"},
-                    self.X,
+                    self.space.pool,
                     self.state.sets[name],
                     self.ledger.labels_of(self.state.sets[name]),
-                    scaler=self.scaler,
+                    scaler=self.space.scaler,
                     seed=0,
                     committee_size=1,
                     head=head,
                     classes=classes,
+                    space=self.space,
                 ).probs
                 assert probs is not None
                 probs_by_head[id(head)] = probs
@@ -155,16 +156,18 @@ class Picker:
         head, rows, config = head_for(name), self.state.sets[name], self.state.config
         inputs = strategy_inputs(
             needs,
-            self.X,
+            self.space.pool,
             rows,
             self.ledger.labels_of(rows),
-            scaler=self.scaler,
+            scaler=self.space.scaler,
             seed=derive_seed(config.seed, rnd, name, "committee"),
             committee_size=config.committee_size,
             l2=config.l2,
             head=head,
             probs=probs_by_head.get(id(head)),
             classes=classes,
+            space=self.space,
+            posterior=config.posterior,
         )
         for part, seconds in inputs.seconds.items():
             self.state.timings[part] = self.state.timings.get(part, 0.0) + seconds

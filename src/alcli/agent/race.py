@@ -16,6 +16,7 @@ only decides who races in the next round.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -34,13 +35,15 @@ from alcli.agent.rules import (
     choose_elimination,
     choose_winner,
     derive_seed,
+    eliminate_on_evidence,
+    forecast_band,
     next_base_quota,
     rank_strategies,
     split_round,
     stop_reason,
 )
 from alcli.agent.state import Pending, RunState, SharedPoint
-from alcli.learner import Head, Scaler, evaluate
+from alcli.learner import Head, HeadSpace, evaluate
 
 
 class Race:
@@ -49,7 +52,7 @@ class Race:
     def __init__(
         self,
         X: NDArray[Any],
-        scaler: Scaler,
+        space: HeadSpace,
         state: RunState,
         *,
         out_dir: Path,
@@ -67,8 +70,8 @@ class Race:
         self.save = save
         self.phase = phase
         self.progress = progress
-        self.store = HeadStore(out_dir, X, scaler, l2=self.config.l2, timed=state.timed)
-        self.picker = Picker(X, scaler, state, ledger, holdout.blocked)
+        self.store = HeadStore(out_dir, space, l2=self.config.l2, timed=state.timed)
+        self.picker = Picker(X, space, state, ledger, holdout.blocked)
         #: Each survivor's head; survivors share one object while their sets are equal.
         self.heads: dict[str, Head] = {}
 
@@ -155,8 +158,8 @@ class Race:
         order = [row for name in state.alive for row in pending.picks[name]]
         self.ledger.buy(list(dict.fromkeys(order)), state.labels, f"round{rnd}:after_oracle")
         new_rows, forecasts = self.train_survivors(rnd, pending.picks)
+        state.rows.extend(new_rows)  # before the shared head: its point names the round's leader
         shared_acc = self.train_shared(rnd) if self.config.spend == "shared" else None
-        state.rows.extend(new_rows)
         state.curves.update(forecasts)
         state.round = rnd
         state.pending = None
@@ -189,7 +192,12 @@ class Race:
             history = [*state.history(name), (len(rows), acc)]
             horizon = len(rows) + next_quota
             with state.timed("forecasts"):
-                fc = forecast([n for n, _ in history], [a for _, a in history], horizon)
+                fc = forecast(
+                    [n for n, _ in history],
+                    [a for _, a in history],
+                    horizon,
+                    model=self.config.forecast_model,
+                )
             forecasts[name] = fc
             new_rows.append(RoundRow(rnd, name, len(rows), bought, acc, fc.value, False, horizon))
         return new_rows, forecasts
@@ -199,18 +207,44 @@ class Race:
         state = self.state
         rows = self.ledger.bought_rows()
         init = self.store.get(state.shared_head) if state.shared_head else None
-        accuracy = self.accuracy(self.train(rows, init=init))
+        head = self.train(rows, init=init)
+        with state.timed("evaluation"):
+            evaluation = evaluate(head, self.holdout.X, self.holdout.y)
         state.shared_head = rows_key(rows)
-        state.shared.append(SharedPoint(round=rnd, labels=len(state.labels), accuracy=accuracy))
-        return accuracy
+        bought = collections.Counter(state.labels.values())
+        this_round = {row.strategy: row.accuracy for row in state.rows if row.round == rnd}
+        state.shared.append(
+            SharedPoint(
+                round=rnd,
+                labels=len(state.labels),
+                accuracy=evaluation.accuracy,
+                ece=round(evaluation.ece, 5),
+                per_class={str(k): round(v, 5) for k, v in evaluation.per_class.items()},
+                bought_by_class={str(k): bought[k] for k in sorted(bought)},
+                leader=min(this_round, key=lambda s: (-this_round[s], s)) if this_round else None,
+            )
+        )
+        return evaluation.accuracy
 
     def eliminate(self, rnd: int) -> str | None:
-        """Drop the survivor with the lowest forecast (``choose_elimination``), if two race."""
+        """Drop the survivor with the lowest forecast, if two race and the evidence says so
+        (``eliminate_on_evidence``: enough rounds, confidence bands apart)."""
         state = self.state
         if len(state.alive) < 2:
             return None
         forecasts = {name: fc.value for name, fc in state.forecasts().items()}
-        gone = choose_elimination(forecasts, state.current())
+        if self.config.elimination == "every_round":
+            gone: str | None = choose_elimination(forecasts, state.current())
+        else:
+            gone = eliminate_on_evidence(
+                forecasts,
+                state.current(),
+                band=forecast_band(state.rows),
+                rnd=rnd,
+                min_rounds=self.config.min_rounds,
+            )
+        if gone is None:
+            return None
         state.rows = [
             replace(row, eliminated=True) if row.round == rnd and row.strategy == gone else row
             for row in state.rows

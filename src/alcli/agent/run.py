@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -12,13 +13,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from alcli.agent.config import AutoConfig, EvalSet
-from alcli.agent.holdout import check_sizes, hold_out
+from alcli.agent.holdout import Holdout, check_sizes, hold_out
 from alcli.agent.ledger import Ledger, PhaseHook, row_index
 from alcli.agent.outputs import ProgressFn, Report
 from alcli.agent.race import Race
 from alcli.agent.state import STATE_FILE, RunState, load_state, pool_digest, save_state
 from alcli.errors import UsageError
-from alcli.learner import fit_scaler
+from alcli.learner import HeadSpace, fit_scaler, head_space
 from alcli.oracle import Oracle
 
 
@@ -64,9 +65,12 @@ def run_auto(
     save = functools.partial(save_state, out, state)
     ledger = Ledger(uris, row_of, oracle, state, save=save, phase=phase)
     holdout = hold_out(X, ledger, state, eval_set, save=save)
+    with state.timed("graph"):  # the graph head's kNN graph: once per run (resumes redo it)
+        space = head_space(config.head, X, scaler=scaler)
+        holdout = _in_space(holdout, space, state.eval_rows if eval_set is None else None)
     race = Race(
         X,
-        scaler,
+        space,
         state,
         out_dir=out,
         ledger=ledger,
@@ -110,6 +114,18 @@ def _resumed(out: Path, config: AutoConfig, digest: str) -> RunState:
             hint="resume with the same pool and model",
         )
     return state
+
+
+def _in_space(holdout: Holdout, space: HeadSpace, pool_rows: list[int] | None) -> Holdout:
+    """The eval rows where heads of ``space`` read them: held-out pool rows are the pool's
+    own (smoothed) rows; an eval set outside the pool is smoothed over its pool neighbours."""
+    if space.graph is None:
+        return holdout
+    if pool_rows is not None:
+        X = space.pool[np.asarray(pool_rows, dtype=np.int64)]
+    else:
+        X = space.rows_for(holdout.X)
+    return dataclasses.replace(holdout, X=X)
 
 
 def _no_phase_hook(name: str) -> None:

@@ -60,6 +60,13 @@ class SharedPoint:
     round: int
     labels: int
     accuracy: float
+    #: What was bought and how good the model is, per round (issue 18; None in older states):
+    #: calibration error (15-bin ECE), accuracy per true class, labels bought per class, and
+    #: the strategy whose own head was best this round.
+    ece: float | None = None
+    per_class: dict[str, float] | None = None
+    bought_by_class: dict[str, int] | None = None
+    leader: str | None = None
 
 
 @dataclass

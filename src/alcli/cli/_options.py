@@ -82,6 +82,13 @@ CacheDirOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+HeadOpt = Annotated[
+    str,
+    typer.Option(
+        "--head",
+        help="The model strategies read: logistic, graph (kNN-smoothed pool) or selftrain.",
+    ),
+]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from alcli.cli._options import (
     ConfigOpt,
     ConstraintFlags,
     EmbedFlags,
+    HeadOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -82,6 +83,7 @@ def auto(
         typer.Option("--spend", help="shared (R per round, split) or paper (R per strategy)."),
     ] = "shared",
     seed: SeedOpt = 0,
+    head: HeadOpt = "logistic",
     out_dir: Annotated[
         str | None,
         typer.Option("--out", help="Run folder (state, labeled.csv, report). Default: new."),
@@ -119,6 +121,7 @@ def auto(
             eval_frac=eval_frac,
             balance=constraint.balance,
             min_distance=constraint.min_distance,
+            head=head,
         )
         folder = out_dir or autorun.new_run_dir()
     # Everything that needs no embedding is checked first: a typo costs milliseconds.

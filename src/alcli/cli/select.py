@@ -17,6 +17,7 @@ from alcli.cli._options import (
     ConstraintFlags,
     DocumentRootOpt,
     EmbedFlags,
+    HeadOpt,
     LabelsFormatOpt,
     OutputFlags,
     PoolArg,
@@ -58,6 +59,7 @@ def select(
         typer.Option("--exclude", help="URIs never to pick (one per line, or CSV with uri)."),
     ] = None,
     seed: SeedOpt = 0,
+    head: HeadOpt = "logistic",
     output_format: Annotated[
         str,
         typer.Option(
@@ -114,6 +116,9 @@ def select(
     root = label_files.document_root(document_root)
 
     constraints = constraint.constraints()
+    from alcli.learner.semisup import check_head
+
+    head = check_head(head)
 
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
@@ -166,6 +171,7 @@ def select(
         seed=seed,
         skipped=skipped,
         constraints=constraints,
+        head=head,
     )
     if output_format == "label-studio":
         from alcli.strategy_inputs import head_predictions

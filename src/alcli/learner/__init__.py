@@ -7,8 +7,9 @@ bootstrap resamples (``committee``) and their evaluation (``evaluation``). Impor
 
 from __future__ import annotations
 
-from alcli.learner.committee import Committee, train_committee
+from alcli.learner.committee import POSTERIORS, Committee, laplace_committee, train_committee
 from alcli.learner.evaluation import ECE_BINS, Evaluation, evaluate, expected_calibration_error
+from alcli.learner.graph import PoolGraph, build_graph
 from alcli.learner.heads import (
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
@@ -20,20 +21,38 @@ from alcli.learner.heads import (
     load_head,
     train_head,
 )
+from alcli.learner.semisup import (
+    DEFAULT_HEAD,
+    HEAD_KINDS,
+    HeadSpace,
+    check_head,
+    fit_head,
+    head_space,
+)
 
 __all__ = [
+    "DEFAULT_HEAD",
     "DEFAULT_MAX_ITER",
     "DEFAULT_TOL",
     "ECE_BINS",
+    "HEAD_KINDS",
+    "POSTERIORS",
     "PREDICT_CHUNK_ROWS",
     "SERIAL_BELOW",
     "Committee",
     "Evaluation",
     "Head",
+    "HeadSpace",
+    "PoolGraph",
     "Scaler",
+    "build_graph",
+    "check_head",
     "evaluate",
     "expected_calibration_error",
+    "fit_head",
     "fit_scaler",
+    "head_space",
+    "laplace_committee",
     "load_head",
     "train_committee",
     "train_head",

@@ -1,7 +1,22 @@
-"""A bootstrap committee of heads: the disagreement that BALD and vote entropy read.
+"""Committees of heads: the disagreement that BALD and vote entropy read.
 
-Each member is a head (``alcli.learner.heads``) trained on a stratified bootstrap resample
-of the labeled rows, so members differ only where the labels leave the model unsure.
+Two ways to get one (``POSTERIORS``):
+
+``laplace`` (default)
+    Samples from a Laplace approximation of the logistic head's posterior (MacKay, The
+    Evidence Framework Applied to Classification Networks, Neural Computation 1992; the
+    Kronecker-factored form of Ritter, Botev & Barber, ICLR 2018). The Hessian of the
+    negative log posterior in the standardized space, Σ_i (diag p_i − p_i p_iᵀ) ⊗ x_i x_iᵀ +
+    l2·I, is approximated by B̄ ⊗ XᵀX + l2·I with B̄ the mean of the per-row softmax
+    Hessians; with XᵀX = U S Uᵀ and B̄ = Q Λ Qᵀ its eigenvalues are s_i·λ_j + l2, so a
+    sample is W + U (E / sqrt(s λᵀ + l2)) Qᵀ with E standard normal [d, C], drawn from the
+    Generator the caller passes. Members then disagree where the labels leave the weights
+    free (directions of the embedding space no labeled row spans), which is what BALD's
+    mutual information means (Housby et al. 2011): model uncertainty, not sampling noise.
+``bootstrap``
+    Each member is a head trained on a stratified bootstrap resample of the labeled rows.
+    Measured on MNIST (issue 18): five such heads agree on only 65 % of the pool, and BALD
+    on them is below random; kept for comparison.
 """
 
 from __future__ import annotations
@@ -22,6 +37,8 @@ from alcli.learner.heads import (
     fit_scaler,
     train_head,
 )
+
+POSTERIORS = ("laplace", "bootstrap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +113,45 @@ def train_committee(
             )
         )
     return Committee(heads=heads, classes=classes)
+
+
+def laplace_committee(
+    head: Head,
+    X: ArrayLike,
+    *,
+    k: int = 5,
+    rng: np.random.Generator,
+    l2: float = 1.0,
+    scaler: Scaler | None = None,
+) -> Committee:
+    """``k`` heads sampled from the Kronecker-factored Laplace posterior of ``head``.
+
+    ``X``: the labeled rows ``head`` was trained on (raw embeddings); ``scaler``: the one it
+    was trained with (the head folds it in; it is unfolded here). The bias keeps its MAP value.
+    """
+    if k < 1:
+        raise UsageError(f"a committee needs k >= 1 heads, got {k}")
+    arr = np.asarray(X)
+    if len(head.classes) < 2:
+        return Committee(heads=[head] * k, classes=head.classes)
+    scaler = scaler if scaler is not None else fit_scaler(arr)
+    Xs = scaler.transform(arr).astype(np.float64)
+    probs = head.predict_proba(arr).astype(np.float64)
+    s, U = np.linalg.eigh(Xs.T @ Xs)
+    B = (np.diag(probs.sum(axis=0)) - probs.T @ probs) / len(probs)
+    lam, Q = np.linalg.eigh(B)
+    std = 1.0 / np.sqrt(np.maximum(s, 0.0)[:, None] * np.maximum(lam, 0.0)[None, :] + l2)
+    scale = scaler.scale.astype(np.float64)[:, None]
+    mean = scaler.mean.astype(np.float64)
+    heads = []
+    for _ in range(k):
+        E = rng.standard_normal(std.shape)
+        delta = U @ (E * std) @ Q.T / scale  # back in raw space
+        heads.append(
+            Head(
+                classes=head.classes,
+                weights=(head.weights + delta).astype(np.float32),
+                bias=(head.bias - mean @ delta).astype(np.float32),
+            )
+        )
+    return Committee(heads=heads, classes=head.classes)

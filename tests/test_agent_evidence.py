@@ -1,0 +1,70 @@
+"""Eliminations on evidence: confidence bands from the run's own forecast errors."""
+
+from __future__ import annotations
+
+from alcli.agent.outputs import RoundRow
+from alcli.agent.rules import (
+    MIN_BAND,
+    PRIOR_BAND,
+    eliminate_on_evidence,
+    forecast_band,
+)
+
+
+def row(rnd: int, name: str, acc: float, fc: float | None) -> RoundRow:
+    return RoundRow(rnd, name, 100 + 10 * rnd, 100, acc, fc, False, 110 + 10 * rnd)
+
+
+def test_band_is_the_prior_until_enough_errors_then_the_mean_error() -> None:
+    rows = [row(0, "a", 0.8, None), row(1, "a", 0.82, 0.84)]
+    assert forecast_band(rows) == PRIOR_BAND
+    rows += [row(2, "a", 0.86, 0.85), row(3, "a", 0.87, 0.88), row(4, "a", 0.90, 0.88)]
+    # forecasts 0.84 -> 0.86 (0.02), 0.85 -> 0.87 (0.02), 0.88 -> 0.90 (0.02)
+    assert abs(forecast_band(rows) - 0.02) < 1e-9
+    exact = [row(r, "b", 0.8 + r / 100, 0.8 + (r + 1) / 100) for r in range(6)]
+    assert forecast_band(exact) == MIN_BAND
+
+
+def test_no_elimination_before_min_rounds_or_within_the_bands() -> None:
+    forecasts = {"a": 0.90, "b": 0.85, "c": 0.895}
+    acc = dict.fromkeys("abc", 0.8)
+    assert eliminate_on_evidence(forecasts, acc, band=0.01, rnd=1, min_rounds=2) is None
+    assert eliminate_on_evidence(forecasts, acc, band=0.01, rnd=2, min_rounds=2) == "b"
+    # 0.85 + 0.03 >= 0.90 - 0.03: the bands overlap, so b races on
+    assert eliminate_on_evidence(forecasts, acc, band=0.03, rnd=5, min_rounds=2) is None
+    assert eliminate_on_evidence({"a": 0.9}, {"a": 0.9}, band=0.0, rnd=9, min_rounds=1) is None
+
+
+def test_auto_with_the_graph_head_reports_what_it_bought_per_round(tmp_path) -> None:
+    import numpy as np
+
+    from alcli.agent import AutoConfig, EvalSet, run_auto
+
+    rng = np.random.default_rng(4)
+    y = np.arange(500) % 4
+    X = ((rng.normal(size=(4, 16)) * 0.8)[y] + rng.normal(size=(500, 16))).astype(np.float32)
+    uris = [f"item{i}" for i in range(400)]
+    truth = {u: str(y[i]) for i, u in enumerate(uris)}
+
+    class Oracle:
+        def label(self, asked: list[str]) -> dict[str, str]:
+            return {u: truth[u] for u in asked}
+
+    eval_set = EvalSet([f"eval{i}" for i in range(100)], X[400:], [str(v) for v in y[400:]])
+    config = AutoConfig(
+        target_accuracy=1.0,
+        budget=100,
+        strategies=("margin", "bald"),
+        initial=20,
+        round_size=20,
+        head="graph",
+    )
+    report = run_auto(uris, X[:400], Oracle(), config, out_dir=tmp_path, eval_set=eval_set)
+    assert report.config["head"] == "graph"
+    assert report.labels_bought == 100
+    last = report.shared_accuracy[-1]
+    assert sum(last["bought_by_class"].values()) == 100
+    assert set(last["per_class"]) == {"0", "1", "2", "3"}
+    assert 0 <= last["ece"] <= 1
+    assert last["leader"] in {"margin", "bald"}
+    assert "graph" in report.timings

@@ -1,0 +1,136 @@
+"""Semi-supervised heads (graph, selftrain), the kNN graph, and the Laplace committee."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from strategies.disagreement import mutual_information
+
+from alcli.errors import UsageError
+from alcli.learner import (
+    HEAD_KINDS,
+    build_graph,
+    check_head,
+    evaluate,
+    fit_head,
+    head_space,
+    laplace_committee,
+    train_committee,
+    train_head,
+)
+from alcli.learner.graph import exact_knn
+from alcli.learner.semisup import pseudo_labels
+
+
+def two_moons_like(
+    n: int, d: int = 12, n_classes: int = 4, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Elongated class clusters: a few labels leave the linear head unsure, the pool does not."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_classes, d)) * 3
+    direction = rng.normal(size=(n_classes, d))
+    y = np.arange(n) % n_classes
+    t = rng.uniform(-3, 3, size=n)
+    X = centers[y] + t[:, None] * direction[y] + rng.normal(size=(n, d)) * 0.6
+    return X.astype(np.float32), y
+
+
+def test_exact_knn_matches_brute_force_and_breaks_ties_by_row() -> None:
+    rng = np.random.default_rng(1)
+    P = rng.normal(size=(300, 8)).astype(np.float32)
+    P /= np.linalg.norm(P, axis=1, keepdims=True)
+    nb, sims = exact_knn(P, P, 5, exclude_self=True)
+    S = P @ P.T
+    np.fill_diagonal(S, -np.inf)
+    expected = np.argsort(-S, axis=1, kind="stable")[:, :5]
+    assert (nb == expected).mean() > 0.99  # float32 GEMM vs full product may swap near-ties
+    assert np.all(np.diff(sims, axis=1) <= 1e-6)
+    assert not np.any(nb == np.arange(300)[:, None])
+    # exact ties: duplicated points go to the lower row first
+    Q = np.repeat(P[:1], 4, axis=0)
+    nb, _ = exact_knn(Q[:1], Q, 3)
+    assert nb.tolist() == [[0, 1, 2]]
+
+
+def test_graph_is_deterministic_and_smoothing_mixes_neighbours() -> None:
+    X, y = two_moons_like(600)
+    a, b = build_graph(X, k=8, dim=6), build_graph(X, k=8, dim=6)
+    np.testing.assert_array_equal(a.neighbors, b.neighbors)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    np.testing.assert_allclose(a.weights.sum(axis=1), 1, atol=1e-5)
+    assert (y[a.neighbors] == y[:, None]).mean() > 0.9
+    smooth = a.smooth_pool(X, beta=1.0)
+    manual = np.einsum("nk,nkd->nd", a.weights, X[a.neighbors])
+    np.testing.assert_allclose(smooth, manual, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.smooth_pool(X, beta=0.0), X)
+    # a new row equal to a pool row is smoothed over that row's neighbourhood (itself included)
+    new = a.smooth_new(X[:3], X)
+    assert new.shape == (3, X.shape[1])
+    with pytest.raises(UsageError):
+        a.smooth_pool(X[:10])
+    with pytest.raises(UsageError, match="backend"):
+        build_graph(X, backend="annoy")
+
+
+def test_graph_head_beats_logistic_with_few_labels_on_clustered_data() -> None:
+    X, y = two_moons_like(1600, seed=3)
+    Xe, ye = X[1200:], y[1200:]
+    pool, py = X[:1200], y[:1200]
+    rows = np.random.default_rng(0).choice(len(pool), 12, replace=False)
+    plain = head_space("logistic", pool)
+    graph = head_space("graph", pool)
+    acc_plain = evaluate(fit_head(plain, rows, py[rows]), Xe, ye).accuracy
+    acc_graph = evaluate(fit_head(graph, rows, py[rows]), graph.rows_for(Xe), ye).accuracy
+    assert acc_graph >= acc_plain
+
+
+def test_selftrain_adds_confident_pseudo_labels_deterministically() -> None:
+    X, y = two_moons_like(800, seed=5)
+    space = head_space("selftrain", X)
+    rows = np.arange(40)
+    head = train_head(X[rows], y[rows], scaler=space.scaler)
+    extra, labels = pseudo_labels(head, X, rows, threshold=0.9, ratio=5)
+    assert len(extra)
+    assert not set(extra) & set(rows.tolist())
+    assert len(extra) <= 5 * 40
+    assert (labels == y[extra]).mean() > 0.9
+    a = fit_head(space, rows, y[rows])
+    b = fit_head(space, rows, y[rows])
+    np.testing.assert_array_equal(a.weights, b.weights)
+    plain = train_head(X[rows], y[rows], scaler=space.scaler)
+    assert not np.array_equal(a.weights, plain.weights)  # the pseudo-labels changed the head
+
+
+def test_check_head_names_the_choices() -> None:
+    assert check_head(" Graph ") == "graph"
+    assert set(HEAD_KINDS) == {"logistic", "graph", "selftrain"}
+    with pytest.raises(UsageError, match="unknown head"):
+        check_head("transformer")
+
+
+def test_laplace_committee_is_seeded_and_disagrees_where_labels_are_few() -> None:
+    X, y = two_moons_like(1000, seed=2)
+    rows = np.arange(30)
+    space = head_space("logistic", X)
+    head = train_head(X[rows], y[rows], scaler=space.scaler)
+    a = laplace_committee(head, X[rows], k=4, rng=np.random.default_rng(7), scaler=space.scaler)
+    b = laplace_committee(head, X[rows], k=4, rng=np.random.default_rng(7), scaler=space.scaler)
+    pa, pb = a.proba(X), b.proba(X)
+    np.testing.assert_array_equal(pa, pb)
+    assert pa.shape == (4, 1000, 4)
+    np.testing.assert_allclose(pa.sum(axis=2), 1, atol=1e-4)
+    mi = mutual_information(pa)
+    assert mi.max() > 1e-3
+    # more labels: a tighter posterior, so less disagreement on average
+    many = np.arange(600)
+    head_many = train_head(X[many], y[many], scaler=space.scaler)
+    c = laplace_committee(
+        head_many, X[many], k=4, rng=np.random.default_rng(7), scaler=space.scaler
+    )
+    assert mutual_information(c.proba(X)).mean() < mi.mean()
+
+
+def test_bootstrap_committee_still_available() -> None:
+    X, y = two_moons_like(300)
+    members = train_committee(X[:60], y[:60], k=3, seed=0)
+    assert members.proba(X).shape == (3, 300, 4)
