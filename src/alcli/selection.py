@@ -10,13 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alcli import strategies
 from alcli.errors import StrategyError, UsageError
 from alcli.labels import match_labels, read_uri_list
+from alcli.rows import PoolRows
+
+if TYPE_CHECKING:
+    from alcli.scale import Progress
 
 # match_labels and read_uri_list live in alcli.labels; they stay importable from here.
 __all__ = [
@@ -52,6 +56,10 @@ class Selection:
     timings: dict[str, float] = field(default_factory=dict)
     labeled_skipped: dict[str, str] = field(default_factory=dict)
     """Labeled URIs left out because the pool skipped them (uri -> reason): the caller warns."""
+    exact: bool = True
+    """False when a streamed pool too big for memory made the strategy run on candidates."""
+    method: str = "in memory"
+    """How the strategy met the pool: "in memory", "streamed", or its candidates (alcli.scale)."""
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per pick: rank (1-based), uri, score, row."""
@@ -76,6 +84,8 @@ class Selection:
             "excluded": self.n_excluded,
             "labeled_skipped": len(self.labeled_skipped),
             "seconds": {k: round(v, 4) for k, v in self.timings.items()},
+            "exact": self.exact,
+            "method": self.method,
             "picks": self.records(),
         }
 
@@ -132,12 +142,13 @@ def pick(
     strategy: str,
     budget: int,
     uris: Sequence[str],
-    embeddings: np.ndarray | None = None,
+    embeddings: np.ndarray | PoolRows | None = None,
     probs: np.ndarray | None = None,
     labels: Mapping[str, str] | None = None,
     exclude: Iterable[str] = (),
     seed: int = 0,
     skipped: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> Selection:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
@@ -148,6 +159,9 @@ def pick(
     ``uris``): labels and exclusions naming them are left out (listed in
     ``Selection.labeled_skipped``) instead of failing as URIs the pool lacks. One bad image
     must not stop a selection; a URI that names no pool item at all still does.
+    ``embeddings`` may be an ``alcli.rows.PoolRows`` (what ``embed(collect="rows")`` gives):
+    the pool is then streamed a block at a time within its memory setting (``alcli.scale``),
+    with ``progress(phase, rows)`` told of each pass.
     """
     info = strategies.get(strategy)
     timings: dict[str, float] = {}
@@ -162,6 +176,38 @@ def pick(
     blocked = np.zeros(n, dtype=bool)
     blocked[labeled_rows] = True
     blocked[excluded_rows] = True
+    if isinstance(embeddings, PoolRows):
+        from alcli.scale import streamed_pick
+
+        check_inputs(
+            info.name, probs=probs is not None, embeddings=True, n_labeled=len(labeled_rows)
+        )
+        streamed = streamed_pick(
+            info,
+            budget=budget,
+            pool=embeddings,
+            blocked=blocked,
+            labeled_rows=labeled_rows,
+            label_values=label_values,
+            probs=probs,
+            seed=seed,
+            committee_size=COMMITTEE_SIZE,
+            timings=timings,
+            progress=progress,
+        )
+        return Selection(
+            strategy=info.name,
+            rows=streamed.rows,
+            uris=[uris[r] for r in streamed.rows],
+            scores=np.asarray(streamed.scores, dtype=np.float64),
+            n_pool=n,
+            n_labeled=len(labeled_rows),
+            n_excluded=len(excluded_rows),
+            timings=timings,
+            labeled_skipped=labeled_skipped,
+            exact=streamed.exact,
+            method=streamed.method,
+        )
     probs, committee = _model_inputs(
         info, embeddings, probs, labeled_rows, label_values, seed=seed, timings=timings
     )

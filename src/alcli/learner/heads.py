@@ -83,7 +83,7 @@ def fit_scaler(X: ArrayLike, *, chunk_rows: int | None = None) -> Scaler:
     is never materialised at once. Constant columns get scale 1 (they carry no information;
     dividing by 0 would make NaNs).
     """
-    arr = np.asarray(X)
+    arr = _rows_or_array(X)
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise UsageError(f"cannot fit a scaler on an array of shape {arr.shape}; need [n>0, d]")
     n, d = arr.shape
@@ -125,8 +125,9 @@ class Head:
     def predict_proba(
         self, X: ArrayLike, *, chunk_rows: int = PREDICT_CHUNK_ROWS
     ) -> NDArray[np.float32]:
-        """Class probabilities [n, C] float32, computed block by block (bounded memory)."""
-        arr = np.asarray(X)
+        """Class probabilities [n, C] float32, computed block by block (bounded memory;
+        ``X`` may be an ``alcli.rows.PoolRows``, read a block at a time)."""
+        arr = _rows_or_array(X)
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise UsageError(
                 f"embeddings have shape {arr.shape}; this head expects [n, {self.dim}]"
@@ -160,6 +161,14 @@ def load_head(path: str) -> Head:
     """Read a head written by ``Head.save``."""
     with np.load(path, allow_pickle=False) as data:
         return Head(classes=data["classes"], weights=data["weights"], bias=data["bias"])
+
+
+def _rows_or_array(X: Any) -> Any:
+    """``X`` as it is when it is a ``PoolRows`` (sliced block by block, never gathered),
+    else as an array."""
+    from alcli.rows import PoolRows
+
+    return X if isinstance(X, PoolRows) else np.asarray(X)
 
 
 def _softmax_inplace(logits: NDArray[np.float32]) -> None:
