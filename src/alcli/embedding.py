@@ -80,8 +80,6 @@ class EmbedResult:
     failures: list[Failure]
     fingerprint: str
     cached: int
-    located: Any = None  # the CachedRows of ``keys`` as found before computing (collect="rows")
-    memory: int | None = None
     embedded: int
     seconds: float
     stages: dict[str, Any] = field(default_factory=dict)
@@ -192,6 +190,8 @@ class _Plan:
     failures: list[Failure]
     todo: list[int]  # rows of ``items`` to compute
     cached: int
+    located: Any = None  # the CachedRows of ``keys`` as found before computing (collect="rows")
+    memory: int | None = None
 
     @classmethod
     def from_cache(

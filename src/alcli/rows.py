@@ -35,7 +35,7 @@ GIB = 1 << 30
 BLOCK_FRACTION = 32
 #: Rows per block, whatever the setting: small enough to stay in a few MiB for tests, big
 #: enough that a block's fixed costs (a read call, a BLAS call) vanish.
-MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 256, 65_536
+MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 1024, 65_536  # multiples of the scaler's SCALER_SUM_ROWS
 #: The fraction of the memory setting a strategy's gathered float32 embeddings may take
 #: before it runs on a candidate subset instead (see ``alcli.selection``).
 GATHER_FRACTION = 0.5
@@ -74,10 +74,19 @@ def default_memory() -> int:
     return int(min(16 * GIB, max(GIB, total // 4)))
 
 
+def size_text(size: int) -> str:
+    """Bytes as people write them: 1.5 GiB, 300 MiB, 12 KiB."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def block_rows_for(memory: int, dim: int) -> int:
     """Rows per block: a float32 block takes at most 1/``BLOCK_FRACTION`` of ``memory``."""
     rows = memory // BLOCK_FRACTION // max(1, dim * 4)
-    return int(min(MAX_BLOCK_ROWS, max(MIN_BLOCK_ROWS, rows)))
+    rows = int(min(MAX_BLOCK_ROWS, max(MIN_BLOCK_ROWS, rows)))
+    return rows - rows % MIN_BLOCK_ROWS
 
 
 class PoolRows:
@@ -188,8 +197,8 @@ class PoolRows:
         """The whole pool as one float32 array, if it fits the memory setting."""
         if not self.fits():
             raise UsageError(
-                f"{what} needs the pool's embeddings in memory ({self.gathered_bytes / GIB:.1f} "
-                f"GiB as float32), more than half of --memory ({self.memory / GIB:.1f} GiB)",
+                f"{what} needs the pool's embeddings in memory ({size_text(self.gathered_bytes)} "
+                f"as float32), more than half of --memory ({size_text(self.memory)})",
                 hint="raise --memory, or use a strategy that streams (see 'alcli strategies')",
             )
         out = np.empty((self.n, self.dim), dtype=np.float32)

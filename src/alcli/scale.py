@@ -16,7 +16,8 @@ blocks) here. Each strategy runs as its registry's ``scaling.at_scale`` says
   items that fit (Ash et al. weight picks by gradient norm, which is large where the margin is
   small); coreset, k-means, TypiClust and ProbCover on a seeded uniform subsample of the
   unlabeled items plus the labeled ones (approximations; see benchmarks/RESULTS.md, issue 16,
-  for their agreement with the exact method).
+  for their agreement with the exact method). Candidates are at most max(10^5, 50·b) rows
+  and half the memory setting.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 COMMITTEE_FRACTION = 0.25
 #: Candidates per pick that DBAL and Cluster-Margin read (their own constant, 10).
 PREFILTER_PER_PICK = 10
+#: Candidates an approximated strategy runs on, at most: max(SUBSAMPLE_MIN, 50·b), within
+#: half the memory setting. Coreset on 10^5 x 512 rows and b = 1,000 takes seconds, on the
+#: 10^6 rows 2 GiB would hold, minutes.
+SUBSAMPLE_MIN = 100_000
+SUBSAMPLE_PER_PICK = 50
 #: Seed stream of the subsample, apart from the strategy's own generator.
 _SUBSAMPLE_STREAM = 16
 
@@ -135,6 +141,8 @@ def _with_embeddings(
     at_scale = info.scaling.at_scale
     unlabeled = np.flatnonzero(~blocked)
     capacity = max(budget, int(pool.memory * GATHER_FRACTION) // (4 * max(1, pool.dim)))
+    # Time, too: these strategies cost O(b·m·d) or more on m candidates.
+    capacity = min(capacity, max(SUBSAMPLE_MIN, SUBSAMPLE_PER_PICK * budget))
     if at_scale.startswith("margin prefilter") and probs is not None:
         exact = at_scale == "margin prefilter (exact)"
         count = min(unlabeled.size, PREFILTER_PER_PICK * budget if exact else capacity)

@@ -14,6 +14,7 @@ from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
     EmbedFlags,
+    MemoryOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -80,6 +81,7 @@ def auto(
         typer.Option("--spend", help="shared (R per round, split) or paper (R per strategy)."),
     ] = "shared",
     seed: SeedOpt = 0,
+    memory: MemoryOpt = None,
     out_dir: Annotated[
         str | None,
         typer.Option("--out", help="Run folder (state, labeled.csv, report). Default: new."),
@@ -125,7 +127,11 @@ def auto(
     storage = s3.storage_options()
     resolved = resolve(pool, cache, storage)
     autorun.check_coverage(labeler, resolved.uris)
-    result = embed_with_notes(out, resolved, options, cache.cache_dir)
+    from alcli.rows import parse_memory
+
+    result = embed_with_notes(
+        out, resolved, options, cache.cache_dir, collect="rows", memory=parse_memory(memory)
+    )
     evaluation = None
     if eval_file is not None and eval_labels is not None:
         evaluation = autorun.eval_set(

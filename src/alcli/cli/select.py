@@ -15,6 +15,7 @@ from alcli.cli._options import (
     CacheFlags,
     ConfigOpt,
     EmbedFlags,
+    MemoryOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -51,6 +52,7 @@ def select(
         typer.Option("--exclude", help="URIs never to pick (one per line, or CSV with uri)."),
     ] = None,
     seed: SeedOpt = 0,
+    memory: MemoryOpt = None,
     output_format: Annotated[
         str, typer.Option("--format", "-f", help="uris (one per line), csv or jsonl.")
     ] = "uris",
@@ -90,6 +92,9 @@ def select(
         raise UsageError("--print0 separates plain URIs; it does not go with --json or --format")
     from alcli import selection
     from alcli.labels import load_labels_csv
+    from alcli.rows import ArrayRows, parse_memory
+
+    memory_bytes = parse_memory(memory)
 
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
@@ -120,8 +125,17 @@ def select(
     )
     skipped: dict[str, str] = {}
     if to_embed is not None:
-        result = embed_with_notes(out, to_embed, embedding.options(cache), cache.cache_dir)
+        result = embed_with_notes(
+            out,
+            to_embed,
+            embedding.options(cache),
+            cache.cache_dir,
+            collect="rows",
+            memory=memory_bytes,
+        )
         names, emb_arr = result.uris, result.embeddings
+    elif emb_arr is not None:  # the user's .npy, memory-mapped: streamed the same way
+        emb_arr = ArrayRows(emb_arr, memory=memory_bytes)
         skipped = {failure.uri: failure.reason for failure in result.failures}
     picks = selection.pick(
         strategy=strategy,
@@ -133,6 +147,7 @@ def select(
         exclude=excluded,
         seed=seed,
         skipped=skipped,
+        progress=out.progress,
     )
     _render(out, picks, output_format, "\0" if print0 else "\n")
 

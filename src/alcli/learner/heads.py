@@ -41,6 +41,9 @@ from alcli.errors import UsageError
 #: Rows per block when predicting; 64k x 1280 float32 is 320 MiB of input touched per block and
 #: the logits stay in L2/L3-friendly pieces.
 PREDICT_CHUNK_ROWS = 65_536
+#: Rows summed at a time when fitting a scaler (see ``fit_scaler``); ``alcli.rows`` reads
+#: blocks of a multiple of it.
+SCALER_SUM_ROWS = 1024
 #: Default L-BFGS iteration cap. A standardized 10k x 1280, 10-class problem reaches the
 #: tolerance below in well under this; the cap bounds a round's cost on hard, near-separable
 #: data where the last iterations only polish weights that no longer change a prediction.
@@ -87,14 +90,20 @@ def fit_scaler(X: ArrayLike, *, chunk_rows: int | None = None) -> Scaler:
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise UsageError(f"cannot fit a scaler on an array of shape {arr.shape}; need [n>0, d]")
     n, d = arr.shape
+    chunk_rows = arr.block_rows if hasattr(arr, "block_rows") else chunk_rows
     chunk_rows = chunk_rows or max(1, (4 << 20) // max(d, 1))
+    # Sums go SCALER_SUM_ROWS rows at a time, whatever the read size: a pool streamed in blocks
+    # of any multiple of it gets the same scaler, bit for bit, as the array in memory.
+    chunk_rows = max(SCALER_SUM_ROWS, chunk_rows - chunk_rows % SCALER_SUM_ROWS)
     total = np.zeros(d, dtype=np.float64)
     total_sq = np.zeros(d, dtype=np.float64)
     for start in range(0, n, chunk_rows):
         block = arr[start : start + chunk_rows]
-        # Accumulate in float64 without a float64 copy of the block (half the memory traffic).
-        total += block.sum(axis=0, dtype=np.float64)
-        total_sq += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+        for first in range(0, len(block), SCALER_SUM_ROWS):
+            part = block[first : first + SCALER_SUM_ROWS]
+            # Accumulate in float64 without a float64 copy of the block (half the traffic).
+            total += part.sum(axis=0, dtype=np.float64)
+            total_sq += np.einsum("ij,ij->j", part, part, dtype=np.float64)
     mean = total / n
     var = np.maximum(total_sq / n - mean * mean, 0.0)
     scale = np.sqrt(var)
@@ -133,6 +142,8 @@ class Head:
                 f"embeddings have shape {arr.shape}; this head expects [n, {self.dim}]"
             )
         n = arr.shape[0]
+        if hasattr(arr, "block_rows"):  # a streamed pool: its own block size, its buffer reused
+            chunk_rows = arr.block_rows
         n_classes = len(self.classes)
         out = np.empty((n, n_classes), dtype=np.float32)
         if n_classes == 1:
