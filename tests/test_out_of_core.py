@@ -215,6 +215,10 @@ def test_cli_select_with_memory_streams_float16_cache_and_reports_phases(tmp_pat
     bad = runner.invoke(app, [*args, "--memory", "lots"])
     assert bad.exit_code == 2
     assert "--memory" in bad.output
+    (tmp_path / "alcli.toml").write_text('[select]\nmemory = "lots"\n')  # settable there too
+    from_file = runner.invoke(app, args)
+    assert from_file.exit_code == 2
+    assert "--memory must be a size" in from_file.output
 
 
 def test_strategies_command_shows_scaling(runner: CliRunner):
