@@ -63,7 +63,7 @@ def test_cached_rows_read_what_lookup_gathers(tmp_path, storage):
         for start in (0, 1000, 2200):  # three segments
             stop = {0: 1000, 1000: 2200, 2200: 3000}[start]
             cache.store(FP, keys[start:stop], X[start:stop])
-        wanted = keys[::-1][:500] + ["f" * 32] + keys  # out of order, a missing key, in order
+        wanted = [*keys[::-1][:500], "f" * 32, *keys]  # out of order, a missing key, in order
         gathered, found = cache.lookup(FP, wanted)
         rows = cache.rows(FP, wanted)
         assert np.array_equal(rows.found, found)
@@ -212,6 +212,11 @@ def test_cli_select_with_memory_streams_float16_cache_and_reports_phases(tmp_pat
         labels={r["uri"]: r["label"] for r in csv.DictReader(labels.open())},
     )
     assert [p["uri"] for p in summary["picks"]] == ref.uris
+    memos = list((tmp_path / "cache" / "pools").glob("scaler-*.npz"))
+    assert len(memos) == 1  # the warm rerun reads the pool once: the scaler is remembered
+    again = json.loads(runner.invoke(app, [*args, "--memory", "16MiB"]).stdout)
+    assert again["picks"] == summary["picks"]
+    assert "scaler_s" in again["seconds"]
     bad = runner.invoke(app, [*args, "--memory", "lots"])
     assert bad.exit_code == 2
     assert "--memory" in bad.output

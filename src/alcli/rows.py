@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -339,6 +340,23 @@ class CachedRows(PoolRows):
 
     def _take_into(self, rows: npt.NDArray[np.int64], out: F32) -> None:
         self.cache.read_rows(self.fingerprint, self.view, self.gids[rows], out)
+
+    def identity(self) -> str:
+        """What these rows are, as a digest: the fingerprint, the segments (immutable files:
+        new rows, a compaction or a corrupt one set aside all change the list) and each
+        position's row id. Equal identities hold equal rows."""
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(self.fingerprint.encode())
+        for entry in self.view.embedding_segments:
+            digest.update(entry.name.encode() + b"\n")
+        digest.update(np.ascontiguousarray(self.gids).data)
+        return digest.hexdigest()
+
+    def memo_path(self, what: str) -> Path:
+        """Where a result computed from these rows is remembered (``<cache>/pools/``)."""
+        return self.cache.directory / "pools" / f"{what}-{self.identity()}.npz"
 
 
 def as_rows(embeddings: npt.ArrayLike | PoolRows, *, memory: int | None = None) -> PoolRows:

@@ -26,13 +26,14 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from alcli import strategies
-from alcli.rows import GATHER_FRACTION, PoolRows
+from alcli.rows import GATHER_FRACTION, CachedRows, PoolRows
 from alcli.strategies._select import top_k
 
 #: (phase, total rows) -> a context manager yielding ``advance(rows)``: a progress bar per
@@ -47,6 +48,8 @@ PREFILTER_PER_PICK = 10
 #: 10^6 rows 2 GiB would hold, minutes.
 SUBSAMPLE_MIN = 100_000
 SUBSAMPLE_PER_PICK = 50
+#: Remembered scalers kept (``<cache>/pools``), newest first.
+MEMO_KEEP = 32
 #: Seed stream of the subsample, apart from the strategy's own generator.
 _SUBSAMPLE_STREAM = 16
 
@@ -83,10 +86,8 @@ def streamed_pick(
     model = bool({"probs", "committee"} & needs) and probs is None
     committee = None
     if model:
-        from alcli.learner import fit_scaler
-
-        with _phase(timings, "scaler_s"), _pass(pool, progress, "scaler"):
-            scaler = fit_scaler(pool)
+        with _phase(timings, "scaler_s"):
+            scaler = _scaler(pool, progress)
         if "committee" in needs:
             from alcli.learner import train_committee
 
@@ -117,6 +118,45 @@ def streamed_pick(
             picks = _run(info, budget, blocked, seed, probs=probs, committee=committee)
         return Streamed(picks.indices, picks.scores, True, "streamed", n)
     return _with_embeddings(info, budget, pool, blocked, seed, probs, committee, timings, progress)
+
+
+def _scaler(pool: PoolRows, progress: Progress | None) -> Any:
+    """The pool's scaler: remembered next to the cache by the rows' identity (``CachedRows``),
+    so a warm select reads the pool once (the predictions), not twice. The scaler is a pure
+    function of the rows, and the identity changes whenever they can."""
+    from alcli.learner import Scaler, fit_scaler
+
+    memo = pool.memo_path("scaler") if isinstance(pool, CachedRows) else None
+    if memo is not None and memo.exists():
+        try:
+            with np.load(memo, allow_pickle=False) as saved:
+                mean, scale = saved["mean"], saved["scale"]
+            if mean.shape == scale.shape == (pool.dim,):
+                return Scaler(mean=mean, scale=scale)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: computed again and rewritten
+    with _pass(pool, progress, "scaler"):
+        scaler = fit_scaler(pool)
+    if memo is not None:
+        _save_quietly(memo, mean=scaler.mean, scale=scaler.scale)
+    return scaler
+
+
+def _save_quietly(path: Path, **arrays: Any) -> None:
+    """Write an .npz atomically; a read-only cache just does not remember."""
+    import os
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(temp, path)
+        kept = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[MEMO_KEEP:]:  # a few KiB each; the newest pools are the ones reused
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _with_embeddings(
