@@ -87,7 +87,7 @@ def streamed_pick(
     committee = None
     if model:
         with _phase(timings, "scaler_s"):
-            scaler = _scaler(pool, progress)
+            scaler = pool_scaler(pool, progress)
         if "committee" in needs:
             from alcli.learner import train_committee
 
@@ -120,7 +120,7 @@ def streamed_pick(
     return _with_embeddings(info, budget, pool, blocked, seed, probs, committee, timings, progress)
 
 
-def _scaler(pool: PoolRows, progress: Progress | None) -> Any:
+def pool_scaler(pool: PoolRows, progress: Progress | None = None) -> Any:
     """The pool's scaler: remembered next to the cache by the rows' identity (``CachedRows``),
     so a warm select reads the pool once (the predictions), not twice. The scaler is a pure
     function of the rows, and the identity changes whenever they can."""

@@ -48,7 +48,7 @@ def run_auto(
     out = Path(out_dir)
     phase = on_phase or _no_phase_hook
     row_of = row_index(uris)
-    scaler = fit_scaler(X)
+    scaler = fit_scaler(X) if isinstance(X, np.ndarray) else _streamed_scaler(X)
     digest = pool_digest(uris, X)
     if resume:
         state = _resumed(out, config, digest)
@@ -76,6 +76,13 @@ def run_auto(
         progress=progress,
     )
     return race.run()
+
+
+def _streamed_scaler(X: Any) -> Any:
+    """A streamed pool's scaler, remembered by its rows' identity (``alcli.scale``)."""
+    from alcli.scale import pool_scaler
+
+    return pool_scaler(X)
 
 
 def _pool_rows(embeddings: Any) -> Any:

@@ -133,16 +133,18 @@ def select(
             collect="rows",
             memory=memory_bytes,
         )
-        names, emb_arr = result.uris, result.embeddings
-    elif emb_arr is not None:  # the user's .npy, memory-mapped: streamed the same way
-        emb_arr = ArrayRows(emb_arr, memory=memory_bytes)
+        names, pool_rows = result.uris, result.embeddings
         skipped = {failure.uri: failure.reason for failure in result.failures}
+    elif emb_arr is not None:  # the user's .npy, memory-mapped: streamed the same way
+        pool_rows = ArrayRows(emb_arr, memory=memory_bytes)
+    else:
+        pool_rows = None
     picks = selection.pick(
         strategy=strategy,
         budget=budget,
         uris=names,
         probs=prob_arr,
-        embeddings=emb_arr,
+        embeddings=pool_rows,
         labels=labels,
         exclude=excluded,
         seed=seed,
