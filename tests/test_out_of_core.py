@@ -78,6 +78,22 @@ def test_cached_rows_read_what_lookup_gathers(tmp_path, storage):
             assert np.array_equal(gathered[usable][500:], X.astype(np.float16).astype(np.float32))
 
 
+def test_cached_rows_follow_a_compaction_that_replaced_their_segments(tmp_path):
+    """auto embeds its eval set after the pool's rows were located, and that compacts."""
+    X, _ = blobs(3000, 8)
+    keys = [f"{i:032x}" for i in range(3000)]
+    with EmbeddingCache(tmp_path, durable=False) as cache:
+        for start in range(0, 3000, 500):
+            cache.store(FP, keys[start : start + 500], X[start : start + 500])
+        rows = cache.rows(FP, keys).subset(np.arange(1, 3000))
+        rows.memory = 1 << 20
+        first = rows.take([0, 1]).copy()
+        cache.compact(FP)
+        assert len(cache.rows(FP, keys).view.embedding_segments) == 1
+        assert np.array_equal(rows.take([0, 1]), first)
+        assert np.array_equal(np.concatenate([b.copy() for _, b in rows.blocks()]), X[1:])
+
+
 def exact_names() -> list[str]:
     return [s.name for s in strategies.available() if s.scaling.exact]
 

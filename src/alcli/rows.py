@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -270,12 +270,19 @@ class CachedRows(PoolRows):
         gids: npt.NDArray[np.int64],
         *,
         memory: int | None = None,
+        keys: Sequence[str] | None = None,
+        positions: npt.NDArray[np.int64] | None = None,
     ) -> None:
         super().__init__(len(gids), view.dim or 0, memory=memory)
         self.cache = cache
         self.fingerprint = fingerprint
         self.view = view
         self.gids = gids
+        # The keys (at ``positions`` of ``keys`` when given): to find the rows again when a
+        # compaction (this process's, say auto's eval set embedding, or another's) replaced
+        # the segments the view names. Same keys, same rows: the stream carries on.
+        self.keys = keys
+        self.positions = positions
         self._native: npt.NDArray[Any] | None = None
 
     @property
@@ -290,10 +297,43 @@ class CachedRows(PoolRows):
             self.view,
             self.gids[positions],
             memory=memory or self.memory,
+            keys=self.keys,
+            positions=positions if self.positions is None else self.positions[positions],
         )
 
     def with_memory(self, memory: int) -> CachedRows:
-        return CachedRows(self.cache, self.fingerprint, self.view, self.gids, memory=memory)
+        return CachedRows(
+            self.cache,
+            self.fingerprint,
+            self.view,
+            self.gids,
+            memory=memory,
+            keys=self.keys,
+            positions=self.positions,
+        )
+
+    def _again(self, read: Callable[[], None]) -> None:
+        """Run a read; when the view's segments were replaced meanwhile, find the same keys'
+        rows again (once per replacement) and re-run it."""
+        from alcli.cache.store import StaleViewError
+
+        for _ in range(3):
+            try:
+                read()
+                return
+            except StaleViewError:  # noqa: PERF203 (the retry loop is the point)
+                if self.keys is None:
+                    raise
+                keys = (
+                    self.keys
+                    if self.positions is None
+                    else [self.keys[int(i)] for i in self.positions]
+                )
+                fresh = self.cache.rows(self.fingerprint, keys)
+                if not fresh.found.all():
+                    raise
+                self.view, self.gids = fresh.view, fresh.gids
+        read()
 
     @property
     def storage_itemsize(self) -> int:
@@ -305,10 +345,13 @@ class CachedRows(PoolRows):
         return max(int(DTYPES[e.dtype_code].itemsize) for e in segments)
 
     def _read_into(self, start: int, out: F32) -> None:
-        gids = self.gids[start : start + len(out)]
-        if len(gids) and self._read_run(gids, out):
-            return
-        self.cache.read_rows(self.fingerprint, self.view, gids, out)
+        def read() -> None:
+            gids = self.gids[start : start + len(out)]
+            if len(gids) and self._read_run(gids, out):
+                return
+            self.cache.read_rows(self.fingerprint, self.view, gids, out)
+
+        self._again(read)
 
     def _read_run(self, gids: npt.NDArray[np.int64], out: F32) -> bool:
         """One in-order run of one segment: read it natively, convert; False otherwise."""
@@ -339,7 +382,7 @@ class CachedRows(PoolRows):
         return True
 
     def _take_into(self, rows: npt.NDArray[np.int64], out: F32) -> None:
-        self.cache.read_rows(self.fingerprint, self.view, self.gids[rows], out)
+        self._again(lambda: self.cache.read_rows(self.fingerprint, self.view, self.gids[rows], out))
 
     def identity(self) -> str:
         """What these rows are, as a digest: the fingerprint, the segments (immutable files:

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class StaleViewError(Exception):
+    """A streamed read's view names a segment a compaction has since replaced."""
+
+
 class EmbeddingCache:
     """Embeddings per (model fingerprint, item key), and the items that failed to embed.
 
@@ -138,7 +142,7 @@ class EmbeddingCache:
             self._first_touch(fingerprint)
             read = partial(self._reader.locate, fingerprint, groups, len(keys))
             view, gids = self._integrity.retrying(fingerprint, read)
-        return CachedRows(self, fingerprint, view, gids)
+        return CachedRows(self, fingerprint, view, gids, keys=keys)
 
     def read_rows(
         self,
@@ -161,7 +165,16 @@ class EmbeddingCache:
                     self._reader.read_gids(fingerprint, view, gids, out)
                 else:
                     self._reader.read_run(fingerprint, view, run[0], run[1], out)
-            except (SegmentCorruptError, SegmentVanishedError) as exc:
+            except SegmentVanishedError as exc:
+                names = {e.name for e in self._reader.view(fingerprint).segments}
+                if exc.name not in names:  # compacted away meanwhile: the caller looks again
+                    raise StaleViewError(exc.name) from None
+                self._integrity.mark_bad(fingerprint, exc.name, "listed but missing")
+                raise RunError(
+                    f"an embedding-cache segment went missing during the read ({exc})",
+                    hint="run the command again: its items are embedded again",
+                ) from None
+            except SegmentCorruptError as exc:
                 self._integrity.mark_bad(fingerprint, exc.name, str(exc))
                 raise RunError(
                     f"an embedding-cache segment became unusable during the read ({exc})",
