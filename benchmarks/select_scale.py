@@ -119,7 +119,8 @@ def warm_select(
     memory: str | None = None,
 ) -> tuple[float, int, float, dict[str, object]]:
     """Wall seconds of the CLI as a user runs it, how many URIs it printed, its peak RSS in
-    GiB (``/usr/bin/time``'s maximum resident set) and its --json summary (timings per phase, exact, method)."""
+    GiB (``/usr/bin/time``'s maximum resident set) and its --json summary (timings per
+    phase, exact, method)."""
     env = {**os.environ, "ALCLI_CACHE_DIR": str(work / "cache")}
     cmd = [
         str(ROOT / ".venv" / "bin" / "alcli"),
