@@ -30,6 +30,7 @@ import numpy.typing as npt
 from alcli.errors import RunError, StrategyError
 
 from . import combine
+from ._scaling import Scaling, scaling_of
 from ._select import (
     NEEDS,
     FloatArray,
@@ -78,6 +79,11 @@ class StrategyInfo:
     aliases: tuple[str, ...] = ()
     cold_start: bool = True
     origin: str = "alcli"
+
+    @property
+    def scaling(self) -> Scaling:
+        """Time and memory in n, d, b, and how it runs on a pool streamed out of core."""
+        return scaling_of(self.name, self.needs)
 
 
 def normalize_name(name: str) -> str:

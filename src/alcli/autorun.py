@@ -263,7 +263,9 @@ def askable(
     )
     keep = np.ones(len(uris), dtype=bool)
     keep[bad] = False
-    return [uri for uri, ok in zip(uris, keep, strict=True) if ok], embeddings[keep]
+    kept = [uri for uri, ok in zip(uris, keep, strict=True) if ok]
+    subset = getattr(embeddings, "subset", None)  # a streamed pool stays streamed (alcli.rows)
+    return kept, subset(np.flatnonzero(keep)) if subset is not None else embeddings[keep]
 
 
 def eval_set(

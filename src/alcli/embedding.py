@@ -71,6 +71,8 @@ class EmbedOptions:
             return "cuda"
         return self.device
 
+    storage: str = "float32"  # how new rows are stored in the cache: float32 or float16
+
 
 #: Reads in flight for a pool with remote items: a GET waits ~20-100 ms on the network, so
 #: many overlap (16 hide 20 ms of latency at 1,000 items/s).
@@ -91,11 +93,13 @@ def read_threads(requested: int | None, uris: Sequence[str]) -> int:
 @dataclass
 class EmbedResult:
     """The usable items in pool order and their embeddings (row i is items[i]); both empty
-    when the caller did not ask for them (``embed(..., collect=False)``: the counts only)."""
+    when the caller did not ask for them (``embed(..., collect=False)``: the counts only);
+    with ``collect="rows"`` the embeddings are an ``alcli.rows.CachedRows``, read from the
+    cache a block at a time, never gathered."""
 
     pool: Pool
     items: list[Item]
-    embeddings: np.ndarray
+    embeddings: Any  # np.ndarray, or alcli.rows.CachedRows with collect="rows"
     failures: list[Failure]
     fingerprint: str
     cached: int
@@ -163,7 +167,8 @@ def embed(
     storage_options: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
-    collect: bool = True,
+    collect: bool | str = True,
+    memory: int | None = None,
 ) -> EmbedResult:
     """Embed every item of ``pool`` not yet cached; return all usable items' embeddings.
 
@@ -172,7 +177,11 @@ def embed(
     """
     start = time.perf_counter()
     opts = options or EmbedOptions()
-    store = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
+    store = (
+        cache
+        if isinstance(cache, EmbeddingCache)
+        else EmbeddingCache(cache, storage_dtype=opts.storage)
+    )
     if not isinstance(pool, Pool):
         pool = resolve(
             pool,
@@ -182,6 +191,7 @@ def embed(
         )
     numerics = opts.numerics()
     plan = _Plan.from_cache(pool, store, cached_fingerprint(opts, store.directory), collect)
+    plan.memory = memory
     if progress is not None and (plan.cached or plan.failures):
         progress(plan.cached + len(plan.failures))
     stages: dict[str, Any] = {}
@@ -205,7 +215,7 @@ class _Plan:
 
     store: EmbeddingCache
     fingerprint: str
-    collect: bool
+    collect: bool | str  # True: gather rows; False: counts only; "rows": a CachedRows reader
     items: list[Item]
     positions: Sequence[int]  # of ``items`` in the pool
     keys: list[str]
@@ -215,10 +225,12 @@ class _Plan:
     failures: list[Failure]
     todo: list[int]  # rows of ``items`` to compute
     cached: int
+    located: Any = None  # the CachedRows of ``keys`` as found before computing (collect="rows")
+    memory: int | None = None
 
     @classmethod
     def from_cache(
-        cls, pool: Pool, store: EmbeddingCache, fingerprint: str, collect: bool
+        cls, pool: Pool, store: EmbeddingCache, fingerprint: str, collect: bool | str
     ) -> _Plan:
         """What the cache has for ``pool``, its remembered failures, and the rest to do."""
         items: list[Item] = pool.items
@@ -231,7 +243,13 @@ class _Plan:
         if UNREADABLE_KEY_PREFIX in "\n".join(keys):
             items, positions, failures = _without_unreadable(pool)
             keys = [item.key for item in items]
-        if collect:
+        located = None
+        if collect == "rows":  # where each row lives, nothing read: streamed later
+            located = store.rows(fingerprint, keys)
+            found = located.found
+            dim = located.dim
+            vectors = np.zeros((len(keys), 0), dtype=np.float32)
+        elif collect:
             vectors, found = store.lookup(fingerprint, keys)
             dim = vectors.shape[1]
         else:  # an [n, 0] stand-in: no row is gathered, nor kept as batches come out
@@ -262,6 +280,7 @@ class _Plan:
             failures=failures,
             todo=todo,
             cached=int(found.sum()),
+            located=located,
         )
 
     def without_features(self, name: str) -> None:
@@ -282,7 +301,8 @@ class _Plan:
     def widen(self, dim: int) -> None:
         """A width other than the cached one: nothing cached can be used with it."""
         self.dim = dim
-        self.vectors = np.zeros((len(self.keys), dim if self.collect else 0), dtype=np.float32)
+        gather = self.collect and self.collect != "rows"
+        self.vectors = np.zeros((len(self.keys), dim if gather else 0), dtype=np.float32)
         self.found[:] = False
 
     def keep(self, batch: Any) -> int:
@@ -293,7 +313,7 @@ class _Plan:
             self.widen(batch.embeddings.shape[1])
         if len(rows):
             self.store.store(self.fingerprint, [self.keys[r] for r in rows], batch.embeddings)
-            if self.collect:
+            if self.collect and self.collect != "rows":
                 self.vectors[rows] = batch.embeddings
             self.found[rows] = True
         remember = [f for f in batch.failures if f.reason.startswith(_PERMANENT)]
@@ -313,8 +333,15 @@ class _Plan:
         """The usable items in pool order and their rows (none when not collecting)."""
         self.failures.sort(key=lambda f: f.index)
         usable = np.flatnonzero(self.found)
-        vectors = self.vectors
-        if not self.collect:
+        vectors: Any = self.vectors
+        if self.collect == "rows":
+            kept = (
+                list(self.items)
+                if len(usable) == len(self.items)
+                else [self.items[i] for i in usable]
+            )
+            vectors = self._rows(usable)
+        elif not self.collect:
             kept, vectors = [], np.empty((0, self.dim), dtype=np.float32)
         elif not self.found.all():
             kept, vectors = [self.items[i] for i in usable], _take_rows(vectors, usable)
@@ -332,6 +359,17 @@ class _Plan:
             stages=stages,
             dim=int(self.dim),
         )
+
+    def _rows(self, usable: np.ndarray) -> Any:
+        """The usable items' rows as a ``CachedRows``: the one located before computing when
+        nothing was computed, else located again (the new rows, after compaction)."""
+        if self.located is not None and self.cached == len(usable):
+            located = self.located
+            if len(usable) != len(self.keys):
+                located = located.subset(usable)
+        else:
+            located = self.store.rows(self.fingerprint, [self.keys[i] for i in usable])
+        return located if self.memory is None else located.with_memory(self.memory)
 
 
 def _compute(

@@ -118,7 +118,9 @@ def match_labels(
     """
     if not labels:
         return np.zeros(0, dtype=np.int64), []
-    index = {uri: row for row, uri in enumerate(uris)}
+    # One scan of the pool for the (few) labeled URIs, not a uri -> row map of the whole pool:
+    # at 10M items that map alone was ~1 GiB. A URI given twice keeps its last row, as before.
+    index = {uri: row for row, uri in enumerate(uris) if uri in labels}
     missing = [uri for uri in labels if uri not in index]
     if missing:
         shown = ", ".join(missing[:3])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from alcli import strategies
 from alcli.constraints import Constraints, class_groups, cluster_groups, constrained_pick
 from alcli.errors import StrategyError, UsageError
 from alcli.labels import match_labels, read_uri_list
+from alcli.rows import PoolRows
+
+if TYPE_CHECKING:
+    from alcli.scale import Progress
 
 # match_labels and read_uri_list live in alcli.labels; they stay importable from here.
 __all__ = [
@@ -55,6 +59,10 @@ class Selection:
     """Labeled URIs left out because the pool skipped them (uri -> reason): the caller warns."""
     constraints: dict[str, Any] | None = None
     """What ``--balance``/``--min-distance`` did (``ConstraintReport.as_dict``), if given."""
+    exact: bool = True
+    """False when a streamed pool too big for memory made the strategy run on candidates."""
+    method: str = "in memory"
+    """How the strategy met the pool: "in memory", "streamed", or its candidates (alcli.scale)."""
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per pick: rank (1-based), uri, score, row."""
@@ -80,6 +88,8 @@ class Selection:
             "labeled_skipped": len(self.labeled_skipped),
             "seconds": {k: round(v, 4) for k, v in self.timings.items()},
             **({"constraints": self.constraints} if self.constraints is not None else {}),
+            "exact": self.exact,
+            "method": self.method,
             "picks": self.records(),
         }
 
@@ -136,7 +146,7 @@ def pick(
     strategy: str,
     budget: int,
     uris: Sequence[str],
-    embeddings: np.ndarray | None = None,
+    embeddings: np.ndarray | PoolRows | None = None,
     probs: np.ndarray | None = None,
     labels: Mapping[str, str] | None = None,
     exclude: Iterable[str] = (),
@@ -144,6 +154,7 @@ def pick(
     skipped: Mapping[str, str] | None = None,
     constraints: Constraints | None = None,
     head: str = "logistic",
+    progress: Progress | None = None,
 ) -> Selection:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
 
@@ -159,6 +170,9 @@ def pick(
     predicted class (trained for it when the strategy needs none), or at a cold start by
     k-means cluster.
     ``head``: the kind of head trained (logistic, graph, selftrain; ``alcli.learner.semisup``).
+    ``embeddings`` may be an ``alcli.rows.PoolRows`` (what ``embed(collect="rows")`` gives):
+    the pool is then streamed a block at a time within its memory setting (``alcli.scale``),
+    with ``progress(phase, rows)`` told of each pass.
     """
     info = strategies.get(strategy)
     timings: dict[str, float] = {}
@@ -174,6 +188,44 @@ def pick(
     blocked[labeled_rows] = True
     blocked[excluded_rows] = True
     constraints = constraints or Constraints()
+    if isinstance(embeddings, PoolRows) and (constraints.active or head != "logistic"):
+        # --balance, --min-distance and the semi-supervised heads read the whole pool: in
+        # memory when it fits the memory setting, else a one-line error saying so.
+        embeddings = embeddings.materialize(
+            "--balance/--min-distance" if constraints.active else f"--head {head}"
+        )
+    if isinstance(embeddings, PoolRows):
+        from alcli.scale import streamed_pick
+
+        check_inputs(
+            info.name, probs=probs is not None, embeddings=True, n_labeled=len(labeled_rows)
+        )
+        streamed = streamed_pick(
+            info,
+            budget=budget,
+            pool=embeddings,
+            blocked=blocked,
+            labeled_rows=labeled_rows,
+            label_values=label_values,
+            probs=probs,
+            seed=seed,
+            committee_size=COMMITTEE_SIZE,
+            timings=timings,
+            progress=progress,
+        )
+        return Selection(
+            strategy=info.name,
+            rows=streamed.rows,
+            uris=[uris[r] for r in streamed.rows],
+            scores=np.asarray(streamed.scores, dtype=np.float64),
+            n_pool=n,
+            n_labeled=len(labeled_rows),
+            n_excluded=len(excluded_rows),
+            timings=timings,
+            labeled_skipped=labeled_skipped,
+            exact=streamed.exact,
+            method=streamed.method,
+        )
     balance = constraints.balance is not None
     own_probs = probs
     probs, committee, classes = _model_inputs(

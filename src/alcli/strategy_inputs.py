@@ -14,7 +14,7 @@ import time
 from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +28,9 @@ from alcli.learner import (
     train_committee,
     train_head,
 )
+
+if TYPE_CHECKING:
+    from alcli.rows import PoolRows
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def _aligned(
 
 def head_predictions(
     rows: NDArray[np.int64],
-    pool: NDArray[Any] | None,
+    pool: NDArray[Any] | PoolRows | None,
     uris: Sequence[str],
     labels: Mapping[str, str],
     *,
@@ -173,5 +176,7 @@ def head_predictions(
     from alcli.learner import fit_scaler
 
     labeled_rows, values = match_labels(uris, known)
+    # a streamed pool (alcli.rows) is read a block at a time for the scaler, and only the
+    # labeled and picked rows are gathered
     head = train_head(pool[labeled_rows], values, l2=1.0, scaler=fit_scaler(pool))
     return [str(c) for c in head.predict(pool[rows])]

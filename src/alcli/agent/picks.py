@@ -64,6 +64,7 @@ class Picker:
         picks: dict[str, list[int]] = {}
         probs_by_head: dict[int, NDArray[np.float32]] = {}
         for name in state.alive:
+            needs = strategies.get(name).needs
             blocked = self.blocked(name)
             budget = min(quotas[name], int((~blocked).sum()))
             if budget <= 0:
@@ -82,7 +83,8 @@ class Picker:
                         budget=budget,
                         probs=inputs.probs,
                         committee=inputs.committee,
-                        embeddings=self.X,
+                        # only to those that read it: a streamed pool is never gathered
+                        embeddings=self.X if "embeddings" in needs else None,
                         labeled=blocked,
                         seed=derive_seed(seed, rnd, name, "select"),
                     )

@@ -44,12 +44,15 @@ def run_auto(
     ``on_phase(name)`` is called as each phase ends, its state saved (tests kill the process
     there). Raises ``OracleError`` (state saved) and lets ``PendingLabels`` through (state saved).
     """
-    X = np.asarray(embeddings) if not isinstance(embeddings, np.ndarray) else embeddings
+    X = _pool_rows(embeddings)
+    if not isinstance(X, np.ndarray) and (config.head != "logistic" or config.constraints().active):
+        # the semi-supervised heads and --balance/--min-distance read the whole pool
+        X = X.materialize(f"--head {config.head}" if config.head != "logistic" else "constraints")
     config = _checked(uris, X, config, eval_set)
     out = Path(out_dir)
     phase = on_phase or _no_phase_hook
     row_of = row_index(uris)
-    scaler = fit_scaler(X)
+    scaler = fit_scaler(X) if isinstance(X, np.ndarray) else _streamed_scaler(X)
     digest = pool_digest(uris, X)
     if resume:
         state = _resumed(out, config, digest)
@@ -82,6 +85,24 @@ def run_auto(
     return race.run()
 
 
+def _streamed_scaler(X: Any) -> Any:
+    """A streamed pool's scaler, remembered by its rows' identity (``alcli.scale``)."""
+    from alcli.scale import pool_scaler
+
+    return pool_scaler(X)
+
+
+def _pool_rows(embeddings: Any) -> Any:
+    """The pool as the race reads it: an array; a streamed ``PoolRows`` (``alcli.rows``) is
+    gathered once when it fits its memory setting, else kept streamed (heads, scaler and
+    model-output strategies read it a block at a time)."""
+    from alcli.rows import PoolRows
+
+    if isinstance(embeddings, PoolRows):
+        return embeddings.materialize() if embeddings.fits() else embeddings
+    return embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
+
+
 def _checked(
     uris: Sequence[str], X: NDArray[Any], config: AutoConfig, eval_set: EvalSet | None
 ) -> AutoConfig:
@@ -89,6 +110,19 @@ def _checked(
     if X.ndim != 2 or X.shape[0] != len(uris):
         raise UsageError(f"embeddings have shape {X.shape} but the pool has {len(uris)} items")
     config = config.checked()
+    if not isinstance(X, np.ndarray):  # streamed: strategies that read embeddings cannot race
+        from alcli import strategies
+        from alcli.rows import size_text
+
+        gather = [n for n in config.strategies if "embeddings" in strategies.get(n).needs]
+        if gather:
+            raise UsageError(
+                f"{', '.join(gather)} need the pool's embeddings in memory "
+                f"({size_text(X.gathered_bytes)} as float32), more than half of --memory "
+                f"({size_text(X.memory)})",
+                hint="raise --memory, or race strategies that stream (uncertainty, "
+                "disagreement, random; see 'alcli strategies')",
+            )
     if eval_set is not None and config.eval_frac is not None:
         raise UsageError("give an eval set or an eval fraction, not both")
     if eval_set is None and config.eval_frac is None:

@@ -164,7 +164,41 @@ class Reader:
                 return mapped, found
         out = np.zeros((n, dim), dtype=np.float32)
         queries = np.flatnonzero(found)
-        wanted = gids[queries]
+        self._fill(fingerprint, view, gids[queries], queries, out)
+        return out, found
+
+    def locate(
+        self, fingerprint: str, groups: list[KeyGroup], n: int
+    ) -> tuple[View, npt.NDArray[np.int64]]:
+        """The view and each key's row id in it (-1 where not cached), no row read: what a
+        caller that streams the rows later (``read_gids``) keeps instead of the rows."""
+        view = self.view(fingerprint)
+        return view, self._gids(view, groups, n)
+
+    def read_gids(
+        self, fingerprint: str, view: View, gids: npt.NDArray[np.int64], out: Array
+    ) -> None:
+        """out[i] = row ``gids[i]`` of ``view`` as float32 (every gid found): one chunk of a
+        pool read out of core, with the same reads and checks as ``lookup``."""
+        self._fill(fingerprint, view, gids, np.arange(len(gids)), out)
+
+    def read_run(
+        self, fingerprint: str, view: View, segment: int, start_row: int, out: Array
+    ) -> None:
+        """out[:] = rows start_row.. of the view's ``segment``, in its own dtype (one read)."""
+        with self._open(fingerprint, view.embedding_segments[segment]) as opened:
+            self._integrity.check_data(fingerprint, opened)
+            opened.read_rows_into(start_row, out)
+
+    def _fill(
+        self,
+        fingerprint: str,
+        view: View,
+        wanted: npt.NDArray[np.int64],
+        queries: npt.NDArray[np.int64],
+        out: Array,
+    ) -> None:
+        """out[queries] = rows ``wanted``, read segment by segment in row order."""
         if len(wanted) > 1 and not (wanted[1:] >= wanted[:-1]).all():
             order = np.argsort(wanted, kind="stable")
             wanted, queries = wanted[order], queries[order]
@@ -173,7 +207,6 @@ class Reader:
             a, b = int(cuts[i]), int(cuts[i + 1])
             if a < b:
                 self._read_rows(fingerprint, entry, wanted[a:b] - view.bases[i], queries[a:b], out)
-        return out, found
 
     def _mapped_run(
         self, fingerprint: str, view: View, gids: npt.NDArray[np.int64]
@@ -208,7 +241,9 @@ class Reader:
         straight into ``out`` when the rows land in order, a memmap gather when sparse."""
         with self._open(fingerprint, entry) as segment:
             self._integrity.check_data(fingerprint, segment)
-            if len(rows) * 4 < entry.rows:
+            # Sparse against the span read, not the segment: a dense run of a big segment
+            # (one chunk of a streamed pool) is read, not gathered through a memmap.
+            if len(rows) * 4 < int(rows[-1]) - int(rows[0]) + 1:
                 out[queries] = segment.memmap()[rows]
                 return
             chunk_rows = segment.chunk_rows

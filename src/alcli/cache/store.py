@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +32,14 @@ from alcli.cache.reader import Reader, View
 from alcli.cache.segments import DTYPE_CODES, DTYPES, Array
 from alcli.cache.writer import Writer
 
+if TYPE_CHECKING:
+    from alcli.rows import CachedRows
+
 log = logging.getLogger(__name__)
+
+
+class StaleViewError(Exception):
+    """A streamed read's view names a segment a compaction has since replaced."""
 
 
 class EmbeddingCache:
@@ -122,6 +129,66 @@ class EmbeddingCache:
             self._first_touch(fingerprint)
             read = partial(self._reader.lookup, fingerprint, groups, len(keys))
             return self._integrity.retrying(fingerprint, read)
+
+    def rows(self, fingerprint: str, keys: Sequence[str]) -> CachedRows:
+        """The cached rows of ``keys`` as a chunked reader (``alcli.rows.CachedRows``): which
+        keys are found, and their rows read a block at a time, float32 whatever the storage,
+        so a pool larger than memory is never gathered at once (``lookup`` gathers)."""
+        from alcli.rows import CachedRows
+
+        check_fingerprint(fingerprint)
+        groups = encode_keys(keys)
+        with self._lock:
+            self._first_touch(fingerprint)
+            read = partial(self._reader.locate, fingerprint, groups, len(keys))
+            view, gids = self._integrity.retrying(fingerprint, read)
+        return CachedRows(self, fingerprint, view, gids, keys=keys)
+
+    def read_rows(
+        self,
+        fingerprint: str,
+        view: View,
+        gids: Array,
+        out: Array,
+        *,
+        run: tuple[int, int] | None = None,
+    ) -> None:
+        """out[i] = row ``gids[i]`` of ``view`` (``rows``' reads). A segment that turns out
+        corrupt or gone mid-stream is set aside and the read fails: the rows already used
+        cannot be taken back, so the command is run again (its items re-embedded)."""
+        from alcli.cache.segments import SegmentCorruptError, SegmentVanishedError
+        from alcli.errors import RunError
+
+        with self._lock:
+            try:
+                if run is None:
+                    self._reader.read_gids(fingerprint, view, gids, out)
+                else:
+                    self._reader.read_run(fingerprint, view, run[0], run[1], out)
+            except SegmentVanishedError as exc:
+                names = {e.name for e in self._reader.view(fingerprint).segments}
+                if exc.name not in names:  # compacted away meanwhile: the caller looks again
+                    raise StaleViewError(exc.name) from None
+                self._integrity.mark_bad(fingerprint, exc.name, "listed but missing")
+                raise RunError(
+                    f"an embedding-cache segment went missing during the read ({exc})",
+                    hint="run the command again: its items are embedded again",
+                ) from None
+            except SegmentCorruptError as exc:
+                self._integrity.mark_bad(fingerprint, exc.name, str(exc))
+                raise RunError(
+                    f"an embedding-cache segment became unusable during the read ({exc})",
+                    hint="run the command again: its items are embedded again",
+                ) from None
+
+    def read_run(
+        self, fingerprint: str, view: View, segment: int, start_row: int, out: Array
+    ) -> None:
+        """out[:] = consecutive rows of one segment of ``view``, in the segment's own dtype:
+        ``rows``' fast path (one ``readinto``, no gather, no conversion here)."""
+        self.read_rows(
+            fingerprint, view, np.empty(0, dtype=np.int64), out, run=(segment, start_row)
+        )
 
     def contains(self, fingerprint: str, keys: Sequence[str]) -> Array:
         """The found mask [n] of ``lookup`` without gathering a row: what ``alcli embed``

@@ -89,6 +89,14 @@ HeadOpt = Annotated[
         help="The model strategies read: logistic, graph (kNN-smoothed pool) or selftrain.",
     ),
 ]
+MemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory",
+        help="Memory the pool's embeddings may take, e.g. 4GiB (default: a quarter of RAM, "
+        "1-16 GiB); the cache is streamed in blocks within it.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,11 @@ class EmbedFlags:
         options = EmbedOptions(**asdict(self))
         if cache is not None:
             options.item_timeout = cache.item_timeout or None  # 0: no limit
+            if cache.storage not in ("float32", "float16"):
+                from alcli.errors import UsageError
+
+                raise UsageError(f"--storage must be float32 or float16, not {cache.storage!r}")
+            options.storage = cache.storage
         return options
 
 
@@ -250,6 +263,13 @@ class CacheFlags:
     content_hash: Annotated[
         bool, typer.Option("--content-hash", help="Key the cache on file bytes, not metadata.")
     ] = False
+    storage: Annotated[
+        str,
+        typer.Option(
+            "--storage",
+            help="How new embeddings are stored: float32, or float16 (half the disk and reads).",
+        ),
+    ] = "float32"
 
 
 @dataclass(frozen=True)

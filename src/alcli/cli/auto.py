@@ -16,6 +16,7 @@ from alcli.cli._options import (
     ConstraintFlags,
     EmbedFlags,
     HeadOpt,
+    MemoryOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -84,6 +85,7 @@ def auto(
     ] = "shared",
     seed: SeedOpt = 0,
     head: HeadOpt = "logistic",
+    memory: MemoryOpt = None,
     out_dir: Annotated[
         str | None,
         typer.Option("--out", help="Run folder (state, labeled.csv, report). Default: new."),
@@ -133,7 +135,11 @@ def auto(
     storage = s3.storage_options()
     resolved = resolve(pool, cache, storage, prefix=s3.prefix)
     autorun.check_coverage(labeler, resolved.uris)
-    result = embed_with_notes(out, resolved, options, cache.cache_dir)
+    from alcli.rows import parse_memory
+
+    result = embed_with_notes(
+        out, resolved, options, cache.cache_dir, collect="rows", memory=parse_memory(memory)
+    )
     evaluation = None
     if eval_file is not None and eval_labels is not None:
         evaluation = autorun.eval_set(

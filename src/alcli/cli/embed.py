@@ -149,17 +149,24 @@ def embed_with_notes(
     options: EmbedOptions,
     cache_dir: str | None,
     *,
-    collect: bool = True,
+    collect: bool | str = True,
+    memory: int | None = None,
 ) -> EmbedResult:
     """Embed what the cache lacks (embed, select and auto), with progress and notes.
 
     ``collect=False`` (``alcli embed``): counts only, no embeddings gathered, so the memory
-    a run needs does not grow with the pool."""
+    a run needs does not grow with the pool; ``"rows"`` (select, auto): the rows streamed
+    from the cache within ``memory`` bytes (``alcli.rows``)."""
     from alcli.embedding import embed as embed_pool
 
     with out.progress("embedding", len(resolved.items)) as advance:
         result = embed_pool(
-            resolved, options=options, cache=cache_dir, progress=advance, collect=collect
+            resolved,
+            options=options,
+            cache=cache_dir,
+            progress=advance,
+            collect=collect,
+            memory=memory,
         )
     if resolved.duplicates:
         out.warn(f"{len(resolved.duplicates)} duplicate URIs dropped (first kept)")

@@ -19,6 +19,7 @@ from alcli.cli._options import (
     EmbedFlags,
     HeadOpt,
     LabelsFormatOpt,
+    MemoryOpt,
     OutputFlags,
     PoolArg,
     S3Flags,
@@ -60,6 +61,7 @@ def select(
     ] = None,
     seed: SeedOpt = 0,
     head: HeadOpt = "logistic",
+    memory: MemoryOpt = None,
     output_format: Annotated[
         str,
         typer.Option(
@@ -119,6 +121,9 @@ def select(
     from alcli.learner.semisup import check_head
 
     head = check_head(head)
+    from alcli.rows import ArrayRows, parse_memory
+
+    memory_bytes = parse_memory(memory)
 
     # Everything that needs no embedding is checked first: a typo costs milliseconds. The
     # name and needs before any file is read or bucket listed; the labels against the pool
@@ -157,27 +162,39 @@ def select(
     )
     skipped: dict[str, str] = {}
     if to_embed is not None:
-        result = embed_with_notes(out, to_embed, embedding.options(cache), cache.cache_dir)
-        names, emb_arr = result.uris, result.embeddings
+        result = embed_with_notes(
+            out,
+            to_embed,
+            embedding.options(cache),
+            cache.cache_dir,
+            collect="rows",
+            memory=memory_bytes,
+        )
+        names, pool_rows = result.uris, result.embeddings
         skipped = {failure.uri: failure.reason for failure in result.failures}
+    elif emb_arr is not None:  # the user's .npy, memory-mapped: streamed the same way
+        pool_rows = ArrayRows(emb_arr, memory=memory_bytes)
+    else:
+        pool_rows = None
     picks = selection.pick(
         strategy=strategy,
         budget=budget,
         uris=names,
         probs=prob_arr,
-        embeddings=emb_arr,
+        embeddings=pool_rows,
         labels=labels,
         exclude=excluded,
         seed=seed,
         skipped=skipped,
         constraints=constraints,
         head=head,
+        progress=out.progress,
     )
     if output_format == "label-studio":
         from alcli.strategy_inputs import head_predictions
 
         predicted = head_predictions(
-            picks.rows, emb_arr, names, labels, probs=prob_arr, skipped=skipped
+            picks.rows, pool_rows, names, labels, probs=prob_arr, skipped=skipped
         )
         # Which selection made a task: the strategy and the model (name and fingerprint).
         model = f"{embedding.model}/{result.fingerprint}" if to_embed is not None else "own-arrays"

@@ -19,7 +19,7 @@ def strategies(
     *,
     output: OutputFlags,
 ) -> None:
-    """List the strategy zoo: name, family, what it needs, cost, reference."""
+    """List the strategy zoo: name, family, what it needs, cost, memory, out of core, reference."""
     out = begin(ctx, output)
     import alcli.strategies as zoo
 
@@ -36,6 +36,12 @@ def strategies(
             "aliases": list(s.aliases),
             "reference": s.reference,
             "summary": s.summary,
+            "scaling": {  # time and memory in n, d, b; how it runs out of core (issue 16)
+                "time": s.scaling.time,
+                "memory": s.scaling.memory,
+                "at_scale": s.scaling.at_scale,
+                "exact_at_scale": s.scaling.exact,
+            },
         }
         for s in found
     ]
@@ -49,6 +55,8 @@ def strategies(
         view.add_column("needs", no_wrap=True, min_width=24)
         view.add_column("cold", no_wrap=True, min_width=4)
         view.add_column("cost", overflow="ellipsis", no_wrap=True, max_width=24)
+        view.add_column("memory", no_wrap=True, max_width=18)
+        view.add_column("out of core", overflow="ellipsis", no_wrap=True, max_width=26)
         view.add_column("reference", overflow="ellipsis", no_wrap=True, max_width=36)
         for row in rows:
             view.add_row(
@@ -57,6 +65,8 @@ def strategies(
                 ", ".join(row["needs"]) or "-",
                 "yes" if row["cold_start"] else "no",
                 row["cost"],
+                row["scaling"]["memory"],
+                row["scaling"]["at_scale"],
                 row["reference"],
             )
         console.print(view)

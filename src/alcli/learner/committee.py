@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 from alcli.errors import UsageError
 from alcli.learner.heads import (
     DEFAULT_MAX_ITER,
+    PREDICT_CHUNK_ROWS,
     Head,
     Scaler,
     encode_labels,
@@ -53,16 +54,27 @@ class Committee:
 
         A head that never saw a class gives it probability 0.
         """
-        arr = np.asarray(X)
-        out = np.zeros((len(self.heads), arr.shape[0], len(self.classes)), dtype=np.float32)
+        from alcli.rows import PoolRows
+
+        arr = X if isinstance(X, PoolRows) else np.asarray(X)
+        n = arr.shape[0]
+        out = np.zeros((len(self.heads), n, len(self.classes)), dtype=np.float32)
+        # One pass over the pool for all K heads: a streamed pool is read once, not K times.
+        step = arr.block_rows if isinstance(arr, PoolRows) else PREDICT_CHUNK_ROWS
+        for start in range(0, n, step):
+            block = arr[start : start + step]
+            self.proba_into(block, out[:, start : start + len(block)])
+        return out
+
+    def proba_into(self, block: NDArray[np.float32], out: NDArray[np.float32]) -> None:
+        """out[k] = head k's probabilities on ``block``, columns aligned to ``classes``."""
         for k, head in enumerate(self.heads):
             columns = np.searchsorted(self.classes, head.classes)
-            probs = head.predict_proba(arr)
+            probs = head.predict_proba(block)
             if len(columns) == len(self.classes):
                 out[k] = probs
             else:
                 out[k][:, columns] = probs
-        return out
 
 
 def _stratified_bootstrap(codes: NDArray[np.intp], rng: np.random.Generator) -> NDArray[np.intp]:

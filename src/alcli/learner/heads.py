@@ -41,6 +41,9 @@ from alcli.errors import UsageError
 #: Rows per block when predicting; 64k x 1280 float32 is 320 MiB of input touched per block and
 #: the logits stay in L2/L3-friendly pieces.
 PREDICT_CHUNK_ROWS = 65_536
+#: Rows summed at a time when fitting a scaler (see ``fit_scaler``); ``alcli.rows`` reads
+#: blocks of a multiple of it.
+SCALER_SUM_ROWS = 1024
 #: Default L-BFGS iteration cap. A standardized 10k x 1280, 10-class problem reaches the
 #: tolerance below in well under this; the cap bounds a round's cost on hard, near-separable
 #: data where the last iterations only polish weights that no longer change a prediction.
@@ -83,18 +86,24 @@ def fit_scaler(X: ArrayLike, *, chunk_rows: int | None = None) -> Scaler:
     is never materialised at once. Constant columns get scale 1 (they carry no information;
     dividing by 0 would make NaNs).
     """
-    arr = np.asarray(X)
+    arr = _rows_or_array(X)
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise UsageError(f"cannot fit a scaler on an array of shape {arr.shape}; need [n>0, d]")
     n, d = arr.shape
+    chunk_rows = arr.block_rows if hasattr(arr, "block_rows") else chunk_rows
     chunk_rows = chunk_rows or max(1, (4 << 20) // max(d, 1))
+    # Sums go SCALER_SUM_ROWS rows at a time, whatever the read size: a pool streamed in blocks
+    # of any multiple of it gets the same scaler, bit for bit, as the array in memory.
+    chunk_rows = max(SCALER_SUM_ROWS, chunk_rows - chunk_rows % SCALER_SUM_ROWS)
     total = np.zeros(d, dtype=np.float64)
     total_sq = np.zeros(d, dtype=np.float64)
     for start in range(0, n, chunk_rows):
         block = arr[start : start + chunk_rows]
-        # Accumulate in float64 without a float64 copy of the block (half the memory traffic).
-        total += block.sum(axis=0, dtype=np.float64)
-        total_sq += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+        for first in range(0, len(block), SCALER_SUM_ROWS):
+            part = block[first : first + SCALER_SUM_ROWS]
+            # Accumulate in float64 without a float64 copy of the block (half the traffic).
+            total += part.sum(axis=0, dtype=np.float64)
+            total_sq += np.einsum("ij,ij->j", part, part, dtype=np.float64)
     mean = total / n
     var = np.maximum(total_sq / n - mean * mean, 0.0)
     scale = np.sqrt(var)
@@ -125,13 +134,16 @@ class Head:
     def predict_proba(
         self, X: ArrayLike, *, chunk_rows: int = PREDICT_CHUNK_ROWS
     ) -> NDArray[np.float32]:
-        """Class probabilities [n, C] float32, computed block by block (bounded memory)."""
-        arr = np.asarray(X)
+        """Class probabilities [n, C] float32, computed block by block (bounded memory;
+        ``X`` may be an ``alcli.rows.PoolRows``, read a block at a time)."""
+        arr = _rows_or_array(X)
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise UsageError(
                 f"embeddings have shape {arr.shape}; this head expects [n, {self.dim}]"
             )
         n = arr.shape[0]
+        if hasattr(arr, "block_rows"):  # a streamed pool: its own block size, its buffer reused
+            chunk_rows = arr.block_rows
         n_classes = len(self.classes)
         out = np.empty((n, n_classes), dtype=np.float32)
         if n_classes == 1:
@@ -160,6 +172,14 @@ def load_head(path: str) -> Head:
     """Read a head written by ``Head.save``."""
     with np.load(path, allow_pickle=False) as data:
         return Head(classes=data["classes"], weights=data["weights"], bias=data["bias"])
+
+
+def _rows_or_array(X: Any) -> Any:
+    """``X`` as it is when it is a ``PoolRows`` (sliced block by block, never gathered),
+    else as an array."""
+    from alcli.rows import PoolRows
+
+    return X if isinstance(X, PoolRows) else np.asarray(X)
 
 
 def _softmax_inplace(logits: NDArray[np.float32]) -> None:
