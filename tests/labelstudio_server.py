@@ -69,6 +69,7 @@ def _env(home: Path, data: Path, document_root: Path | None = None) -> dict[str,
 
 def template(venv: Path) -> Path:
     """The migrated data folder in ``venv``, built once (under a lock; minutes)."""
+    venv = Path(venv).resolve()  # `label-studio init` runs in a scratch folder
     target = venv / TEMPLATE
     if (target / "label_studio.sqlite3").exists():
         return target
