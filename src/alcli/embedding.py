@@ -420,13 +420,9 @@ def _compute(
         item_timeout=timeout,
     )
     backbone.start()
-    saved = 0  # items embedded and stored by this run
     try:
         with ctrl_c, run as batches:
-            for batch in batches:
-                saved += plan.keep(batch)
-                if progress is not None:
-                    progress(len(batch.indices) + len(batch.failures))
+            _keep_all(plan, batches, progress)
             stages = batches.stats.as_dict()
         if ctrl_c.interrupted:  # raised here, after the last finished batch was stored
             raise KeyboardInterrupt
@@ -436,10 +432,6 @@ def _compute(
         if build_error is not None and error.stage == "infer":
             raise build_error from None
         raise
-    except StoreDownError as error:  # the run's problem; every batch before it is stored
-        raise StoreDownError(
-            f"{error.message}; {saved:,} embedded and saved; rerun to continue"
-        ) from error
     # The build overlaps the first reads and decodes; what it did not hide is the wait.
     stages["model_build"] = {
         "seconds": round(backbone.build_s, 4),
@@ -448,6 +440,21 @@ def _compute(
     if plan.dim == 0:  # nothing cached and nothing embedded: keep the model's width
         plan.widen(backbone.result().dim)
     return stages
+
+
+def _keep_all(plan: _Plan, batches: Iterable[Any], progress: Callable[[int], None] | None) -> None:
+    """Store each batch as it comes out (either engine); a dead store (raised while the next
+    batch is awaited) stops the run saying how much this run embedded and saved."""
+    saved = 0
+    try:
+        for batch in batches:
+            saved += plan.keep(batch)
+            if progress is not None:
+                progress(len(batch.indices) + len(batch.failures))
+    except StoreDownError as error:  # the run's problem; every batch before it is stored
+        raise StoreDownError(
+            f"{error.message}; {saved:,} embedded and saved; rerun to continue"
+        ) from error
 
 
 def _compute_ray(
@@ -482,19 +489,10 @@ def _compute_ray(
         settings=RaySettings(opts.ray_address, opts.actors, opts.gpus_per_actor),
         stop=stop,
     )
-    saved = 0
-    try:
-        with ctrl_c, run:
-            for batch in run:
-                saved += plan.keep(batch)
-                if progress is not None:
-                    progress(len(batch.indices) + len(batch.failures))
-        if ctrl_c.interrupted:
-            raise KeyboardInterrupt
-    except StoreDownError as error:
-        raise StoreDownError(
-            f"{error.message}; {saved:,} embedded and saved; rerun to continue"
-        ) from error
+    with ctrl_c, run:
+        _keep_all(plan, run, progress)
+    if ctrl_c.interrupted:
+        raise KeyboardInterrupt
     if plan.dim == 0:  # every item failed: keep the model's width without building it here
         from alcli.models import load_backbone
 

@@ -176,7 +176,11 @@ def head_predictions(
     from alcli.learner import fit_scaler
 
     labeled_rows, values = match_labels(uris, known)
-    # a streamed pool (alcli.rows) is read a block at a time for the scaler, and only the
-    # labeled and picked rows are gathered
-    head = train_head(pool[labeled_rows], values, l2=1.0, scaler=fit_scaler(pool))
+    # A streamed pool (alcli.rows): the scaler select remembered for these rows (no second
+    # pass over the pool), and only the labeled and picked rows gathered.
+    from alcli.rows import PoolRows
+    from alcli.scale import pool_scaler
+
+    scaler = pool_scaler(pool) if isinstance(pool, PoolRows) else fit_scaler(pool)
+    head = train_head(pool[labeled_rows], values, l2=1.0, scaler=scaler)
     return [str(c) for c in head.predict(pool[rows])]
