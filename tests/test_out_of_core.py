@@ -242,6 +242,36 @@ def test_cli_select_with_memory_streams_float16_cache_and_reports_phases(tmp_pat
     assert "--memory must be a size" in from_file.output
 
 
+def test_a_remembered_manifest_resolves_to_columns_and_picks_the_same(
+    tmp_path, runner, monkeypatch
+):
+    from alcli.cache import manifest_memo_dir
+    from alcli.sources import etag_manifests, resolve_pool
+    from alcli.sources.table import ItemTable
+
+    monkeypatch.setattr(etag_manifests, "MEMO_MIN_BYTES", 100)  # remember this small one
+    manifest, labels, _ = write_pool(tmp_path, 3000, 16, "float32")
+    header, *lines = manifest.read_text().splitlines()
+    np.random.default_rng(3).shuffle(lines)  # out of URI order: the table keeps a sort order
+    manifest.write_text("\n".join([header, *lines]) + "\n")
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(lines[5].split(",")[0] + "\n")
+    args = ["select", str(manifest), "--model", "resnet18", "--weights", "none", "--json"]
+    args += ["-s", "margin", "-b", "40", "-l", str(labels), "--exclude", str(exclude)]
+    args += ["--memory", "16MiB"]
+    cold = runner.invoke(app, args)  # parses the manifest (a list of items), remembers it
+    assert cold.exit_code == 0, cold.output
+    memo = manifest_memo_dir(tmp_path / "cache")
+    assert len(list(Path(memo).glob("*.table"))) == 1
+    pool = resolve_pool(str(manifest), memo_dir=memo)
+    assert isinstance(pool.items, ItemTable)
+    assert pool.items == resolve_pool(str(manifest)).items
+    warm = runner.invoke(app, args)  # columns: keys as raw bytes, labels found by search
+    assert warm.exit_code == 0, warm.output
+    assert json.loads(warm.stdout)["picks"] == json.loads(cold.stdout)["picks"]
+    assert json.loads(warm.stdout)["excluded"] == 1
+
+
 def test_strategies_command_shows_scaling(runner: CliRunner):
     done = runner.invoke(app, ["strategies", "--json"])
     rows = {r["name"]: r["scaling"] for r in json.loads(done.stdout)}

@@ -125,7 +125,7 @@ def test_a_large_report_is_remembered_and_then_reads_no_data_file(
     assert again.items == first.items
     data_gets = [r for r in s3_traffic.requests if r.kind == "get" and "/data/" in r.path]
     assert data_gets == []  # the manifest's bytes (with every data file's MD5) decided it
-    assert len(list(memo.glob("*.items"))) == 1
+    assert len(list(memo.glob("*.table"))) == 1
 
 
 def cli_error(runner, spec: str, endpoint: str) -> str:

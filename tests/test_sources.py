@@ -653,7 +653,7 @@ def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) ->
     memo = tmp_path / "memo"
     plain = resolve_pool(str(manifest))
     first = resolve_pool(str(manifest), memo_dir=memo)
-    assert len(list(memo.glob("*.items"))) == 1
+    assert len(list(memo.glob("*.table"))) == 1
     parses: list[int] = []
     real = sources._inventory_items
     monkeypatch.setattr(sources, "_inventory_items", lambda text: parses.append(1) or real(text))
@@ -663,14 +663,14 @@ def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) ->
     assert all(type(item) is Item for item in second.items)
 
     # a torn memo is ignored and rewritten; a changed manifest gets its own memo
-    (path,) = memo.glob("*.items")
-    path.write_text(path.read_text()[:500])
+    (path,) = memo.glob("*.table")
+    path.write_bytes(path.read_bytes()[:5000])
     assert resolve_pool(str(manifest), memo_dir=memo).items == plain.items
     assert parses == [1]
     manifest.write_text("uri,etag\n" + "".join(f"{u},{e}0\n" for u, e in rows))
     changed = resolve_pool(str(manifest), memo_dir=memo)
     assert [i.key for i in changed.items] != [i.key for i in plain.items]
-    assert len(list(memo.glob("*.items"))) == 2
+    assert len(list(memo.glob("*.table"))) == 2
 
 
 def test_manifest_memo_keeps_only_the_newest(tmp_path: Path, monkeypatch) -> None:
@@ -682,7 +682,7 @@ def test_manifest_memo_keeps_only_the_newest(tmp_path: Path, monkeypatch) -> Non
         manifest = tmp_path / f"inv{version}.csv"
         manifest.write_text(f"uri,etag\ns3://bkt/{version}.jpg,{version:032x}\n")
         resolve_pool(str(manifest), memo_dir=memo)
-    assert len(list(memo.glob("*.items"))) == sources.MEMO_KEEP
+    assert len(list(memo.glob("*.table"))) == sources.MEMO_KEEP
     # a memo folder that cannot be written costs nothing but the memo
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")

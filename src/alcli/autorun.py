@@ -294,7 +294,7 @@ def eval_set(
             f"(first: {first.uri}: {first.reason})"
         )
     return EvalSet(
-        uris=result.uris,
+        uris=list(result.uris),
         embeddings=result.embeddings,
         labels=[labels[uri] for uri in result.uris],
     )

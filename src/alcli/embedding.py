@@ -28,6 +28,7 @@ from alcli.errors import StoreDownError, UsageError
 from alcli.features import features_fingerprint, features_name, is_features, missing_reason
 from alcli.numerics import Numerics, check_runtime_installed, resolve_numerics
 from alcli.sources import UNREADABLE_KEY_PREFIX, Item, Pool, is_local, resolve_pool
+from alcli.sources.table import HexKeys, ItemTable
 
 if TYPE_CHECKING:  # the pipeline imports torch, which a warm run must not pay for (3-6 s)
     from alcli.pipeline import Failure
@@ -98,7 +99,7 @@ class EmbedResult:
     cache a block at a time, never gathered."""
 
     pool: Pool
-    items: list[Item]
+    items: Sequence[Item]  # a list, or an ``ItemTable`` for a remembered manifest's pool
     embeddings: Any  # np.ndarray, or alcli.rows.CachedRows with collect="rows"
     failures: list[Failure]
     fingerprint: str
@@ -110,7 +111,10 @@ class EmbedResult:
     numerics: Numerics = field(default_factory=Numerics)
 
     @property
-    def uris(self) -> list[str]:
+    def uris(self) -> Sequence[str]:
+        """A list, or a table's lazy URI column (``find`` locates labeled URIs in it)."""
+        if isinstance(self.items, ItemTable):
+            return self.items.uris
         return [item.uri for item in self.items]
 
     def summary(self) -> dict[str, Any]:
@@ -216,9 +220,9 @@ class _Plan:
     store: EmbeddingCache
     fingerprint: str
     collect: bool | str  # True: gather rows; False: counts only; "rows": a CachedRows reader
-    items: list[Item]
+    items: Sequence[Item]
     positions: Sequence[int]  # of ``items`` in the pool
-    keys: list[str]
+    keys: Sequence[str]  # a table's are ``HexKeys``: raw bytes, no str per item
     vectors: np.ndarray  # [len(items), dim], or [len(items), 0] when not collecting
     found: np.ndarray
     dim: int
@@ -233,14 +237,17 @@ class _Plan:
         cls, pool: Pool, store: EmbeddingCache, fingerprint: str, collect: bool | str
     ) -> _Plan:
         """What the cache has for ``pool``, its remembered failures, and the rest to do."""
-        items: list[Item] = pool.items
+        items: Sequence[Item] = pool.items
         positions: Sequence[int] = range(len(items))
         failures: list[Failure] = []
-        keys = [item.key for item in items]
+        # A table's keys are raw digests (never an unreadable key): no str per item.
+        keys: Sequence[str] = (
+            items.keys if isinstance(items, ItemTable) else [item.key for item in items]
+        )
         # Items resolving found unreadable are skipped with the reason it gave: their keys
         # name no content, so they never reach the cache, nor the pipeline (which would only
         # fail them again). One C-level search of the joined keys finds whether there are any.
-        if UNREADABLE_KEY_PREFIX in "\n".join(keys):
+        if not isinstance(keys, HexKeys) and UNREADABLE_KEY_PREFIX in "\n".join(keys):
             items, positions, failures = _without_unreadable(pool)
             keys = [item.key for item in items]
         located = None
@@ -256,7 +263,7 @@ class _Plan:
             found = store.contains(fingerprint, keys)
             dim = store.stats(fingerprint)[fingerprint]["dim"] or 0
             vectors = np.zeros((len(keys), 0), dtype=np.float32)
-        missing = [] if found.all() else [keys[i] for i in np.flatnonzero(~found)]
+        missing = [] if found.all() else [keys[int(i)] for i in np.flatnonzero(~found)]
         known_bad = store.lookup_failures(fingerprint, missing) if missing else {}
         if known_bad:
             from alcli.pipeline import Failure
@@ -266,7 +273,7 @@ class _Plan:
                 for i, k in enumerate(keys)
                 if not found[i] and k in known_bad
             ]
-        todo = [int(i) for i in np.flatnonzero(~found) if keys[i] not in known_bad]
+        todo = [int(i) for i in np.flatnonzero(~found) if keys[int(i)] not in known_bad]
         return cls(
             store=store,
             fingerprint=fingerprint,
@@ -334,19 +341,16 @@ class _Plan:
         self.failures.sort(key=lambda f: f.index)
         usable = np.flatnonzero(self.found)
         vectors: Any = self.vectors
+        kept: Sequence[Item]
         if self.collect == "rows":
-            kept = (
-                list(self.items)
-                if len(usable) == len(self.items)
-                else [self.items[i] for i in usable]
-            )
+            kept = _take_items(self.items, usable)
             vectors = self._rows(usable)
         elif not self.collect:
             kept, vectors = [], np.empty((0, self.dim), dtype=np.float32)
         elif not self.found.all():
-            kept, vectors = [self.items[i] for i in usable], _take_rows(vectors, usable)
+            kept, vectors = _take_items(self.items, usable), _take_rows(vectors, usable)
         else:
-            kept = list(self.items)
+            kept = _take_items(self.items, usable)
         return EmbedResult(
             pool=pool,
             items=kept,
@@ -368,7 +372,7 @@ class _Plan:
             if len(usable) != len(self.keys):
                 located = located.subset(usable)
         else:
-            located = self.store.rows(self.fingerprint, [self.keys[i] for i in usable])
+            located = self.store.rows(self.fingerprint, _take_keys(self.keys, usable))
         return located if self.memory is None else located.with_memory(self.memory)
 
 
@@ -514,6 +518,21 @@ def _take_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
         chunk = rows[start : start + step]
         vectors[start : start + len(chunk)] = vectors[chunk]
     return vectors[: len(rows)]
+
+
+def _take_items(items: Sequence[Item], rows: np.ndarray) -> Sequence[Item]:
+    """``items[rows]`` (``rows`` ascending): a table stays a table (no Item per row)."""
+    if len(rows) == len(items):
+        return items if isinstance(items, ItemTable) else list(items)
+    if isinstance(items, ItemTable):
+        return items.take(rows)
+    return [items[i] for i in rows]
+
+
+def _take_keys(keys: Sequence[str], rows: np.ndarray) -> Sequence[str]:
+    if isinstance(keys, HexKeys):
+        return keys if len(rows) == len(keys) else HexKeys(keys.raw[rows])
+    return [keys[i] for i in rows]
 
 
 def _without_unreadable(pool: Pool) -> tuple[list[Item], list[int], list[Failure]]:

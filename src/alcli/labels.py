@@ -118,9 +118,14 @@ def match_labels(
     """
     if not labels:
         return np.zeros(0, dtype=np.int64), []
-    # One scan of the pool for the (few) labeled URIs, not a uri -> row map of the whole pool:
-    # at 10M items that map alone was ~1 GiB. A URI given twice keeps its last row, as before.
-    index = {uri: row for row, uri in enumerate(uris) if uri in labels}
+    find = getattr(uris, "find", None)  # a pool table's URI column: a search per label
+    if find is not None:
+        wanted = list(labels)
+        index = {uri: int(row) for uri, row in zip(wanted, find(wanted), strict=True) if row >= 0}
+    else:
+        # One scan of the pool for the (few) labeled URIs, not a uri -> row map of the whole
+        # pool: at 10M items that map alone was ~1 GiB. A URI given twice keeps its last row.
+        index = {uri: row for row, uri in enumerate(uris) if uri in labels}
     missing = [uri for uri in labels if uri not in index]
     if missing:
         shown = ", ".join(missing[:3])

@@ -46,10 +46,16 @@ def words_of(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
 
 
 def encode_keys(keys: Sequence[str]) -> list[KeyGroup]:
-    """Hex keys -> raw bytes, one vectorised ``fromhex`` per key length (usually just one)."""
+    """Hex keys -> raw bytes, one vectorised ``fromhex`` per key length (usually just one);
+    keys that carry their raw bytes (``alcli.sources.table.HexKeys``: ``.raw`` [n, width]
+    uint8) are used as they are."""
     n = len(keys)
     if n == 0:
         return []
+    raw_keys = getattr(keys, "raw", None)  # a pool table's keys: raw bytes already
+    if isinstance(raw_keys, np.ndarray) and raw_keys.ndim == 2 and raw_keys.dtype == np.uint8:
+        positions = np.arange(n, dtype=np.int64)
+        return [KeyGroup(raw_keys.shape[1], positions, raw_keys, words_of(raw_keys))]
     try:
         distinct_lengths = set(map(len, keys))
     except TypeError:

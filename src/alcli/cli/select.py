@@ -7,6 +7,7 @@ what it does is under 60 lines.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -145,6 +146,7 @@ def select(
         else {}
     )
     excluded = selection.read_uri_list(exclude) if exclude else []
+    names: Sequence[str]  # a remembered manifest's are a table's lazy column
     if own_arrays:
         arrays = selection.load_arrays(probs=probs, embeddings=embeddings, uris=uris)
         names, prob_arr, emb_arr = arrays

@@ -17,35 +17,51 @@ import contextlib
 import hashlib
 import os
 import re
-import threading
+from collections.abc import Sequence
 
 from alcli.sources.keys import text_bytes
 from alcli.sources.pool import Item
+from alcli.sources.table import ItemTable, from_items, read_table, write_table
 
 #: Manifests smaller than this (bytes, about 10,000 lines) are parsed every time: the memo
 #: would not pay for its file.
 MEMO_MIN_BYTES = 1 << 20
-#: Memo files kept (the most recently used); each is about 100 bytes per item.
+#: Memo files kept (the most recently used); each is about 60 bytes per item.
 MEMO_KEEP = 8
-_MEMO_MAGIC = "alcli-items-v1"
+#: A memo file's name: the digest, then this.
+MEMO_SUFFIX = ".table"
+_LEGACY_SUFFIX, _LEGACY_MAGIC = ".items", "alcli-items-v1"  # text memos of earlier versions
 
 
 class InventoryMemo:
     """The inventory items of one manifest's bytes: remembered, or parsed and remembered."""
 
-    def __init__(self, data: bytes, memo_dir: str | None) -> None:
-        self.path = _memo_path(data, memo_dir)
+    def __init__(self, data: bytes | None, memo_dir: str | None, digest: str | None = None) -> None:
+        self.path = _memo_path(data, memo_dir, digest)
 
-    def recall(self) -> list[Item] | None:
-        """The remembered items; None when not remembered (or not worth remembering)."""
-        return _read_memo(self.path) if self.path else None
+    def recall(self) -> Sequence[Item] | None:
+        """The remembered items (an ``ItemTable``); None when not remembered (or not worth
+        remembering)."""
+        return read_memo(self.path) if self.path else None
 
     def parse(self, text: str) -> list[Item] | None:
         """The items when ``text`` has the inventory shape (remembered then), else None."""
         items = _inventory_items(text)
         if items is not None and self.path:
-            _write_memo(self.path, items)
+            write_memo(self.path, items)
         return items
+
+
+def file_digest(path: str) -> str | None:
+    """The memo digest of a local file's bytes, read in blocks (a 10M-line manifest is ~1 GB:
+    hashing it needs no copy of it in memory); None when too small to memoise or unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < MEMO_MIN_BYTES:
+                return None
+            return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
+    except OSError:
+        return None
 
 
 def _all_plain_s3(uris: list[str]) -> bool:
@@ -115,16 +131,36 @@ def _inventory_items(text: str) -> list[Item] | None:
     return list(map(Item._make, zip(uris, keys, strict=True)))
 
 
-def _memo_path(data: bytes, memo_dir: str | None) -> str | None:
+def _memo_path(data: bytes | None, memo_dir: str | None, digest: str | None = None) -> str | None:
     """Where the items of a manifest with these exact bytes are remembered (None: not at all)."""
-    if memo_dir is None or len(data) < MEMO_MIN_BYTES:
+    if memo_dir is None:
         return None
-    digest = hashlib.blake2b(data, digest_size=20).hexdigest()
-    return os.path.join(memo_dir, f"{digest}.items")
+    if digest is None:
+        if data is None or len(data) < MEMO_MIN_BYTES:
+            return None
+        digest = hashlib.blake2b(data, digest_size=20).hexdigest()
+    return os.path.join(memo_dir, f"{digest}{MEMO_SUFFIX}")
 
 
-def _read_memo(path: str) -> list[Item] | None:
-    """The remembered items, or None for a missing or unreadable memo (it only saves time)."""
+def read_memo(path: str) -> Sequence[Item] | None:
+    """The remembered items as a memory-mapped ``ItemTable``, or None for a missing or
+    unreadable memo (it only saves time). A memo of the text form earlier versions wrote
+    (``.items``) is read once and rewritten as a table."""
+    table = read_table(path)
+    if table is not None:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used: kept by the pruning in write_memo
+        return table
+    legacy = path.removesuffix(MEMO_SUFFIX) + _LEGACY_SUFFIX
+    items = _read_legacy_memo(legacy)
+    if items is not None:
+        write_memo(path, items)
+        with contextlib.suppress(OSError):
+            os.unlink(legacy)
+    return items
+
+
+def _read_legacy_memo(path: str) -> list[Item] | None:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
             head, _, rest = handle.read().partition("\n")
@@ -132,36 +168,31 @@ def _read_memo(path: str) -> list[Item] | None:
         return None
     magic, _, count_text = head.partition(" ")
     fields = rest.split("\n")
-    if magic != _MEMO_MAGIC or not count_text.isdigit() or len(fields) != 2 * int(count_text):
+    if magic != _LEGACY_MAGIC or not count_text.isdigit() or len(fields) != 2 * int(count_text):
         return None
-    with contextlib.suppress(OSError):
-        os.utime(path)  # most recently used: kept by the pruning in _write_memo
     count = int(count_text)
     return list(map(Item._make, zip(fields[:count], fields[count:], strict=True)))
 
 
-def _write_memo(path: str, items: list[Item]) -> None:
-    """Write atomically (temp file + rename); then drop all but the MEMO_KEEP newest memos.
-
-    One URI per line: inventory URIs come from single CSV lines, so none holds a newline.
-    """
+def write_memo(path: str, items: Sequence[Item]) -> None:
+    """Write the items as a table file (``table.write_table``: temp file + rename); then drop
+    all but the MEMO_KEEP newest memos. Items whose keys have no fixed-width form are not
+    remembered (inventories' keys all have one)."""
+    table = items if isinstance(items, ItemTable) else from_items(items)
+    if table is None or not write_table(path, table):
+        return
     memo_dir = os.path.dirname(path)
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        os.makedirs(memo_dir, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
-            handle.write(f"{_MEMO_MAGIC} {len(items)}\n")
-            handle.write("\n".join(item.uri for item in items))
-            handle.write("\n")
-            handle.write("\n".join(item.key for item in items))
-        os.replace(tmp, path)
         memos = sorted(
-            (entry for entry in os.scandir(memo_dir) if entry.name.endswith(".items")),
+            (
+                entry
+                for entry in os.scandir(memo_dir)
+                if entry.name.endswith((MEMO_SUFFIX, _LEGACY_SUFFIX))
+            ),
             key=lambda entry: entry.stat().st_mtime_ns,
             reverse=True,
         )
         for entry in memos[MEMO_KEEP:]:
             os.unlink(entry.path)
     except OSError:  # a read-only or full cache folder: resolving still worked
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        pass

@@ -15,13 +15,13 @@ import io
 import json
 import os
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from alcli.errors import ItemError, PoolError
-from alcli.sources.etag_manifests import InventoryMemo
+from alcli.sources.etag_manifests import InventoryMemo, file_digest
 from alcli.sources.keys import (
     LocalKeys,
     Unreadable,
@@ -81,14 +81,23 @@ class ManifestReader:
         self.threads = threads
         self.memo_dir = memo_dir
 
-    def items(self, uri: str) -> list[Item]:
+    def items(self, uri: str) -> Sequence[Item]:
         """The items the manifest at ``uri`` lists, in its order."""
-        data = self._read(uri)
         lower = uri.lower()
+        digest = None
+        if lower.endswith(".csv") and self.memo_dir is not None and split_uri(uri)[0] is None:
+            # A local manifest is hashed in blocks: when remembered, it is never held whole.
+            digest = file_digest(split_uri(uri)[1])
+            if digest is not None:
+                remembered = InventoryMemo(None, self.memo_dir, digest).recall()
+                if remembered is not None:
+                    return remembered
+        data = self._read(uri)
         text: str | None = None
         if lower.endswith(".csv"):
             # A remembered inventory needs neither decoding nor parsing: bytes -> digest -> items.
-            memo = InventoryMemo(data, self.memo_dir)
+            memo = InventoryMemo(data, self.memo_dir)  # these bytes' digest (the file may
+            # have changed since it was hashed above)
             inventory = memo.recall()
             if inventory is None:
                 text = decode_manifest(data, uri)

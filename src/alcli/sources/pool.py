@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -30,7 +31,8 @@ class Pool:
     """The resolved POOL: items in a fixed order, plus what was dropped and why."""
 
     spec: str
-    items: list[Item]
+    items: Sequence[Item]
+    """A list, or for a remembered manifest an ``ItemTable`` (columns; items built on access)."""
     duplicates: list[str] = field(default_factory=list)
     storage_options: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -43,7 +45,11 @@ class Pool:
         self._filesystems = FileSystems(self.storage_options)
 
     @property
-    def uris(self) -> list[str]:
+    def uris(self) -> Sequence[str]:
+        """The URIs: a list, or a table's lazy column (``find`` locates a few of them)."""
+        column = getattr(self.items, "uris", None)
+        if column is not None:
+            return column
         return [item.uri for item in self.items]
 
     @property

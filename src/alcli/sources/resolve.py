@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ from alcli.sources.manifests import ManifestEntry, ManifestReader
 from alcli.sources.pool import Item, Pool, make_item
 from alcli.sources.reading import read_remote
 from alcli.sources.s3inventory import InventoryReader, is_report
+from alcli.sources.table import ItemTable
 from alcli.sources.uris import (
     GLOB_MAGIC,
     MANIFEST_EXTENSIONS,
@@ -69,13 +70,14 @@ def resolve_pool(
             "--prefix applies to an S3 Inventory report (manifest.json or symlink.txt) only",
             hint="for a bucket prefix, give it in POOL: s3://bucket/prefix/",
         )
+    listed: Sequence[Item]
     if spec == "-":
         listed = manifests.from_stdin(sys.stdin if stdin is None else stdin)
     else:
         inventory = InventoryReader(partial(_fetch, pool), prefix=inventory_prefix, memo_dir=memo)
         listed = _Spec(pool, manifests, inventory).items(spec)
     pool.items = _drop_duplicates(listed, pool.duplicates)
-    if any(item.uri.startswith("s3://") for item in pool.items[:1] + pool.items[-1:]):
+    if any(item.uri.startswith("s3://") for item in [*pool.items[:1], *pool.items[-1:]]):
         # The S3 client (credentials: botocore's chain) is built now, not inside the first
         # reads, whose item deadline would otherwise count its seconds on a busy machine.
         pool.filesystems.fast_s3()
@@ -92,7 +94,7 @@ class _Spec:
         self.manifests = manifests
         self.inventory = inventory
 
-    def items(self, spec: str) -> list[Item]:
+    def items(self, spec: str) -> Sequence[Item]:
         protocol, path = split_uri(spec)
         if protocol is None:
             return self._local(spec, os.path.expanduser(path))
@@ -105,7 +107,7 @@ class _Spec:
             ) from None
         return self._remote(spec, protocol)
 
-    def _local(self, spec: str, path: str) -> list[Item]:
+    def _local(self, spec: str, path: str) -> Sequence[Item]:
         abspath = os.path.abspath(path)
         if os.path.isdir(abspath):
             return list_local_folder(spec, abspath, self.pool)
@@ -117,7 +119,7 @@ class _Spec:
             f"no such file or directory: {spec}", hint="check the path, or quote a glob"
         )
 
-    def _single_file(self, spec: str, uri: str) -> list[Item]:
+    def _single_file(self, spec: str, uri: str) -> Sequence[Item]:
         name = uri.lower()
         if is_report(name):
             return self.inventory.items(uri)
@@ -127,7 +129,7 @@ class _Spec:
             return self.manifests.keyed([ManifestEntry(uri)])
         raise _neither_image_nor_manifest(spec, hint="rename it, or list it in a .txt manifest")
 
-    def _remote(self, spec: str, protocol: str) -> list[Item]:
+    def _remote(self, spec: str, protocol: str) -> Sequence[Item]:
         fs = self.pool.filesystems.get(protocol)
         root = fs._strip_protocol(spec)
         if GLOB_MAGIC.search(root):
@@ -171,8 +173,10 @@ def _neither_image_nor_manifest(spec: str, *, hint: str) -> PoolError:
     )
 
 
-def _drop_duplicates(items: list[Item], duplicates: list[str]) -> list[Item]:
+def _drop_duplicates(items: Sequence[Item], duplicates: list[str]) -> Sequence[Item]:
     """First occurrence kept; each repeated URI reported once, in order of first repeat."""
+    if isinstance(items, ItemTable) and items.distinct:  # checked when the table was made
+        return items
     if len({item.uri for item in items}) == len(items):
         return items  # the usual case, checked in one pass
     seen: set[str] = set()
@@ -189,7 +193,7 @@ def _drop_duplicates(items: list[Item], duplicates: list[str]) -> list[Item]:
     return kept
 
 
-def _content_keyed(pool: Pool, items: list[Item], threads: int) -> list[Item]:
+def _content_keyed(pool: Pool, items: Sequence[Item], threads: int) -> list[Item]:
     """Re-key items on their bytes, read on a thread pool; unreadable ones stay listed."""
 
     def key_of(item: Item) -> str | Unreadable:

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from alcli.errors import ItemError, PoolError, one_line
-from alcli.sources.etag_manifests import _read_memo, _write_memo
+from alcli.sources.etag_manifests import MEMO_SUFFIX, read_memo, write_memo
 from alcli.sources.keys import normalize_etag, remote_key, to_ns, to_size
 from alcli.sources.pool import Item
 from alcli.sources.uris import IMAGE_EXTENSIONS, split_uri
@@ -62,7 +62,7 @@ class InventoryReader:
         self.prefix = prefix or ""
         self.memo_dir = memo_dir
 
-    def items(self, spec: str) -> list[Item]:
+    def items(self, spec: str) -> Sequence[Item]:
         if posixpath.basename(spec).lower() == "symlink.txt":
             manifest_uri, wanted = self._from_symlink(spec)
         else:
@@ -74,7 +74,7 @@ class InventoryReader:
             files = [f for f in files if posixpath.basename(f["key"]) in wanted]
         memo = self._memo_path(raw, wanted)
         if memo and sum(f["size"] for f in files) >= MEMO_MIN_DATA_BYTES:
-            remembered = _read_memo(memo)
+            remembered = read_memo(memo)
             if remembered is not None:
                 return remembered
         else:
@@ -92,8 +92,8 @@ class InventoryReader:
                 hint="check --prefix and that the report covers the objects",
             )
         rows.sort(key=lambda item: item.uri)
-        if memo and not any("\n" in item.uri for item in rows):  # the memo is one a line
-            _write_memo(memo, rows)
+        if memo:
+            write_memo(memo, rows)
         return rows
 
     # --- pieces --------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class InventoryReader:
             digest.update(b"\0")
             digest.update(part)
         digest.update(repr(sorted(wanted or ())).encode())
-        return os.path.join(self.memo_dir, f"{digest.hexdigest()}.items")
+        return os.path.join(self.memo_dir, f"{digest.hexdigest()}{MEMO_SUFFIX}")
 
 
 def parse_manifest(raw: bytes, uri: str) -> dict[str, Any]:
