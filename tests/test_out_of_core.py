@@ -78,6 +78,26 @@ def test_cached_rows_read_what_lookup_gathers(tmp_path, storage):
             assert np.array_equal(gathered[usable][500:], X.astype(np.float16).astype(np.float32))
 
 
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_cached_rows_read_a_run_in_parts_on_threads(tmp_path, monkeypatch, storage):
+    import alcli.rows
+
+    monkeypatch.setattr(alcli.rows, "PART_ROWS", 100)  # a 1,024-row block: 11 parts
+    monkeypatch.setattr(alcli.rows, "READ_THREADS", 2)
+    X, _ = blobs(2500, 8)
+    keys = [f"{i:032x}" for i in range(2500)]
+    with EmbeddingCache(tmp_path, storage_dtype=storage, durable=False) as cache:
+        cache.store(FP, keys[:2000], X[:2000])
+        cache.store(FP, keys[2000:], X[2000:])  # a second segment: read ahead across it
+        rows = cache.rows(FP, keys).with_memory(40_000)
+        expect = X.astype(np.float16).astype(np.float32) if storage == "float16" else X
+        got = np.concatenate([block.copy() for _, block in rows.blocks()])
+        assert np.array_equal(got, expect)
+        assert np.array_equal(rows[1500:2400], expect[1500:2400])
+        weights = np.random.default_rng(4).standard_normal((8, 3)).astype(np.float32)
+        assert np.allclose(rows.project(weights), expect @ weights, rtol=1e-5, atol=1e-5)
+
+
 def test_cached_rows_follow_a_compaction_that_replaced_their_segments(tmp_path):
     """auto embeds its eval set after the pool's rows were located, and that compacts."""
     X, _ = blobs(3000, 8)

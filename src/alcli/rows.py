@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,8 +43,38 @@ MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 1024, 65_536  # multiples of the scaler's SCALE
 #: before it runs on a candidate subset instead (see ``alcli.selection``).
 GATHER_FRACTION = 0.5
 
+#: Rows one reading thread reads and converts at a time (8 MiB of 512-d float16).
+PART_ROWS = 8192
+#: Threads reading and converting a block's parts: both cores here (and at most 4).
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Rows cast to float32 and multiplied at a time by ``CachedRows.project``: 1 MiB of 512-d
+#: float32, so the cast's output is still in the core's cache when the matmul reads it.
+CAST_ROWS = 512
+_CAST_BUFFERS = threading.local()
+_READ_POOL: ThreadPoolExecutor | None = None
+_READ_POOL_LOCK = threading.Lock()
+
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def _cast_buffer(dim: int) -> F32:
+    """This thread's float32 buffer of ``CAST_ROWS`` rows (reused: faulting fresh memory in
+    is what costs on this kind of VM)."""
+    buffer: F32 | None = getattr(_CAST_BUFFERS, "buffer", None)
+    if buffer is None or buffer.shape[1] != dim:
+        buffer = np.empty((CAST_ROWS, dim), dtype=np.float32)
+        _CAST_BUFFERS.buffer = buffer
+    return buffer
+
+
+def _read_pool() -> ThreadPoolExecutor:
+    """The process's reading threads (made on first use; idle threads cost nothing)."""
+    global _READ_POOL
+    with _READ_POOL_LOCK:
+        if _READ_POOL is None:
+            _READ_POOL = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="alcli-rows")
+        return _READ_POOL
 
 
 def parse_memory(value: str | int | None) -> int:
@@ -193,6 +225,14 @@ class PoolRows:
         the next one is read."""
         for start in range(0, self.n, self.block_rows):
             yield start, self.read(start, start + self.block_rows)
+
+    def project(self, matrix: F32) -> F32:
+        """``pool @ matrix`` [n, k] float32 (a head's logits), one block at a time; a cache
+        overrides it to cast and multiply in cache-sized pieces on all cores."""
+        out = np.empty((self.n, matrix.shape[1]), dtype=np.float32)
+        for start, block in self.blocks():
+            np.matmul(block, matrix, out=out[start : start + len(block)])
+        return out
 
     def materialize(self, what: str = "this step") -> F32:
         """The whole pool as one float32 array, if it fits the memory setting."""
@@ -353,8 +393,19 @@ class CachedRows(PoolRows):
 
         self._again(read)
 
-    def _read_run(self, gids: npt.NDArray[np.int64], out: F32) -> bool:
-        """One in-order run of one segment: read it natively, convert; False otherwise."""
+    def _read_run(
+        self,
+        gids: npt.NDArray[np.int64],
+        out: F32 | None,
+        product: tuple[F32, F32] | None = None,
+    ) -> bool:
+        """One in-order run of one segment: read it natively, convert; False otherwise.
+
+        The run is read and converted in parts of ``PART_ROWS`` by ``READ_THREADS`` threads
+        (reads and numpy's casts release the GIL: one thread converts while another reads),
+        and the kernel is asked to read the next run ahead meanwhile (``advise_run``), so
+        the disk, the copy and the float16 -> float32 cast overlap. With ``product``
+        (matrix, logits) the parts are multiplied instead of kept (``project``)."""
         first, last = int(gids[0]), int(gids[-1])
         if last - first != len(gids) - 1 or first < 0:
             return False
@@ -367,19 +418,74 @@ class CachedRows(PoolRows):
         from alcli.cache.segments import DTYPES
 
         native = DTYPES[entry.dtype_code]
-        if native == np.float32:
-            target: npt.NDArray[Any] = out
-        else:
+        start_row = first - int(self.view.bases[segment])
+        self._advise_after(segment, start_row + len(gids), len(gids))
+        if native != np.float32 or product is not None:
             need = len(gids) * self.dim
             if self._native is None or self._native.dtype != native or self._native.size < need:
                 self._native = np.empty(max(need, self.block_rows * self.dim), dtype=native)
-            target = self._native[:need].reshape(len(gids), self.dim)
-        self.cache.read_run(
-            self.fingerprint, self.view, segment, first - int(self.view.bases[segment]), target
-        )
-        if target is not out:
-            out[...] = target
+        staging = self._native if native != np.float32 or product is not None else None
+
+        def part(bounds: tuple[int, int]) -> None:
+            a, b = bounds
+            if staging is None:  # float32 storage: read straight into the block
+                assert out is not None
+                self.cache.read_run(self.fingerprint, self.view, segment, start_row + a, out[a:b])
+                return
+            target = staging[a * self.dim : b * self.dim].reshape(b - a, self.dim)
+            self.cache.read_run(self.fingerprint, self.view, segment, start_row + a, target)
+            if product is None:
+                assert out is not None
+                out[a:b] = target
+                return
+            matrix, logits = product
+            scratch = _cast_buffer(self.dim)
+            for c in range(0, b - a, CAST_ROWS):
+                piece = scratch[: min(CAST_ROWS, b - a - c)]
+                np.copyto(piece, target[c : c + len(piece)])
+                np.matmul(piece, matrix, out=logits[a + c : a + c + len(piece)])
+
+        parts = [(a, min(a + PART_ROWS, len(gids))) for a in range(0, len(gids), PART_ROWS)]
+        if len(parts) == 1 or READ_THREADS == 1:
+            for bounds in parts:
+                part(bounds)
+        else:
+            list(_read_pool().map(part, parts))  # in order; the first failure is raised
         return True
+
+    def _advise_after(self, segment: int, start_row: int, rows: int) -> None:
+        """The kernel reads the next run ahead (this segment's next rows, else the next
+        segment's first) while this one is converted and used."""
+        entries = self.view.embedding_segments
+        if start_row >= entries[segment].rows:
+            segment, start_row = segment + 1, 0
+        if segment < len(entries):
+            self.cache.advise_run(self.fingerprint, self.view, segment, start_row, rows)
+
+    def project(self, matrix: F32) -> F32:
+        """``pool @ matrix`` without a float32 copy of any block: each in-order run's parts
+        are read in their stored dtype, cast ``CAST_ROWS`` rows at a time into a per-thread
+        buffer that stays in the CPU's cache, and multiplied there, on ``READ_THREADS``
+        threads. The same products as ``PoolRows.project`` (row by row, same dtype)."""
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        out = np.empty((self.n, matrix.shape[1]), dtype=np.float32)
+        for start in range(0, self.n, self.block_rows):
+            stop = min(self.n, start + self.block_rows)
+            if self._project_run(start, stop, matrix, out):
+                self._advance(stop - start)
+            else:
+                np.matmul(self.read(start, stop), matrix, out=out[start:stop])
+        return out
+
+    def _project_run(self, start: int, stop: int, matrix: F32, out: F32) -> bool:
+        done = False
+
+        def run() -> None:
+            nonlocal done  # the row ids as they are now: a compaction meanwhile re-locates
+            done = self._read_run(self.gids[start:stop], None, (matrix, out[start:stop]))
+
+        self._again(run)
+        return done
 
     def _take_into(self, rows: npt.NDArray[np.int64], out: F32) -> None:
         self._again(lambda: self.cache.read_rows(self.fingerprint, self.view, self.gids[rows], out))

@@ -8,6 +8,7 @@ zero-copy memmap when the keys are one in-order run of one float32 segment.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ from alcli.cache.segments import (
     Array,
     Entry,
     Segment,
+    SegmentCorruptError,
+    SegmentVanishedError,
     failure_records,
 )
 
@@ -189,6 +192,14 @@ class Reader:
         with self._open(fingerprint, view.embedding_segments[segment]) as opened:
             self._integrity.check_data(fingerprint, opened)
             opened.read_rows_into(start_row, out)
+
+    def advise(self, fingerprint: str, view: View, segment: int, start_row: int, rows: int) -> None:
+        """Ask the kernel to read these rows of the view's ``segment`` ahead (``Segment.advise``);
+        a segment that cannot be opened is the next read's problem, not this hint's."""
+        with contextlib.suppress(SegmentCorruptError, SegmentVanishedError, OSError):
+            entry = view.embedding_segments[segment]
+            with self._open(fingerprint, entry) as opened:
+                opened.advise(start_row, min(rows, entry.rows - start_row))
 
     def _fill(
         self,

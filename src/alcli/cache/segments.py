@@ -12,6 +12,7 @@ first-format cache without this code).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -277,6 +278,16 @@ class Segment:
             if not got:
                 raise self._corrupt("data ends early (truncated?)")
             done += got
+
+    def advise(self, start_row: int, rows: int) -> None:
+        """Tell the kernel these rows are read next (``POSIX_FADV_WILLNEED``): it reads them
+        into the page cache in the background while the caller computes on the rows before."""
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is None or rows <= 0:
+            return
+        with contextlib.suppress(OSError):
+            offset = self.entry.data_offset + start_row * self.row_bytes
+            advise(self.file.fileno(), offset, rows * self.row_bytes, os.POSIX_FADV_WILLNEED)
 
     def memmap(self) -> Array:
         return np.memmap(

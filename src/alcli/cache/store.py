@@ -190,6 +190,13 @@ class EmbeddingCache:
             fingerprint, view, np.empty(0, dtype=np.int64), out, run=(segment, start_row)
         )
 
+    def advise_run(
+        self, fingerprint: str, view: View, segment: int, start_row: int, rows: int
+    ) -> None:
+        """Have the kernel read ahead rows ``read_run`` will ask for next (a hint, no error)."""
+        with self._lock:
+            self._reader.advise(fingerprint, view, segment, start_row, rows)
+
     def contains(self, fingerprint: str, keys: Sequence[str]) -> Array:
         """The found mask [n] of ``lookup`` without gathering a row: what ``alcli embed``
         needs (counts), at no memory per item; a corrupt segment's keys are not found."""

@@ -149,6 +149,13 @@ class Head:
         if n_classes == 1:
             out.fill(1.0)
             return out
+        if hasattr(arr, "project"):  # a streamed pool: cast and multiplied in cached pieces
+            out = arr.project(self.weights)
+            for start in range(0, n, chunk_rows):
+                logits = out[start : start + chunk_rows]
+                logits += self.bias
+                _softmax_inplace(logits)
+            return out
         for start in range(0, n, chunk_rows):
             block = arr[start : start + chunk_rows]
             if block.dtype != np.float32:

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
+import threading
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from alcli.sources.keys import text_bytes
 from alcli.sources.pool import Item
@@ -28,6 +32,10 @@ from alcli.sources.table import ItemTable, from_items, read_table, write_table
 MEMO_MIN_BYTES = 1 << 20
 #: Memo files kept (the most recently used); each is about 60 bytes per item.
 MEMO_KEEP = 8
+#: Where the digests of local manifests are remembered, by their files' identity.
+_DIGESTS = "digests.json"
+#: A file changed this close to being hashed is hashed again next time (nanoseconds).
+_RACY_NS = 2_000_000_000
 #: A memo file's name: the digest, then this.
 MEMO_SUFFIX = ".table"
 _LEGACY_SUFFIX, _LEGACY_MAGIC = ".items", "alcli-items-v1"  # text memos of earlier versions
@@ -52,16 +60,47 @@ class InventoryMemo:
         return items
 
 
-def file_digest(path: str) -> str | None:
+def file_digest(path: str, memo_dir: str) -> str | None:
     """The memo digest of a local file's bytes, read in blocks (a 10M-line manifest is ~1 GB:
-    hashing it needs no copy of it in memory); None when too small to memoise or unreadable."""
+    hashing it needs no copy of it in memory); None when too small to memoise or unreadable.
+
+    Hashing a gigabyte still takes seconds, so the digest is remembered beside the memos with
+    the file's identity (device, inode, size, mtime, ctime), as git's index remembers a
+    file's hash: an unchanged file is not read again. A file changed within
+    ``_RACY_NS`` of being hashed is hashed every time (a change in the same tick would not
+    show in its times)."""
     try:
         with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size < MEMO_MIN_BYTES:
+            info = os.fstat(handle.fileno())
+            if info.st_size < MEMO_MIN_BYTES:
                 return None
-            return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
+            stamp = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+            stamps_path = os.path.join(memo_dir, _DIGESTS)
+            stamps: dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError), open(stamps_path, "rb") as f:
+                stamps = json.load(f)
+            known = stamps.get(os.path.realpath(path)) if isinstance(stamps, dict) else None
+            if isinstance(known, list) and known[:5] == stamp and isinstance(known[5], str):
+                return known[5]
+            hashed_at = time.time_ns()
+            digest = hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=20))
     except OSError:
         return None
+    if hashed_at - max(info.st_mtime_ns, info.st_ctime_ns) >= _RACY_NS:
+        stamps = stamps if isinstance(stamps, dict) else {}
+        stamps[os.path.realpath(path)] = [*stamp, digest.hexdigest()]
+        for stale in list(stamps)[: max(0, len(stamps) - 4 * MEMO_KEEP)]:  # oldest first
+            del stamps[stale]
+        tmp = f"{stamps_path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            os.makedirs(memo_dir, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(stamps, f)
+            os.replace(tmp, stamps_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return digest.hexdigest()
 
 
 def _all_plain_s3(uris: list[str]) -> bool:

@@ -87,7 +87,7 @@ class ManifestReader:
         digest = None
         if lower.endswith(".csv") and self.memo_dir is not None and split_uri(uri)[0] is None:
             # A local manifest is hashed in blocks: when remembered, it is never held whole.
-            digest = file_digest(split_uri(uri)[1])
+            digest = file_digest(split_uri(uri)[1], self.memo_dir)
             if digest is not None:
                 remembered = InventoryMemo(None, self.memo_dir, digest).recall()
                 if remembered is not None:
