@@ -51,7 +51,7 @@ def main() -> int:
     cold_s, nbytes = read_all(files)
     warm_s, _ = read_all(files)
     rows = CHUNK // (2 * args.dim)
-    block = np.fromfile(files[0], dtype=np.float16, count=rows * args.dim, offset=1 << 20)
+    block = np.fromfile(files[0], dtype=np.float16, count=rows * args.dim, offset=32 << 20)
     block = block.reshape(rows, args.dim)
     out = np.empty(block.shape, np.float32)
     weights = np.random.default_rng(0).standard_normal((args.dim, 10)).astype(np.float32)

@@ -98,6 +98,24 @@ def test_cached_rows_read_a_run_in_parts_on_threads(tmp_path, monkeypatch, stora
         assert np.allclose(rows.project(weights), expect @ weights, rtol=1e-5, atol=1e-5)
 
 
+def test_keys_in_storage_order_need_no_index_but_a_key_stored_twice_still_does(tmp_path):
+    X, _ = blobs(300, 4)
+    keys = [f"{i:032x}" for i in range(300)]
+    with EmbeddingCache(tmp_path, durable=False) as cache:
+        cache.store(FP, keys[:200], X[:200])
+        cache.store(FP, keys[200:], X[200:])
+    with EmbeddingCache(tmp_path, durable=False) as cache:  # a warm run's own process
+        rows = cache.rows(FP, keys)  # the stored keys, in order: row i is key i, no index
+        assert np.array_equal(rows.gids, np.arange(300))
+        assert rows.view._indexes is None
+        assert np.array_equal(rows.take(np.arange(300)), cache.lookup(FP, keys)[0])
+        cache.store(FP, [keys[3]], X[7:8])  # stored again: the later row wins
+        stored = [*keys, keys[3]]  # the query is the storage order, key 3 twice
+        rows = cache.rows(FP, stored)
+        assert rows.gids[3] == rows.gids[300] == 300
+        assert np.array_equal(rows.take([3])[0], X[7])
+
+
 def test_cached_rows_follow_a_compaction_that_replaced_their_segments(tmp_path):
     """auto embeds its eval set after the pool's rows were located, and that compacts."""
     X, _ = blobs(3000, 8)

@@ -467,14 +467,19 @@ class CachedRows(PoolRows):
         are read in their stored dtype, cast ``CAST_ROWS`` rows at a time into a per-thread
         buffer that stays in the CPU's cache, and multiplied there, on ``READ_THREADS``
         threads. The same products as ``PoolRows.project`` (row by row, same dtype)."""
+        from alcli._threads import single_threaded_blas
+
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         out = np.empty((self.n, matrix.shape[1]), dtype=np.float32)
-        for start in range(0, self.n, self.block_rows):
-            stop = min(self.n, start + self.block_rows)
-            if self._project_run(start, stop, matrix, out):
-                self._advance(stop - start)
-            else:
-                np.matmul(self.read(start, stop), matrix, out=out[start:stop])
+        # One BLAS thread per caller: OpenBLAS's own threads make a 512-row product ~8x
+        # slower here (benchmarks/RESULTS.md, issue 16, session 7); the parts are the threads.
+        with single_threaded_blas():
+            for start in range(0, self.n, self.block_rows):
+                stop = min(self.n, start + self.block_rows)
+                if self._project_run(start, stop, matrix, out):
+                    self._advance(stop - start)
+                else:
+                    np.matmul(self.read(start, stop), matrix, out=out[start:stop])
         return out
 
     def _project_run(self, start: int, stop: int, matrix: F32, out: F32) -> bool:

@@ -101,6 +101,11 @@ def _key_hash(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return h
 
 
+def key_hash(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The 64-bit hash of each key (its words), as the index uses it."""
+    return _key_hash(words)
+
+
 @dataclass
 class KeyIndex:
     """Every live key of one width, sorted by hash, with its global row id (gid), and a
