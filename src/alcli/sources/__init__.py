@@ -40,6 +40,7 @@ Where each part lives (a file per concept; every public name is importable from 
 - ``manifests.py``: ``.txt`` / ``.csv`` / ``.jsonl`` manifests and stdin; ``CsvTable``.
 - ``etag_manifests.py``: the bulk path for a ``.csv`` manifest with ETags and its memo
   (``MEMO_MIN_BYTES``, ``MEMO_KEEP``).
+- ``table.py``: ``ItemTable``, a remembered manifest's items as memory-mapped columns.
 - ``s3inventory.py``: S3 Inventory reports (``manifest.json``, ``symlink.txt``) as a POOL.
 - ``objectstore.py``: the S3 GET hot path through obstore, with fsspec as the fallback.
 - ``reading.py``: ``Pool.read`` (one GET, a deadline, item vs store failures), ``s3_options``.
