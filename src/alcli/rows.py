@@ -227,12 +227,27 @@ class PoolRows:
             yield start, self.read(start, start + self.block_rows)
 
     def project(self, matrix: F32) -> F32:
-        """``pool @ matrix`` [n, k] float32 (a head's logits), one block at a time; a cache
-        overrides it to cast and multiply in cache-sized pieces on all cores."""
+        """``pool @ matrix`` [n, k] float32 (a head's logits), one block at a time."""
         out = np.empty((self.n, matrix.shape[1]), dtype=np.float32)
-        for start, block in self.blocks():
-            np.matmul(block, matrix, out=out[start : start + len(block)])
+        for _ in self.project_blocks([matrix], outs=[out]):
+            pass
         return out
+
+    def project_blocks(
+        self, matrices: Sequence[F32], *, outs: Sequence[F32] | None = None
+    ) -> Iterator[tuple[int, list[F32]]]:
+        """(first row, [``block @ m`` for each matrix]) over the pool, in order: K heads'
+        logits from one read of each block (into ``outs`` when given, else reused buffers
+        valid until the next block); a cache overrides it to cast and multiply in
+        cache-sized pieces on all cores."""
+        mats = [np.ascontiguousarray(m, dtype=np.float32) for m in matrices]
+        buffers = [np.empty((self.block_rows, m.shape[1]), dtype=np.float32) for m in mats]
+        for start, block in self.blocks():
+            stop = start + len(block)
+            targets = [o[start:stop] for o in outs] if outs else [b[: len(block)] for b in buffers]
+            for m, target in zip(mats, targets, strict=True):
+                np.matmul(block, m, out=target)
+            yield start, targets
 
     def materialize(self, what: str = "this step") -> F32:
         """The whole pool as one float32 array, if it fits the memory setting."""
@@ -397,7 +412,7 @@ class CachedRows(PoolRows):
         self,
         gids: npt.NDArray[np.int64],
         out: F32 | None,
-        product: tuple[F32, F32] | None = None,
+        product: tuple[list[F32], list[F32]] | None = None,
     ) -> bool:
         """One in-order run of one segment: read it natively, convert; False otherwise.
 
@@ -405,7 +420,7 @@ class CachedRows(PoolRows):
         (reads and numpy's casts release the GIL: one thread converts while another reads),
         and the kernel is asked to read the next run ahead meanwhile (``advise_run``), so
         the disk, the copy and the float16 -> float32 cast overlap. With ``product``
-        (matrix, logits) the parts are multiplied instead of kept (``project``)."""
+        (matrices, logits) the parts are multiplied instead of kept (``project_blocks``)."""
         first, last = int(gids[0]), int(gids[-1])
         if last - first != len(gids) - 1 or first < 0:
             return False
@@ -438,12 +453,13 @@ class CachedRows(PoolRows):
                 assert out is not None
                 out[a:b] = target
                 return
-            matrix, logits = product
+            matrices, targets = product
             scratch = _cast_buffer(self.dim)
             for c in range(0, b - a, CAST_ROWS):
                 piece = scratch[: min(CAST_ROWS, b - a - c)]
                 np.copyto(piece, target[c : c + len(piece)])
-                np.matmul(piece, matrix, out=logits[a + c : a + c + len(piece)])
+                for matrix, logits in zip(matrices, targets, strict=True):
+                    np.matmul(piece, matrix, out=logits[a + c : a + c + len(piece)])
 
         parts = [(a, min(a + PART_ROWS, len(gids))) for a in range(0, len(gids), PART_ROWS)]
         if len(parts) == 1 or READ_THREADS == 1:
@@ -462,32 +478,38 @@ class CachedRows(PoolRows):
         if segment < len(entries):
             self.cache.advise_run(self.fingerprint, self.view, segment, start_row, rows)
 
-    def project(self, matrix: F32) -> F32:
-        """``pool @ matrix`` without a float32 copy of any block: each in-order run's parts
-        are read in their stored dtype, cast ``CAST_ROWS`` rows at a time into a per-thread
-        buffer that stays in the CPU's cache, and multiplied there, on ``READ_THREADS``
-        threads. The same products as ``PoolRows.project`` (row by row, same dtype)."""
+    def project_blocks(
+        self, matrices: Sequence[F32], *, outs: Sequence[F32] | None = None
+    ) -> Iterator[tuple[int, list[F32]]]:
+        """``PoolRows.project_blocks`` without a float32 copy of any block: each in-order
+        run's parts are read in their stored dtype, cast ``CAST_ROWS`` rows at a time into a
+        per-thread buffer that stays in the CPU's cache, and multiplied there by each matrix,
+        on ``READ_THREADS`` threads. The same products (row by row, same dtype and shape)."""
         from alcli._threads import single_threaded_blas
 
-        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        out = np.empty((self.n, matrix.shape[1]), dtype=np.float32)
-        # One BLAS thread per caller: OpenBLAS's own threads make a 512-row product ~8x
-        # slower here (benchmarks/RESULTS.md, issue 16, session 7); the parts are the threads.
-        with single_threaded_blas():
-            for start in range(0, self.n, self.block_rows):
-                stop = min(self.n, start + self.block_rows)
-                if self._project_run(start, stop, matrix, out):
+        mats = [np.ascontiguousarray(m, dtype=np.float32) for m in matrices]
+        buffers = [np.empty((self.block_rows, m.shape[1]), dtype=np.float32) for m in mats]
+        for start in range(0, self.n, self.block_rows):
+            stop = min(self.n, start + self.block_rows)
+            size = stop - start
+            targets = [o[start:stop] for o in outs] if outs else [b[:size] for b in buffers]
+            # One BLAS thread per caller: OpenBLAS's own threads make a 512-row product ~8x
+            # slower here (benchmarks/RESULTS.md, issue 16, session 7); the parts are threads.
+            with single_threaded_blas():
+                if self._project_run(start, stop, mats, targets):
                     self._advance(stop - start)
                 else:
-                    np.matmul(self.read(start, stop), matrix, out=out[start:stop])
-        return out
+                    block = self.read(start, stop)
+                    for m, target in zip(mats, targets, strict=True):
+                        np.matmul(block, m, out=target)
+            yield start, targets
 
-    def _project_run(self, start: int, stop: int, matrix: F32, out: F32) -> bool:
+    def _project_run(self, start: int, stop: int, matrices: list[F32], targets: list[F32]) -> bool:
         done = False
 
         def run() -> None:
             nonlocal done  # the row ids as they are now: a compaction meanwhile re-locates
-            done = self._read_run(self.gids[start:stop], None, (matrix, out[start:stop]))
+            done = self._read_run(self.gids[start:stop], None, (matrices, targets))
 
         self._again(run)
         return done

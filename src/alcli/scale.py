@@ -241,10 +241,12 @@ def _committee_blocks(
     best_scores = np.empty(0, dtype=np.float64)
     k, n_classes = len(members.heads), len(members.classes)
     with _phase(timings, "predict_s"), _pass(pool, progress, "committee"):
-        for start, block in pool.blocks():
-            probs = np.zeros((k, len(block), n_classes), dtype=np.float32)
-            members.proba_into(block, probs)
-            picks = _run(info, budget, blocked[start : start + len(block)], seed, committee=probs)
+        # all K heads' logits from one read and cast of each block
+        for start, logits in pool.project_blocks(members.weights()):
+            count = len(logits[0])
+            probs = np.zeros((k, count, n_classes), dtype=np.float32)
+            members.proba_from_logits(logits, probs)
+            picks = _run(info, budget, blocked[start : start + count], seed, committee=probs)
             rows = np.concatenate([best_rows, picks.indices + start])
             scores = np.concatenate([best_scores, picks.scores])
             # top_k gives ties to the lower position: in row order, that is the lower row,

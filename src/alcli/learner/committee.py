@@ -34,6 +34,7 @@ from alcli.learner.heads import (
     PREDICT_CHUNK_ROWS,
     Head,
     Scaler,
+    _softmax_inplace,
     encode_labels,
     fit_scaler,
     train_head,
@@ -65,6 +66,28 @@ class Committee:
             block = arr[start : start + step]
             self.proba_into(block, out[:, start : start + len(block)])
         return out
+
+    def weights(self) -> list[NDArray[np.float32]]:
+        """Each head's weights [d, its classes]: ``PoolRows.project_blocks`` multiplies a
+        block by all of them from one read and cast (``proba_from_logits`` finishes)."""
+        return [head.weights for head in self.heads]
+
+    def proba_from_logits(
+        self, logits: Sequence[NDArray[np.float32]], out: NDArray[np.float32]
+    ) -> None:
+        """out[k] = head k's probabilities from its ``rows @ weights`` (``logits[k]``, changed
+        in place): what ``proba_into`` gives on those rows."""
+        for k, (head, probs) in enumerate(zip(self.heads, logits, strict=True)):
+            columns = np.searchsorted(self.classes, head.classes)
+            if len(head.classes) == 1:
+                probs.fill(1.0)
+            else:
+                np.add(probs, head.bias, out=probs)
+                _softmax_inplace(probs)
+            if len(columns) == len(self.classes):
+                out[k] = probs
+            else:
+                out[k][:, columns] = probs
 
     def proba_into(self, block: NDArray[np.float32], out: NDArray[np.float32]) -> None:
         """out[k] = head k's probabilities on ``block``, columns aligned to ``classes``."""
