@@ -673,6 +673,37 @@ def test_large_inventory_is_memoized_by_its_text(tmp_path: Path, monkeypatch) ->
     assert len(list(memo.glob("*.table"))) == 2
 
 
+def test_a_text_memo_of_an_earlier_version_is_read_once_and_rewritten(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from alcli.sources import etag_manifests as sources
+
+    monkeypatch.setattr(sources, "MEMO_MIN_BYTES", 100)
+    manifest = tmp_path / "inventory.csv"
+    rows = [(f"s3://bkt/img/{i:04d}.jpg", f"{i:032x}") for i in range(50)]
+    manifest.write_text("uri,etag\n" + "".join(f"{u},{e}\n" for u, e in rows))
+    plain = resolve_pool(str(manifest))
+    memo = tmp_path / "memo"
+    memo.mkdir()
+    digest = sources.hashlib.blake2b(manifest.read_bytes(), digest_size=20).hexdigest()
+    legacy = memo / f"{digest}.items"
+    items = plain.items
+    legacy.write_text(
+        f"alcli-items-v1 {len(items)}\n"
+        + "\n".join(i.uri for i in items)
+        + "\n"
+        + "\n".join(i.key for i in items)
+    )
+    parses: list[int] = []
+    real = sources._inventory_items
+    monkeypatch.setattr(sources, "_inventory_items", lambda text: parses.append(1) or real(text))
+    assert resolve_pool(str(manifest), memo_dir=memo).items == plain.items
+    assert parses == []  # read from the text memo, not parsed
+    assert not legacy.exists()
+    assert len(list(memo.glob("*.table"))) == 1
+    assert resolve_pool(str(manifest), memo_dir=memo).items == plain.items
+
+
 def test_manifest_memo_keeps_only_the_newest(tmp_path: Path, monkeypatch) -> None:
     from alcli.sources import etag_manifests as sources
 
