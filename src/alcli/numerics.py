@@ -34,6 +34,10 @@ _SUPPORTED = {
     ("torch", "cuda"): ("fp32", "bf16", "fp16"),
     ("openvino", "cpu"): ("fp32", "bf16"),
 }
+#: How a precision/runtime runs beyond its name, where that changed after its first release: a
+#: new recipe changes the numbers, so it is part of the fingerprint (old caches are not served).
+#: bf16 on OpenVINO: the front through the second convolution in fp32 (``runtimes.front_cut``).
+RECIPES = {("bf16", "openvino"): "front-fp32-2"}
 #: CPU flags (Linux ``/proc/cpuinfo``) meaning bfloat16 matrix work runs in hardware.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -51,11 +55,13 @@ class Numerics:
         every cache written before precisions existed stay valid (those caches stay warm)."""
         if self == Numerics():
             return {}
-        return {
+        identity = {
             "precision": self.precision,
             "runtime": self.runtime,
             "device_class": self.device_class,
         }
+        recipe = RECIPES.get((self.precision, self.runtime))
+        return identity if recipe is None else {**identity, "recipe": recipe}
 
     def describe(self) -> str:
         """``bf16/torch/cpu``: how ``--json`` and ``bench`` name it."""
