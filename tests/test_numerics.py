@@ -201,6 +201,7 @@ def test_openvino_bf16_runs_its_front_in_fp32_on_the_run_s_threads(
     batch = torch.stack([torch_fp32.preprocess(p.read_bytes()) for p in png_pool(6, size=48)])
     batch = batch.contiguous(memory_format=torch.channels_last)
     got, reference = ov.embed(batch), torch_fp32.embed(batch)
-    assert got.shape == reference.shape and got.dtype == np.float32
+    assert got.shape == reference.shape
+    assert got.dtype == np.float32
     assert not np.array_equal(got, reference)  # bf16 really ran
     assert cosines(got, reference).min() > 0.99
