@@ -2,13 +2,14 @@
 
 Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return
 [B, dim] float32. Measured on 2 EPYC cores (AVX512_BF16), model alone, two streams of one
-thread, ratios within rounds (benchmarks/precision.py, RESULTS.md issue 14, session 7 at load
-~1-3), MobileNetV2 112 px / ResNet-18 224 px against eager fp32: bf16 autocast 1.9x / 1.7x,
-OpenVINO fp32 1.8x / 1.3x, OpenVINO bf16 3.3x / 2.4x. OpenVINO bf16 rounds the image and the
-first layers' weights to bf16, the largest error of a bf16 pass (cosine to fp32 0.9979 on MNIST);
-its CPU plugin ignores per-node precision marks, so ``--precision bf16 --runtime openvino`` runs
-the model split in two compiled models: the front (through the second convolution) in fp32, the
-body in bf16 (``front_cut``; cosine 0.9992). ONNX Runtime (fp32 only on CPUs) ran 1.6x on
+thread, 2,000 MNIST PNGs, ratios within rounds (benchmarks/precision.py, RESULTS.md issue 14,
+session 7), MobileNetV2 112 px against eager fp32: bf16 autocast 1.38x, OpenVINO fp32 1.26x,
+OpenVINO bf16 1.82x with its fp32 front (2.46x whole); ResNet-18 224 px at load 7-10: 1.77x,
+1.46x, 2.13x. OpenVINO bf16 rounds the image and the first layers' weights to bf16, the
+largest error of a bf16 pass (cosine to fp32 0.9979 on MNIST); its CPU plugin ignores
+per-node precision marks, so ``--precision bf16 --runtime openvino`` runs the model split in
+two compiled models: the front (through the second convolution) in fp32, the body in bf16
+(``front_cut``; cosine 0.9993). ONNX Runtime (fp32 only on CPUs) ran 1.6x on
 MobileNetV2, never ahead of OpenVINO, so it is not offered; ``torch.compile`` had not finished
 compiling ResNet-18 after 10 minutes, so it is not used.
 
