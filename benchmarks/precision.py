@@ -8,8 +8,9 @@ ImageNet weights are not on this machine, and speed does not depend on them), on
   pipeline's CPU layout, for every precision/runtime this machine offers, interleaved per
   round; ``bound_fp32_ips``, ``bound_best_ips`` and ``best`` (its precision/runtime),
   ``best_vs_fp32`` (median over rounds of best / fp32 measured in the same round);
-- ``pipeline_ips``: ``alcli.embedding.embed`` at its default settings with ``--precision auto``
-  on the same PNGs, cold cache, per round; ``pipeline_vs_best_bound`` and
+- ``pipeline_ips``: ``alcli.embedding.embed`` at its default settings (batch, streams,
+  workers) with ``--precision auto --runtime R`` (``--runtime``, default openvino when it is
+  installed) on the same PNGs, cold cache, per round; ``pipeline_vs_best_bound`` and
   ``pipeline_vs_own_bound`` (against the bound of the numerics it ran);
 - ``agreement``: per-image cosine similarity of each precision/runtime's embeddings to fp32
   torch on the same batches (mean, worst).
@@ -22,6 +23,7 @@ Other processes share the 2 cores: only ratios within one round mean much.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -62,12 +64,16 @@ def agreement(bound: ModelOnly, options: EmbedOptions) -> dict[str, dict[str, fl
     return out
 
 
-def one_model(name: str, weights: str | None, size: int, n: int, rounds: int) -> dict[str, Any]:
+def one_model(
+    name: str, weights: str | None, size: int, n: int, rounds: int, runtime: str
+) -> dict[str, Any]:
     files = sorted(MNIST_TEST.iterdir())[:n]
     blobs = [path.read_bytes() for path in files]
     fp32 = EmbedOptions(model=name, weights=weights, image_size=size, precision="fp32")
-    # the pipeline at its default settings but --precision auto (the default is fp32)
-    default = EmbedOptions(model=name, weights=weights, image_size=size, precision="auto")
+    # the pipeline at its default settings but --precision auto --runtime R
+    default = EmbedOptions(
+        model=name, weights=weights, image_size=size, precision="auto", runtime=runtime
+    )
     bound = ModelOnly(blobs, fp32)
     manifest = Path(tempfile.mkdtemp(prefix="i14-")) / "pool.txt"
     manifest.write_text("".join(f"{path}\n" for path in files))
@@ -118,10 +124,25 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
     parser.add_argument("--models", default="", help="comma list (default: both)")
+    parser.add_argument(
+        "--runtime",
+        default="openvino" if importlib.util.find_spec("openvino") else "torch",
+        help="the pipeline's --runtime (default: openvino when installed)",
+    )
+    parser.add_argument(
+        "--resnet-share", type=float, default=0.5, help="ResNet-18's share of --n (8x the cost)"
+    )
     args = parser.parse_args()
     chosen = [m for m in args.models.split(",") if m]
     results = [
-        one_model(name, w, size, int(args.n * share), args.rounds)
+        one_model(
+            name,
+            w,
+            size,
+            int(args.n * (share if share == 1.0 else args.resnet_share)),
+            args.rounds,
+            args.runtime,
+        )
         for name, w, size, share in MODELS
         if not chosen or name in chosen
     ]

@@ -164,3 +164,44 @@ def test_openvino_matches_torch_and_keeps_its_export(png_pool, tmp_path, one_tor
     again = load_backbone("mobilenet_v3_small", "none", 32, runtime="openvino", export_dir=exported)
     assert saved.stat().st_mtime_ns == written  # read back, not converted again
     np.testing.assert_array_equal(again.embed(batch), ov.embed(batch))
+
+
+def test_openvino_bf16_recipe_is_part_of_the_fingerprint():
+    """bf16 on OpenVINO runs its front in fp32 now: new numbers, so a new fingerprint."""
+    numerics_ov = Numerics("bf16", "openvino", "cpu")
+    assert numerics_ov.identity()["recipe"] == numerics.RECIPES[("bf16", "openvino")]
+    assert "recipe" not in Numerics("bf16", "torch", "cpu").identity()
+    assert Numerics().identity() == {}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_OPENVINO, reason="the openvino extra is not installed")
+def test_openvino_bf16_runs_its_front_in_fp32_on_the_run_s_threads(
+    png_pool, tmp_path, one_torch_thread
+):
+    from alcli.models.runtimes import FRONT_FP32_CONVOLUTIONS, OpenVinoForward
+
+    torch_fp32 = load_backbone("mobilenet_v2", None, 64)
+    # built on one torch thread (as a model stream sets it), but told the run has two
+    ov = load_backbone("mobilenet_v2", None, 64, precision="bf16", runtime="openvino", threads=2)
+    assert isinstance(ov.forward, OpenVinoForward)
+    front, body = ov.forward.stages  # the front in fp32, the body in bf16
+    import openvino
+
+    assert front.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    assert body.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
+    assert body.get_property("INFERENCE_NUM_THREADS") == 2
+    convolutions = {"Convolution", "GroupConvolution"}
+    in_front = [
+        op
+        for op in front.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) in convolutions
+    ]
+    assert 1 <= len(in_front) <= FRONT_FP32_CONVOLUTIONS
+    batch = torch.stack([torch_fp32.preprocess(p.read_bytes()) for p in png_pool(6, size=48)])
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    got, reference = ov.embed(batch), torch_fp32.embed(batch)
+    assert got.shape == reference.shape
+    assert got.dtype == np.float32
+    assert not np.array_equal(got, reference)  # bf16 really ran
+    assert cosines(got, reference).min() > 0.99

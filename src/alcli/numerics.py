@@ -5,8 +5,8 @@ than on torch, on a GPU than on a CPU, so all three are part of the cache finger
 (``Numerics.identity``): a bf16 run never serves fp32 embeddings, nor the reverse.
 
 ``auto`` picks the fast precision of the hardware: bf16 autocast on CPUs that run bfloat16
-natively (AVX512_BF16 or AMX; 1.4-1.9x eager fp32 on 2 EPYC cores at load 20, 2.8-3.6x in a
-quieter check; cosine to fp32 0.9990 on MNIST), fp16 autocast on CUDA, fp32 elsewhere
+natively (AVX512_BF16 or AMX; 1.38x eager fp32 for MobileNetV2 on 2 EPYC cores over 2,000
+images, 1.77x for ResNet-18; cosine to fp32 0.9990 on MNIST), fp16 autocast on CUDA, fp32 elsewhere
 (emulated bf16 is slower than fp32). It is opt-in: the default is fp32 (benchmarks/RESULTS.md,
 issue 14). Resolving it reads ``/proc/cpuinfo``, not torch, so a warm run imports no torch.
 """
@@ -34,6 +34,10 @@ _SUPPORTED = {
     ("torch", "cuda"): ("fp32", "bf16", "fp16"),
     ("openvino", "cpu"): ("fp32", "bf16"),
 }
+#: How a precision/runtime runs beyond its name, where that changed after its first release: a
+#: new recipe changes the numbers, so it is part of the fingerprint (old caches are not served).
+#: bf16 on OpenVINO: the front through the second convolution in fp32 (``runtimes.front_cut``).
+RECIPES = {("bf16", "openvino"): "front-fp32-2"}
 #: CPU flags (Linux ``/proc/cpuinfo``) meaning bfloat16 matrix work runs in hardware.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -51,11 +55,13 @@ class Numerics:
         every cache written before precisions existed stay valid (those caches stay warm)."""
         if self == Numerics():
             return {}
-        return {
+        identity = {
             "precision": self.precision,
             "runtime": self.runtime,
             "device_class": self.device_class,
         }
+        recipe = RECIPES.get((self.precision, self.runtime))
+        return identity if recipe is None else {**identity, "recipe": recipe}
 
     def describe(self) -> str:
         """``bf16/torch/cpu``: how ``--json`` and ``bench`` name it."""

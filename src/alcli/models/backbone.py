@@ -180,19 +180,22 @@ def load_backbone(
     precision: str = "fp32",
     runtime: str = "torch",
     export_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
 ) -> Backbone:
     """Build the frozen feature extractor named ``name`` with ``weights``; see module docstring.
 
     ``precision`` and ``runtime`` as ``numerics.resolve_numerics`` takes them (the library's
     default stays fp32, torch's own numbers); ``export_dir`` is where a runtime other than
-    torch keeps its converted model (the cache's ``exported/<fingerprint>``; None: not kept).
+    torch keeps its converted model (the cache's ``exported/<fingerprint>``; None: not kept);
+    ``threads``: the cores a runtime other than torch may use (None: torch's thread count).
     """
     spec, params = resolve(name, weights, image_size)
     target = resolve_device(device)
     numerics = resolve_numerics(precision, runtime, str(target))
     check_runtime_installed(numerics.runtime)
     fingerprint = model_fingerprint(name, weights, image_size, numerics=numerics)
-    threads = torch.get_num_threads()  # the run's count; one_torch_thread changes it below
+    if threads is None:
+        threads = torch.get_num_threads()  # the run's count; one_torch_thread changes it below
     with one_torch_thread():
         module, dim = _build(name, spec, params.crop)
         module = module.to(target)

@@ -47,7 +47,15 @@ class BackboneInBackground:
         self.device = resolve_device(device)
         self.numerics = resolve_numerics(precision, runtime, str(self.device))
         check_runtime_installed(runtime)
-        options = {"precision": precision, "runtime": runtime, "export_dir": export_dir}
+        options = {
+            "precision": precision,
+            "runtime": runtime,
+            "export_dir": export_dir,
+            # the run's thread budget, read now: once the model streams start, each sets
+            # torch's process-wide count to its share (1 of 2), and an OpenVINO model built
+            # with that share ran on one core of two (the pipeline at 0.5 of its bound)
+            "threads": torch.get_num_threads(),
+        }
         self._done = threading.Event()
         self._starting = threading.Lock()
         self._started = False
