@@ -141,7 +141,8 @@ def test_graph_space_is_each_row_next_to_its_neighbours_mean_power_normalised() 
     Xp = np.abs(X)  # non-negative, like a CNN's pooled ReLU features: square-rooted
     space = head_space("graph", Xp)
     d = X.shape[1]
-    assert space.power and space.pool.shape == (500, 2 * d)
+    assert space.power
+    assert space.pool.shape == (500, 2 * d)
     root = np.sqrt(Xp)
     np.testing.assert_allclose(space.pool[:, :d], root, rtol=1e-6)
     g = space.graph
