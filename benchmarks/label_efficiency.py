@@ -100,7 +100,8 @@ def cached_eval_rows(space: HeadSpace, Xe: np.ndarray, backend: str) -> np.ndarr
     """The eval rows in the head's space; for the graph head, kept in .work like the graph."""
     if space.graph is None:
         return Xe
-    path = WORK / f"graph_eval_{len(space.pool)}x{Xe.shape[0]}_{backend}.npy"
+    # v2: [power-normalised row, neighbours' mean] (session 7); the v1 file held a ½-mix
+    path = WORK / f"graph_eval_v2_{len(space.pool)}x{Xe.shape[0]}_{backend}.npy"
     if path.exists():
         return np.load(path)
     rows = space.rows_for(Xe)
@@ -260,7 +261,8 @@ def main() -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    reference = curves["random/logistic"]
+    # random with the logistic head is the yardstick; a run without that head uses its first
+    reference = curves.get("random/logistic") or curves[f"random/{heads[0]}"]
     at = reference["labels"].index(args.random_to) if args.random_to in reference["labels"] else -1
     random_2000 = (
         args.random_2000_accuracy

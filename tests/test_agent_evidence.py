@@ -58,12 +58,13 @@ def test_auto_with_the_graph_head_reports_what_it_bought_per_round(tmp_path) -> 
         initial=20,
         round_size=20,
         head="graph",
+        plateau_rounds=10,  # the graph head levels off early on 4 blobs: run to the budget
     )
     report = run_auto(uris, X[:400], Oracle(), config, out_dir=tmp_path, eval_set=eval_set)
     assert report.config["head"] == "graph"
     assert report.labels_bought == 100
     last = report.shared_accuracy[-1]
-    assert sum(last["bought_by_class"].values()) == 100
+    assert sum(last["bought_by_class"].values()) == report.labels_bought
     assert set(last["per_class"]) == {"0", "1", "2", "3"}
     assert 0 <= last["ece"] <= 1
     assert last["leader"] in {"margin", "bald"}

@@ -134,3 +134,26 @@ def test_bootstrap_committee_still_available() -> None:
     X, y = two_moons_like(300)
     members = train_committee(X[:60], y[:60], k=3, seed=0)
     assert members.proba(X).shape == (3, 300, 4)
+
+
+def test_graph_space_is_each_row_next_to_its_neighbours_mean_power_normalised() -> None:
+    X, _ = two_moons_like(500, seed=4)
+    Xp = np.abs(X)  # non-negative, like a CNN's pooled ReLU features: square-rooted
+    space = head_space("graph", Xp)
+    d = X.shape[1]
+    assert space.power
+    assert space.pool.shape == (500, 2 * d)
+    root = np.sqrt(Xp)
+    np.testing.assert_allclose(space.pool[:, :d], root, rtol=1e-6)
+    g = space.graph
+    assert g is not None
+    manual = np.einsum("nk,nkd->nd", g.weights, root[g.neighbors])
+    np.testing.assert_allclose(space.pool[:, d:], manual, rtol=1e-5, atol=1e-5)
+    new = space.rows_for(Xp[:7])
+    assert new.shape == (7, 2 * d)
+    np.testing.assert_allclose(new[:, :d], root[:7], rtol=1e-6)
+    again = head_space("graph", Xp)
+    np.testing.assert_array_equal(again.pool, space.pool)
+    signed = head_space("graph", X)  # negative values: left as they are
+    assert not signed.power
+    np.testing.assert_array_equal(signed.pool[:, :d], X)

@@ -86,7 +86,7 @@ HeadOpt = Annotated[
     str,
     typer.Option(
         "--head",
-        help="The model strategies read: logistic, graph (kNN-smoothed pool) or selftrain.",
+        help="The model strategies read: logistic, graph (rows with their kNN mean) or selftrain.",
     ),
 ]
 MemoryOpt = Annotated[

@@ -11,8 +11,9 @@ MNIST features (benchmarks/RESULTS.md, issue 18): label spreading alone gains mo
 labels but saturates near the graph's own neighbour-label agreement (~0.89 accuracy, 90.6 %
 of neighbours share the label), while a logistic head on smoothed embeddings keeps the
 head's capacity and gains 2-3 points from 200 to 400 labels; so the ``graph`` head smooths
-features. The graph depends on the embeddings only, not on the labels, so it is built once
-per pool and reused by every round and strategy.
+features (since session 7 it reads each row next to its neighbours' mean, β = 1, rather than
+a fixed mix: ``alcli.learner.semisup``). The graph depends on the embeddings only, not on
+the labels, so it is built once per pool and reused by every round and strategy.
 
 Neighbours are found on the standardized embeddings projected on their top ``dim`` principal
 axes (fitted on at most ``PCA_ROWS`` evenly spaced rows) and L2-normalised: cosine similarity
@@ -40,7 +41,8 @@ DEFAULT_K = 10
 #: Principal axes the neighbour search runs in: cost falls with dim, and 128 kept 98.8 % of
 #: the full 1280-dim graph's neighbour-label agreement on MNIST (0.895 vs 0.906).
 DEFAULT_DIM = 128
-#: Weight of the neighbours' mean in a smoothed embedding (0.5 beat 1.0 from 400 labels on).
+#: Default weight of the neighbours' mean in ``smooth_pool``/``smooth_new`` (0.5 beat 1.0 from
+#: 400 labels on, as a mix; the graph head now concatenates the row and the mean instead).
 DEFAULT_SMOOTH = 0.5
 #: Rows the principal axes are fitted on (evenly spaced): enough for a 128-axis basis.
 PCA_ROWS = 20_000
