@@ -103,3 +103,25 @@ def test_survivors_sharing_the_initial_head_share_one_pool_prediction(
     # round 1: one head (the initial one) for all three; round 2: two survivors, two heads
     assert len(pool_predictions) == 1 + 2
     assert len(set(pool_predictions[1:])) == 2
+
+
+def test_a_saved_head_of_another_width_is_trained_again(tmp_path) -> None:
+    """A resumed run whose head space changed width (the graph head's [x, mean] form) warns
+    and trains the head again instead of failing on a matrix product."""
+    from alcli.agent.heads import HeadStore, rows_key, save_head
+    from contextlib import nullcontext
+
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 6), dtype=np.float32)
+    labels = ["a" if x[0] > 0.5 else "b" for x in X]
+    space = semisup.head_space("logistic", X)
+    store = HeadStore(tmp_path, space, l2=1.0, timed=lambda part: nullcontext())
+    rows = list(range(20))
+    narrow = train_head(X[:20, :4], labels[:20])  # a head over 4 features, not 6
+    store.folder.mkdir(parents=True)
+    save_head(narrow, store.folder / f"{rows_key(rows)}.npz")
+
+    with pytest.warns(UserWarning, match="reads 4 features, this run's head space has 6"):
+        head = store.train(rows, labels[:20])
+    assert head.weights.shape[0] == 6
+    assert head.predict_proba(X).shape == (60, 2)

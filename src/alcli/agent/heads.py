@@ -95,12 +95,21 @@ class HeadStore:
     def _load(self, key: str) -> Head | None:
         path = self.folder / f"{key}.npz"
         try:
-            return load_head(str(path))
+            head = load_head(str(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError) as exc:  # torn or foreign file: train again
             warnings.warn(f"{path}: unreadable saved head ({exc}); training it again", stacklevel=2)
             return None
+        width = self.space.pool.shape[1]
+        if head.weights.shape[0] != width:  # saved by a release whose head space differed
+            warnings.warn(
+                f"{path}: saved head reads {head.weights.shape[0]} features, this run's head "
+                f"space has {width}; training it again",
+                stacklevel=2,
+            )
+            return None
+        return head
 
     def _save(self, key: str, head: Head) -> None:
         with self.timed("io"):
