@@ -108,8 +108,9 @@ def test_survivors_sharing_the_initial_head_share_one_pool_prediction(
 def test_a_saved_head_of_another_width_is_trained_again(tmp_path) -> None:
     """A resumed run whose head space changed width (the graph head's [x, mean] form) warns
     and trains the head again instead of failing on a matrix product."""
-    from alcli.agent.heads import HeadStore, rows_key, save_head
     from contextlib import nullcontext
+
+    from alcli.agent.heads import HeadStore, rows_key, save_head
 
     rng = np.random.default_rng(0)
     X = rng.random((60, 6), dtype=np.float32)
