@@ -9,7 +9,9 @@ backoff and retry budget add up to the deadline (``_deadline_config``), called w
 blocking ``get``. Until session 7 the deadline was ``asyncio.wait_for`` on an event-loop thread:
 ~0.5 ms more CPU per GET and two more thread hand-offs (tokio, then the loop, then the reader),
 each a wake-up that waits for a core the model streams hold: in the pipeline on 2 cores a
-20 ms GET took 75-90 ms that way, 50-55 ms blocking (``benchmarks/RESULTS.md``, issue 13). Only object GETs take this path: listing, ``info`` and every other
+20 ms GET took 75-90 ms that way, 50-55 ms blocking (``benchmarks/RESULTS.md``, issue 13).
+
+Only object GETs take this path: listing, ``info`` and every other
 protocol stay on fsspec, and so does S3 whenever obstore is missing or cannot reproduce what
 the storage options ask for (``FastS3.from_options`` returns None), or a bucket answers
 obstore with something other than the object or "not found" (then that bucket goes back to
