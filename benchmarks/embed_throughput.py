@@ -105,13 +105,14 @@ def upload(paths: list[Path], endpoint_url: str, prefix: str) -> None:
 
 
 @contextmanager
-def s3_server_process(delay_ms: float) -> Iterator[tuple[str, int]]:
+def s3_server_process(delay_ms: float, *flags: str) -> Iterator[tuple[str, int]]:
     """tests/s3server.py in its own process: like a real store, it shares no GIL with us.
 
     Yields its endpoint and its pid (to read the CPU time it spends on our requests).
+    ``flags`` go to the server as they are (``--nagle``: the server before session 7).
     """
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "s3server.py"), "--delay-ms", str(delay_ms)],
+        [sys.executable, str(ROOT / "tests" / "s3server.py"), "--delay-ms", str(delay_ms), *flags],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -11,11 +11,14 @@ request), N MNIST PNGs uploaded once. Two parts, each in --rounds interleaved ro
    - ``botocore``: one botocore client from 16 threads (no parameter validation, checksums only
      when required, 32 pooled connections);
    - ``obstore``: obstore 0.12.1's blocking ``get`` from 16 threads;
-   - ``alcli``: ``Pool.read(uri, timeout=60)`` as the pipeline calls it now (obstore on an
-     event loop under the item deadline).
+   - ``alcli_loop``: ``Pool.read(uri, timeout=60)`` as sessions 5-6 did it (obstore on an event
+     loop thread under ``asyncio.wait_for``, the item deadline; ``LoopDeadline``);
+   - ``alcli``: ``Pool.read(uri, timeout=60)`` as the pipeline calls it now (obstore's blocking
+     call, the deadline as its own timeout and retry budget).
 2. The pipeline on the S3 pool (``alcli.embedding.embed``, cold cache, whole call timed) with
-   today's client (``ALCLI_S3_CLIENT=fsspec``) and the adopted one, beside the model-only
-   bound of the same round; then the plain sequential loop with the adopted client.
+   the s3fs client (``ALCLI_S3_CLIENT=fsspec``), the event-loop deadline of sessions 5-6 and
+   the adopted one, beside the model-only bound of the same round; then the plain sequential
+   loop with the adopted client.
 
 ``s3_vs_ceiling``: the pipeline against the model-only bound with the server's own measured
 CPU taken out: ``ceiling = min(bound_ips, cores / (model_core_s + server_cpu_s))``, where
@@ -35,8 +38,10 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,7 @@ from mnist_pool import make_pools  # noqa: E402
 from alcli.bench import ModelOnly, layout_cores, sequential_ips  # noqa: E402
 from alcli.embedding import EmbedOptions  # noqa: E402
 from alcli.sources import Pool  # noqa: E402
+from alcli.sources.objectstore import FastS3  # noqa: E402
 from alcli.sources.reading import read_remote  # noqa: E402
 from embed_throughput import (  # noqa: E402
     BUCKET,
@@ -66,7 +72,46 @@ TARGETS = {"s3_client_cpu_ms_per_get": 1.5, "s3_vs_sequential": 3.0, "s3_vs_ceil
 IN_FLIGHT = 16
 
 
-def clients(endpoint: str, storage: dict[str, Any]) -> dict[str, Any]:
+class LoopDeadline:
+    """``FastS3.get`` as sessions 5-6 had it, for comparison: the GET on an event-loop thread
+    under ``asyncio.wait_for(timeout)``, on the store without a deadline of its own."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="loop-deadline", daemon=True).start()
+        self._plain_get = FastS3.get
+
+    def get(self, fast: FastS3, bucket: str, key: str, timeout: float | None) -> bytes:
+        import obstore
+
+        if not timeout:
+            return self._plain_get(fast, bucket, key, None)
+        store = fast._store(bucket, None)
+
+        async def bounded() -> bytes:
+            async def fetch() -> bytes:
+                result = await obstore.get_async(store, key)
+                return bytes(await result.bytes_async())
+
+            return await asyncio.wait_for(fetch(), timeout)
+
+        return asyncio.run_coroutine_threadsafe(bounded(), self._loop).result()
+
+    @contextmanager
+    def installed(self) -> Any:
+        """Every ``FastS3`` reads through the event loop meanwhile."""
+
+        def loop_get(fast: FastS3, bucket: str, key: str, timeout: float | None) -> bytes:
+            return self.get(fast, bucket, key, timeout)
+
+        FastS3.get = loop_get  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            FastS3.get = self._plain_get  # type: ignore[method-assign]
+
+
+def clients(endpoint: str, storage: dict[str, Any], old: LoopDeadline) -> dict[str, Any]:
     """name -> read(keys) -> list of bytes, each reading every key once, 16 in flight."""
     import botocore.session
     import fsspec
@@ -118,11 +163,19 @@ def clients(endpoint: str, storage: dict[str, Any]) -> dict[str, Any]:
     )
     os.environ.pop("ALCLI_S3_CLIENT", None)
     pool = Pool("bench", [], storage_options=storage)
+    loop_pool = Pool("bench", [], storage_options=storage)
+    loop_fast = loop_pool.filesystems.fast_s3()
+    assert loop_fast is not None
+
+    def loop_read(key: str) -> bytes:
+        return old.get(loop_fast, BUCKET, key, 60.0)
+
     return {
         "s3fs_today": threaded(lambda key: read_remote(fs, "s3", f"{BUCKET}/{key}")),
         "s3fs_tuned": tuned_read,
         "botocore": threaded(lambda key: boto.get_object(Bucket=BUCKET, Key=key)["Body"].read()),
         "obstore": threaded(lambda key: bytes(obstore.get(store, key).bytes())),
+        "alcli_loop": threaded(loop_read),
         "alcli": threaded(lambda key: pool.read(f"s3://{BUCKET}/{key}", 60.0)),
     }
 
@@ -175,21 +228,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "secret": "testing",
                 "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
             }
-            gets = cpu_per_get(clients(endpoint, storage), keys, pid, args.rounds)
+            old = LoopDeadline()
+            gets = cpu_per_get(clients(endpoint, storage, old), keys, pid, args.rounds)
             spec = f"s3://{BUCKET}/mnist/"
             rounds = []
             for number in range(args.rounds):
-                log(f"pipeline round {number + 1}/{args.rounds}: bound, today's client, obstore")
+                log(f"pipeline round {number + 1}/{args.rounds}: bound, s3fs, loop, obstore")
                 by_layout = bound.measure()
                 os.environ["ALCLI_S3_CLIENT"] = "fsspec"
                 today, _ = embed_ips(spec, options, caches / f"fsspec-{number}", storage)
                 os.environ.pop("ALCLI_S3_CLIENT")
+                with old.installed():
+                    looped, _ = embed_ips(spec, options, caches / f"loop-{number}", storage)
                 adopted, _ = embed_ips(spec, options, caches / f"obstore-{number}", storage)
                 rounds.append(
                     {
                         "model_only_ips_by_layout": {k: round(v, 2) for k, v in by_layout.items()},
                         "model_only_ips": max(by_layout.values()),
                         "pipeline_s3_ips_fsspec": today,
+                        "pipeline_s3_ips_loop": looped,
                         "pipeline_s3_ips": adopted,
                     }
                 )
@@ -205,6 +262,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["ceiling_ips"] = min(r["model_only_ips"], cores / (model_s + server_s))
         r["s3_vs_ceiling"] = r["pipeline_s3_ips"] / r["ceiling_ips"]
         r["s3_vs_ceiling_fsspec"] = r["pipeline_s3_ips_fsspec"] / r["ceiling_ips"]
+        r["s3_vs_ceiling_loop"] = r["pipeline_s3_ips_loop"] / r["ceiling_ips"]
+        # not the target's definition: the model at its cost per image when it takes both
+        # cores (the bound's own layout), not at its cheapest layout's (see RESULTS.md)
+        r["ceiling_ips_at_bound_layout"] = min(
+            r["model_only_ips"], cores / (cores / r["model_only_ips"] + server_s)
+        )
 
     def median(key: str) -> float:
         return round(float(np.median([r[key] for r in rounds])), 3)
@@ -213,15 +276,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "s3_client_cpu_ms_per_get": gets["alcli"]["client_cpu_ms_per_get"],
         "s3_server_cpu_ms_per_get": gets["alcli"]["server_cpu_ms_per_get"],
         "s3_client_cpu_ms_per_get_today": gets["s3fs_today"]["client_cpu_ms_per_get"],
+        "s3_client_cpu_ms_per_get_loop": gets["alcli_loop"]["client_cpu_ms_per_get"],
         "s3_server_cpu_ms_per_get_today": gets["s3fs_today"]["server_cpu_ms_per_get"],
         "pipeline_s3_ips": median("pipeline_s3_ips"),
         "pipeline_s3_ips_today": median("pipeline_s3_ips_fsspec"),
+        "pipeline_s3_ips_loop": median("pipeline_s3_ips_loop"),
         "model_only_ips": median("model_only_ips"),
         "ceiling_ips": median("ceiling_ips"),
         "sequential_ips": round(sequential, 3),
         "s3_vs_sequential": round(median("pipeline_s3_ips") / sequential, 3),
         "s3_vs_ceiling": median("s3_vs_ceiling"),
         "s3_vs_ceiling_today": median("s3_vs_ceiling_fsspec"),
+        "s3_vs_ceiling_loop": median("s3_vs_ceiling_loop"),
+        "s3_vs_ceiling_at_bound_layout": round(
+            float(
+                np.median([r["pipeline_s3_ips"] / r["ceiling_ips_at_bound_layout"] for r in rounds])
+            ),
+            3,
+        ),
     }
     met = {
         "s3_client_cpu_ms_per_get": results["s3_client_cpu_ms_per_get"]

@@ -95,3 +95,19 @@ def test_a_hung_get_times_out_at_the_deadline(objects, s3_server) -> None:
         assert time.monotonic() - started < 5
     finally:
         proxy.stop()
+
+
+def test_the_deadline_budget_never_outlasts_the_deadline() -> None:
+    from alcli.sources.objectstore import _deadline_config
+
+    for deadline in (0.5, 1.0, 2.0, 60.0, 600.0):
+        config = _deadline_config(deadline)
+        per_try = config["client_options"]["timeout"].total_seconds()
+        retries = config["retry_config"]
+        worst = (
+            retries["retry_timeout"].total_seconds()  # tries started before this ...
+            + retries["backoff"]["max_backoff"].total_seconds()  # ... one pause ...
+            + per_try  # ... and one last try
+        )
+        assert worst <= deadline + 1e-9
+        assert per_try >= deadline / 2  # a slow but live store still gets most of it

@@ -1,9 +1,17 @@
 """The S3 GET hot path through obstore (Rust ``object_store``), with fsspec as the fallback.
 
 Measured with 16 GETs in flight on 127.0.0.1 (``benchmarks/s3_client.py``): s3fs/aiobotocore
-spends 2.4-3.5 ms of this process's CPU per GET, botocore alone 2-3, obstore ~0.5 (1.1 through
-an event loop, which a per-item deadline needs). At 250-500 images/s that is most of a core
-given back to the model. Only object GETs take this path: listing, ``info`` and every other
+spends 2.4-3.5 ms of this process's CPU per GET, botocore alone 2-3, obstore ~0.5. At 250-500
+images/s that is most of a core given back to the model.
+
+The per-item deadline is obstore's own: one store per (bucket, deadline) whose request timeout,
+backoff and retry budget add up to the deadline (``_deadline_config``), called with obstore's
+blocking ``get``. Until session 7 the deadline was ``asyncio.wait_for`` on an event-loop thread:
+~0.5 ms more CPU per GET and two more thread hand-offs (tokio, then the loop, then the reader),
+each a wake-up that waits for a core the model streams hold: in the pipeline on 2 cores a
+20 ms GET took 75-90 ms that way, 50-55 ms blocking (``benchmarks/RESULTS.md``, issue 13).
+
+Only object GETs take this path: listing, ``info`` and every other
 protocol stay on fsspec, and so does S3 whenever obstore is missing or cannot reproduce what
 the storage options ask for (``FastS3.from_options`` returns None), or a bucket answers
 obstore with something other than the object or "not found" (then that bucket goes back to
@@ -18,7 +26,6 @@ own chain (environment, config files, SSO, instance metadata), refreshed through
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections.abc import Mapping
@@ -34,6 +41,8 @@ _KNOWN_CLIENT_KWARGS = frozenset({"endpoint_url", "region_name"})
 #: obstore's own retries (it retries connection errors and 5xx with backoff); the item's
 #: deadline bounds them all. Fewer than its default 10, so a dead store is seen in seconds.
 _MAX_RETRIES = 3
+#: Longest pause between two tries under a deadline (obstore's default is 15 s).
+_MAX_BACKOFF_S = 2.0
 
 
 class FastS3:
@@ -42,10 +51,9 @@ class FastS3:
     def __init__(self, config: dict[str, Any], credentials: Any = None) -> None:
         self._config = config
         self._credentials = credentials  # botocore's refreshable credentials, or None
-        self._stores: dict[str, Any] = {}
+        self._stores: dict[tuple[str, float | None], Any] = {}  # by (bucket, deadline)
         self._fallback: set[str] = set()  # buckets obstore could not serve
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> FastS3 | None:
@@ -101,50 +109,55 @@ class FastS3:
     def get(self, bucket: str, key: str, timeout: float | None) -> bytes:
         """The object's bytes; obstore's exceptions as they come (``reading`` maps them).
 
-        With a deadline the GET runs on this client's event loop under ``wait_for``, so the
-        request and its retries are cancelled at the deadline (``asyncio.TimeoutError``);
-        without one, obstore's blocking call is cheaper still.
+        With a deadline, every try and pause of the GET fits in ``timeout`` seconds (the
+        store's own timeouts, ``_deadline_config``): past it the request is dropped with its
+        connection and obstore raises its timeout error.
         """
         import obstore
 
-        store = self._store(bucket)
-        if not timeout:
-            return bytes(obstore.get(store, key).bytes())
+        return bytes(obstore.get(self._store(bucket, timeout), key).bytes())
 
-        async def fetch() -> bytes:
-            result = await obstore.get_async(store, key)
-            return bytes(await result.bytes_async())
-
-        async def bounded() -> bytes:
-            return await asyncio.wait_for(fetch(), timeout)
-
-        return asyncio.run_coroutine_threadsafe(bounded(), self._event_loop()).result()
-
-    def _store(self, bucket: str) -> Any:
-        store = self._stores.get(bucket)
+    def _store(self, bucket: str, timeout: float | None) -> Any:
+        store = self._stores.get((bucket, timeout))
         if store is None:
             from obstore.store import S3Store
 
             with self._lock:
-                store = self._stores.get(bucket)
+                store = self._stores.get((bucket, timeout))
                 if store is None:
                     provider = _provider(self._credentials) if self._credentials else None
-                    store = S3Store(bucket, credential_provider=provider, **self._config)
-                    self._stores[bucket] = store
+                    config = self._config | _deadline_config(timeout) if timeout else self._config
+                    store = S3Store(bucket, credential_provider=provider, **config)
+                    self._stores[(bucket, timeout)] = store
         return store
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            with self._lock:
-                if self._loop is None:
-                    loop = asyncio.new_event_loop()
-                    threading.Thread(
-                        target=loop.run_forever, name="alcli-obstore", daemon=True
-                    ).start()
-                    self._loop = loop
-                loop = self._loop
-        return loop
+
+def _deadline_config(timeout: float) -> dict[str, Any]:
+    """obstore settings under which a GET, retries included, gives up within ``timeout`` s.
+
+    obstore stops retrying once ``retry_timeout`` has passed since the first try, but a pause
+    (at most ``max_backoff``) and one more try (at most the request ``timeout``) may follow:
+    three quarters of the deadline per try and one quarter for the tries before the last,
+    pauses included, add up to the deadline. Retries are for failures that come fast (a reset,
+    a 503); a hung store is given up at 3/4 of the deadline.
+    """
+    per_try = 0.75 * timeout
+    max_backoff = min(_MAX_BACKOFF_S, timeout / 16)
+    return {
+        "client_options": {
+            "allow_http": True,
+            "timeout": timedelta(seconds=per_try),
+            "connect_timeout": timedelta(seconds=min(10.0, per_try)),
+        },
+        "retry_config": {
+            "max_retries": _MAX_RETRIES,
+            "retry_timeout": timedelta(seconds=max(0.0, timeout - per_try - max_backoff)),
+            "backoff": {
+                "init_backoff": timedelta(seconds=min(0.1, max_backoff)),
+                "max_backoff": timedelta(seconds=max_backoff),
+            },
+        },
+    }
 
 
 def _botocore_session(profile: str | None) -> tuple[Any, Any] | None:

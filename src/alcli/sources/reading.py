@@ -11,10 +11,8 @@ filesystem the pool uses (``s3_options`` builds the common ones).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Mapping
-from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 import fsspec
@@ -113,12 +111,12 @@ def read_s3_fast(
         return fast.get(bucket, key, timeout)
     except FileNotFoundError:
         raise ItemError("not found") from None
-    except (asyncio.TimeoutError, FuturesTimeout):
-        raise StoreUnreachableError.timed_out(timeout or 0) from None
     except Exception as error:
         name = type(error).__name__
         if name in ("PermissionDeniedError", "UnauthenticatedError"):
             raise ItemError("unreadable: access denied") from None
+        if timeout and any(sign in str(error) for sign in _OBSTORE_TIMEOUT_SIGNS):
+            raise StoreUnreachableError.timed_out(timeout) from None  # the deadline's budget
         detail = one_line(error)
         if any(sign in detail for sign in _OBSTORE_CONNECTION_SIGNS):
             raise StoreUnreachableError(f"connection failed: {name}: {detail}") from None
@@ -128,6 +126,8 @@ def read_s3_fast(
 
 
 _S3 = frozenset({"s3", "s3a"})
+#: How obstore (reqwest) words a request past its timeout, in its error's debug text.
+_OBSTORE_TIMEOUT_SIGNS = ("kind: Timeout", "TimedOut")
 #: How obstore (reqwest/hyper) words a store that could not be reached at all.
 _OBSTORE_CONNECTION_SIGNS = (
     "error sending request",
