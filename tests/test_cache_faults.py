@@ -337,6 +337,7 @@ def test_a_read_only_cache_serves_warm_runs_and_refuses_cold_ones(shared_dir: Pa
 # --- kills and Ctrl-C -----------------------------------------------------------------------
 
 CHILD = """
+import signal
 import sys
 import numpy as np
 from alcli.cache import EmbeddingCache, compaction
@@ -345,6 +346,9 @@ from alcli.cache.writer import Writer
 
 FP, DIM = {fp!r}, {dim}
 directory, mode = sys.argv[1], sys.argv[2]
+# Ctrl-C as a terminal delivers it: a test started from a background job inherits SIGINT
+# ignored, and Python then installs no handler, so the child would finish instead.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def keys(r):
