@@ -25,7 +25,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice, pairwise
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -36,9 +36,30 @@ _MAGIC = "alcli-item-table-v1"
 _HEADER = 4096
 _ALIGN = 64
 I64 = npt.NDArray[np.int64]
+T = TypeVar("T")
 
 
-class HexKeys(Sequence[str]):
+class _Column(Sequence[T]):
+    """A sequence whose elements are made on access by ``_at(index)``; a slice is a list."""
+
+    def _at(self, index: int) -> T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        if isinstance(index, slice):
+            return [self._at(i) for i in range(*index.indices(len(self)))]
+        return self._at(index)
+
+    def __iter__(self) -> Iterator[T]:
+        for i in range(len(self)):
+            yield self._at(i)
+
+
+class HexKeys(_Column[str]):
     """Fixed-width keys as raw bytes [n, width]; ``keys[i]`` is the hex str items carry, and
     the cache encodes ``raw`` directly (``alcli.cache.keys.encode_keys``) with no str at all."""
 
@@ -48,17 +69,11 @@ class HexKeys(Sequence[str]):
     def __len__(self) -> int:
         return len(self.raw)
 
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        if isinstance(index, slice):
-            return [row.tobytes().hex() for row in self.raw[index]]
+    def _at(self, index: int) -> str:
         return self.raw[index].tobytes().hex()
 
 
-class ItemTable(Sequence[Item]):
+class ItemTable(_Column[Item]):
     """Items as columns (see the module docstring); ``rows``: the positions of the base table
     this one keeps (ascending), None for all of them."""
 
@@ -84,19 +99,9 @@ class ItemTable(Sequence[Item]):
     def __len__(self) -> int:
         return len(self._keys) if self._rows is None else len(self._rows)
 
-    @overload
-    def __getitem__(self, index: int) -> Item: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Item]: ...
-    def __getitem__(self, index: int | slice) -> Item | list[Item]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _at(self, index: int) -> Item:
         base = self._base(index)
         return Item(self._uri(base), self._keys[base].tobytes().hex())
-
-    def __iter__(self) -> Iterator[Item]:
-        for i in range(len(self)):
-            yield self[i]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):
@@ -186,7 +191,7 @@ class _SortedUris(Sequence[bytes]):
         return self.table._uri_bytes(i if order is None else int(order[i]))
 
 
-class UriColumn(Sequence[str]):
+class UriColumn(_Column[str]):
     """A table's URIs as a ``Sequence[str]``, decoded on access; ``find`` locates a few."""
 
     def __init__(self, table: ItemTable) -> None:
@@ -195,18 +200,8 @@ class UriColumn(Sequence[str]):
     def __len__(self) -> int:
         return len(self.table)
 
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        if isinstance(index, slice):
-            return [self.table.uri(i) for i in range(*index.indices(len(self)))]
+    def _at(self, index: int) -> str:
         return self.table.uri(index)
-
-    def __iter__(self) -> Iterator[str]:
-        for i in range(len(self)):
-            yield self.table.uri(i)
 
     def find(self, uris: Iterable[str]) -> I64:
         return self.table.find(uris)
@@ -233,14 +228,14 @@ def from_items(items: Sequence[Item]) -> ItemTable | None:
     del keys
     text = "".join(uris)
     encoded = text.encode("utf-8", "surrogateescape")
+    ascii_only = len(encoded) == len(text)  # then characters are bytes
+    del text
     offsets = np.zeros(n + 1, dtype=np.int64)
-    if len(encoded) == len(text):  # ASCII: characters are bytes
+    if ascii_only:
         np.cumsum(np.fromiter(map(len, uris), dtype=np.int64, count=n), out=offsets[1:])
     else:
         lengths = (len(uri.encode("utf-8", "surrogateescape")) for uri in uris)
         np.cumsum(np.fromiter(lengths, dtype=np.int64, count=n), out=offsets[1:])
-    ascii_only = len(encoded) == len(text)
-    del text
     order: I64 | None = None
     # ``find`` searches byte order, which for ASCII is str order (the usual, cheap check).
     in_order = ascii_only and all(map(operator.lt, uris, islice(uris, 1, None)))
