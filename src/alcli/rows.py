@@ -226,9 +226,11 @@ class PoolRows:
         for start in range(0, self.n, self.block_rows):
             yield start, self.read(start, start + self.block_rows)
 
-    def project(self, matrix: F32) -> F32:
-        """``pool @ matrix`` [n, k] float32 (a head's logits), one block at a time."""
-        out = np.empty((self.n, matrix.shape[1]), dtype=np.float32)
+    def project(self, matrix: F32, out: F32 | None = None) -> F32:
+        """``pool @ matrix`` [n, k] float32 (a head's logits), one block at a time, into
+        ``out`` when given."""
+        if out is None:
+            out = np.empty((self.n, matrix.shape[1]), dtype=np.float32)
         for _ in self.project_blocks([matrix], outs=[out]):
             pass
         return out
@@ -238,16 +240,25 @@ class PoolRows:
     ) -> Iterator[tuple[int, list[F32]]]:
         """(first row, [``block @ m`` for each matrix]) over the pool, in order: K heads'
         logits from one read of each block (into ``outs`` when given, else reused buffers
-        valid until the next block); a cache overrides it to cast and multiply in
-        cache-sized pieces on all cores."""
+        valid until the next block)."""
         mats = [np.ascontiguousarray(m, dtype=np.float32) for m in matrices]
-        buffers = [np.empty((self.block_rows, m.shape[1]), dtype=np.float32) for m in mats]
-        for start, block in self.blocks():
-            stop = start + len(block)
-            targets = [o[start:stop] for o in outs] if outs else [b[: len(block)] for b in buffers]
-            for m, target in zip(mats, targets, strict=True):
-                np.matmul(block, m, out=target)
+        buffers = (
+            [] if outs else [np.empty((self.block_rows, m.shape[1]), np.float32) for m in mats]
+        )
+        for start in range(0, self.n, self.block_rows):
+            stop = min(self.n, start + self.block_rows)
+            targets = (
+                [o[start:stop] for o in outs] if outs else [b[: stop - start] for b in buffers]
+            )
+            self._project_block(start, stop, mats, targets)
             yield start, targets
+
+    def _project_block(self, start: int, stop: int, mats: list[F32], targets: list[F32]) -> None:
+        """targets[k] = rows ``start:stop`` @ mats[k]; a cache overrides it to cast and
+        multiply in cache-sized pieces on all cores."""
+        block = self.read(start, stop)
+        for m, target in zip(mats, targets, strict=True):
+            np.matmul(block, m, out=target)
 
     def materialize(self, what: str = "this step") -> F32:
         """The whole pool as one float32 array, if it fits the memory setting."""
@@ -478,31 +489,20 @@ class CachedRows(PoolRows):
         if segment < len(entries):
             self.cache.advise_run(self.fingerprint, self.view, segment, start_row, rows)
 
-    def project_blocks(
-        self, matrices: Sequence[F32], *, outs: Sequence[F32] | None = None
-    ) -> Iterator[tuple[int, list[F32]]]:
-        """``PoolRows.project_blocks`` without a float32 copy of any block: each in-order
+    def _project_block(self, start: int, stop: int, mats: list[F32], targets: list[F32]) -> None:
+        """``PoolRows._project_block`` without a float32 copy of the block: each in-order
         run's parts are read in their stored dtype, cast ``CAST_ROWS`` rows at a time into a
         per-thread buffer that stays in the CPU's cache, and multiplied there by each matrix,
         on ``READ_THREADS`` threads. The same products (row by row, same dtype and shape)."""
         from alcli._threads import single_threaded_blas
 
-        mats = [np.ascontiguousarray(m, dtype=np.float32) for m in matrices]
-        buffers = [np.empty((self.block_rows, m.shape[1]), dtype=np.float32) for m in mats]
-        for start in range(0, self.n, self.block_rows):
-            stop = min(self.n, start + self.block_rows)
-            size = stop - start
-            targets = [o[start:stop] for o in outs] if outs else [b[:size] for b in buffers]
-            # One BLAS thread per caller: OpenBLAS's own threads make a 512-row product ~8x
-            # slower here (benchmarks/RESULTS.md, issue 16, session 7); the parts are threads.
-            with single_threaded_blas():
-                if self._project_run(start, stop, mats, targets):
-                    self._advance(stop - start)
-                else:
-                    block = self.read(start, stop)
-                    for m, target in zip(mats, targets, strict=True):
-                        np.matmul(block, m, out=target)
-            yield start, targets
+        # One BLAS thread per caller: OpenBLAS's own threads make a 512-row product ~8x
+        # slower here (benchmarks/RESULTS.md, issue 16, session 7); the parts are threads.
+        with single_threaded_blas():
+            if self._project_run(start, stop, mats, targets):
+                self._advance(stop - start)
+            else:
+                super()._project_block(start, stop, mats, targets)
 
     def _project_run(self, start: int, stop: int, matrices: list[F32], targets: list[F32]) -> bool:
         done = False

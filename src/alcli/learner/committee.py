@@ -34,7 +34,6 @@ from alcli.learner.heads import (
     PREDICT_CHUNK_ROWS,
     Head,
     Scaler,
-    _softmax_inplace,
     encode_labels,
     fit_scaler,
     train_head,
@@ -78,26 +77,25 @@ class Committee:
         """out[k] = head k's probabilities from its ``rows @ weights`` (``logits[k]``, changed
         in place): what ``proba_into`` gives on those rows."""
         for k, (head, probs) in enumerate(zip(self.heads, logits, strict=True)):
-            columns = np.searchsorted(self.classes, head.classes)
             if len(head.classes) == 1:
                 probs.fill(1.0)
             else:
-                np.add(probs, head.bias, out=probs)
-                _softmax_inplace(probs)
-            if len(columns) == len(self.classes):
-                out[k] = probs
-            else:
-                out[k][:, columns] = probs
+                head.proba_from_logits(probs)
+            self._place(k, head, probs, out)
 
     def proba_into(self, block: NDArray[np.float32], out: NDArray[np.float32]) -> None:
         """out[k] = head k's probabilities on ``block``, columns aligned to ``classes``."""
         for k, head in enumerate(self.heads):
-            columns = np.searchsorted(self.classes, head.classes)
-            probs = head.predict_proba(block)
-            if len(columns) == len(self.classes):
-                out[k] = probs
-            else:
-                out[k][:, columns] = probs
+            self._place(k, head, head.predict_proba(block), out)
+
+    def _place(
+        self, k: int, head: Head, probs: NDArray[np.float32], out: NDArray[np.float32]
+    ) -> None:
+        """out[k] = ``probs`` in the committee's columns (a head may lack some classes)."""
+        if len(head.classes) == len(self.classes):
+            out[k] = probs
+        else:
+            out[k][:, np.searchsorted(self.classes, head.classes)] = probs
 
 
 def _stratified_bootstrap(codes: NDArray[np.intp], rng: np.random.Generator) -> NDArray[np.intp]:

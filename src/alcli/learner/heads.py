@@ -150,11 +150,9 @@ class Head:
             out.fill(1.0)
             return out
         if hasattr(arr, "project"):  # a streamed pool: cast and multiplied in cached pieces
-            out = arr.project(self.weights)
+            arr.project(self.weights, out=out)
             for start in range(0, n, chunk_rows):
-                logits = out[start : start + chunk_rows]
-                logits += self.bias
-                _softmax_inplace(logits)
+                self.proba_from_logits(out[start : start + chunk_rows])
             return out
         for start in range(0, n, chunk_rows):
             block = arr[start : start + chunk_rows]
@@ -162,9 +160,13 @@ class Head:
                 block = block.astype(np.float32)
             logits = out[start : start + len(block)]
             np.matmul(block, self.weights, out=logits)
-            logits += self.bias
-            _softmax_inplace(logits)
+            self.proba_from_logits(logits)
         return out
+
+    def proba_from_logits(self, logits: NDArray[np.float32]) -> None:
+        """``rows @ weights`` -> the rows' probabilities, in place (the bias, a softmax)."""
+        logits += self.bias
+        _softmax_inplace(logits)
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The most probable label of every row (ties: the class that sorts first)."""
