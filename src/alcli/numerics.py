@@ -34,10 +34,18 @@ _SUPPORTED = {
     ("torch", "cuda"): ("fp32", "bf16", "fp16"),
     ("openvino", "cpu"): ("fp32", "bf16"),
 }
+#: Convolutions OpenVINO bf16 runs in fp32 at the front of the model (``runtimes.front_cut``).
+#: On 256 MNIST digits, MobileNetV2 at 112 px, cosine to fp32 (mean / worst): 0 (plain bf16)
+#: 0.9979 / 0.9915, 1 (the stem) 0.9990 / 0.9957, 2 0.9992 / 0.9978, 4 0.9994 / 0.9981. In
+#: torch the same layer-by-layer sweep showed the error is spread over the body except for
+#: these first two, so two buys most of it for ~5 % of MobileNetV2's multiply-adds.
+FRONT_FP32_CONVOLUTIONS = 2
+
 #: How a precision/runtime runs beyond its name, where that changed after its first release: a
 #: new recipe changes the numbers, so it is part of the fingerprint (old caches are not served).
-#: bf16 on OpenVINO: the front through the second convolution in fp32 (``runtimes.front_cut``).
-RECIPES = {("bf16", "openvino"): "front-fp32-2"}
+#: bf16 on OpenVINO: the front through the ``FRONT_FP32_CONVOLUTIONS``-th convolution in fp32
+#: (``runtimes.front_cut``); changing that count changes the fingerprint with it.
+RECIPES = {("bf16", "openvino"): f"front-fp32-{FRONT_FP32_CONVOLUTIONS}"}
 #: CPU flags (Linux ``/proc/cpuinfo``) meaning bfloat16 matrix work runs in hardware.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from alcli.errors import ModelError
-from alcli.numerics import Numerics
+from alcli.numerics import FRONT_FP32_CONVOLUTIONS, Numerics
 
 #: Where a converted model lives under the cache folder.
 EXPORT_FOLDER = "exported"
@@ -147,13 +147,6 @@ class OpenVinoForward:
             data = request.infer({0: data})[0]
         return np.array(data, dtype=np.float32, copy=True)
 
-
-#: Convolutions OpenVINO bf16 runs in fp32 at the front of the model (``front_cut``). On 256
-#: MNIST digits, MobileNetV2 at 112 px, cosine to fp32 (mean / worst): 0 (plain bf16) 0.9979 /
-#: 0.9915, 1 (the stem) 0.9990 / 0.9957, 2 0.9992 / 0.9978, 4 0.9994 / 0.9981. In torch the
-#: same layer-by-layer sweep showed the error is spread over the body except for these first
-#: two, so two buys most of it for ~5 % of MobileNetV2's multiply-adds.
-FRONT_FP32_CONVOLUTIONS = 2
 
 _CONVOLUTIONS = ("Convolution", "GroupConvolution")
 
