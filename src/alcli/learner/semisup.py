@@ -79,7 +79,7 @@ class HeadSpace:
         if self.graph is None:
             return np.asarray(X)
         arr = np.asarray(X)
-        own = power_normalise(arr) if self.power else arr.astype(np.float32)
+        own = _own_rows(arr, self.power)
         # beta 1: the mean of the neighbours in the pool alone (the row itself is `own`)
         return np.hstack([own, self.graph.smooth_new(arr, self.raw, 1.0)])
 
@@ -93,13 +93,18 @@ def head_space(
         return HeadSpace(kind, X, scaler if scaler is not None else fit_scaler(X), X)
     graph = graph if graph is not None else build_graph(X, scaler=scaler)
     power = bool(np.min(X) >= 0)
-    own = power_normalise(X) if power else np.asarray(X, dtype=np.float32)
+    own = _own_rows(X, power)
     pool = np.empty((own.shape[0], 2 * own.shape[1]), dtype=np.float32)
     d = own.shape[1]
     pool[:, :d] = own
     del own
     pool[:, d:] = graph.smooth_pool(pool[:, :d], 1.0)
     return HeadSpace(kind, pool, fit_scaler(pool), pool[:, :d], graph, power)
+
+
+def _own_rows(X: ArrayLike, power: bool) -> NDArray[np.float32]:
+    """The row's own half of the graph space: square-rooted when ``power``, else as float32."""
+    return power_normalise(X) if power else np.asarray(X, dtype=np.float32)
 
 
 def power_normalise(X: ArrayLike, block: int = 65_536) -> NDArray[np.float32]:
