@@ -83,50 +83,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # Ray Data's own fixed cost: planning, a read stage, the first block back.
     names = sorted(os.listdir(MNIST))[: args.n]
-    start = time.perf_counter()
-    ds = ray.data.from_items([{"i": i} for i in range(args.n)]).map_batches(
-        lambda b: b, batch_size=64, num_cpus=0
-    )
-    next(iter(ds.iter_batches(batch_size=None)))
-    out["data_noop_first_batch_s"] = round(time.perf_counter() - start, 2)
-    start = time.perf_counter()  # again: the per-run part, the driver's imports now warm
-    ds = ray.data.from_items([{"i": i} for i in range(args.n)]).map_batches(
-        lambda b: b, batch_size=64, num_cpus=0
-    )
-    next(iter(ds.iter_batches(batch_size=None)))
-    out["data_noop_again_first_batch_s"] = round(time.perf_counter() - start, 2)
+
+    def noop_pipeline_s() -> float:
+        start = time.perf_counter()
+        ds = ray.data.from_items([{"i": i} for i in range(args.n)]).map_batches(
+            lambda b: b, batch_size=64, num_cpus=0
+        )
+        next(iter(ds.iter_batches(batch_size=None)))
+        return round(time.perf_counter() - start, 2)
+
+    out["data_noop_first_batch_s"] = noop_pipeline_s()
+    # again: the per-run part, the driver's imports now warm
+    out["data_noop_again_first_batch_s"] = noop_pipeline_s()
 
     backbone = load_backbone(MODEL, None, IMAGE_SIZE, device="cpu")
     uris = [str(MNIST / n) for n in names]
-    start = time.perf_counter()
-    run_ = RayRun(
-        uris,
-        model=MODEL,
-        weights=None,
-        image_size=IMAGE_SIZE,
-        device="cpu",
-        fingerprint=backbone.fingerprint,
-        storage_options={},
-        batch_size=64,
-    )
-    count = sum(len(r.indices) for r in run_)
-    out["embed_total_s"] = round(time.perf_counter() - start, 2)
-    out["embed_items"] = count
-    out["embed_stats"] = run_.stats
-    start = time.perf_counter()  # a second run on the same Ray: new actors, warm driver
-    again = RayRun(
-        uris,
-        model=MODEL,
-        weights=None,
-        image_size=IMAGE_SIZE,
-        device="cpu",
-        fingerprint=backbone.fingerprint,
-        storage_options={},
-        batch_size=64,
-    )
-    sum(len(r.indices) for r in again)
-    out["embed_again_total_s"] = round(time.perf_counter() - start, 2)
-    out["embed_again_stats"] = again.stats
+
+    def embed_run() -> tuple[float, int, Any]:
+        start = time.perf_counter()
+        run = RayRun(
+            uris,
+            model=MODEL,
+            weights=None,
+            image_size=IMAGE_SIZE,
+            device="cpu",
+            fingerprint=backbone.fingerprint,
+            storage_options={},
+            batch_size=64,
+        )
+        count = sum(len(r.indices) for r in run)
+        return round(time.perf_counter() - start, 2), count, run.stats
+
+    out["embed_total_s"], out["embed_items"], out["embed_stats"] = embed_run()
+    # a second run on the same Ray: new actors, warm driver
+    out["embed_again_total_s"], _, out["embed_again_stats"] = embed_run()
     ray.shutdown()
     out["load_average"] = os.getloadavg()
     return out
