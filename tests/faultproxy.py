@@ -77,6 +77,7 @@ class FaultProxy:
         self._release = threading.Event()  # set: hung requests stop waiting
         self._generation = 0  # bumped by down(): requests held before it are dropped
         self._hanging = threading.Event()  # set once a GET is being held
+        self._dead = threading.Event()  # set: the store is down, nothing more is answered
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -111,27 +112,25 @@ class FaultProxy:
 
     def down(self) -> None:
         """The store dies: refuse new connections, cut the open ones (hung ones included)."""
+        self._die()
         server, self._server = self._server, None
-        self._generation += 1
         if server is not None:
             server.shutdown()
             server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        with self._lock:
-            connections, self._connections = list(self._connections), set()
-        for connection in connections:
-            _cut(connection)
+        self._cut_all()
 
     def up(self) -> None:
         """The store is back, on the same port."""
         if self._server is None:
             self._listen()
+        self._dead.clear()
 
     @property
     def is_up(self) -> bool:
-        return self._server is not None
+        return not self._dead.is_set()
 
     def release(self) -> None:
         """Stop hanging: held GETs and later ones are answered normally."""
@@ -169,6 +168,22 @@ class FaultProxy:
         )
         self._thread.start()
 
+    def _die(self) -> None:
+        """The part of ``down()`` that must be instant: from now on no request is answered
+        and every open connection is cut. Closing the listening socket waits for
+        ``serve_forever``'s poll (up to 0.5 s); keep-alive connections must not go on being
+        served meanwhile, or a fast client reads dozens of objects from a "dead" store."""
+        with self._lock:
+            self._dead.set()
+            self._generation += 1
+        self._cut_all()
+
+    def _cut_all(self) -> None:
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            _cut(connection)
+
     def _should_hang(self, request: S3Request) -> bool:
         if request.kind != "get" or self._release.is_set():
             return False
@@ -194,7 +209,9 @@ class FaultProxy:
             due = self.down_after_gets is not None and self.gets_answered >= self.down_after_gets
             if due:
                 self.down_after_gets = None  # once: after up(), the store stays up
-        if due:  # from a handler thread: shutdown() must not run on serve_forever's thread
+        if due:
+            self._die()  # at once, before any other handler answers
+            # closing the listener waits on serve_forever, so not from a handler thread
             threading.Thread(target=self.down, name="fault-proxy-down", daemon=True).start()
 
 
@@ -215,7 +232,11 @@ class _Relay(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         with self.owner._lock:
-            self.owner._connections.add(self.connection)
+            dead = self.owner._dead.is_set()
+            if not dead:
+                self.owner._connections.add(self.connection)
+        if dead:  # accepted just before the listener closed: refused all the same
+            _cut(self.connection)
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
@@ -234,8 +255,9 @@ class _Relay(BaseHTTPRequestHandler):
             owner.requests.append(request)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        if owner._should_hang(request) and not owner._hang(request):
+        if owner._dead.is_set() or (owner._should_hang(request) and not owner._hang(request)):
             self.close_connection = True
+            _cut(self.connection)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         upstream = http.client.HTTPConnection(*owner._upstream, timeout=60)
@@ -245,6 +267,10 @@ class _Relay(BaseHTTPRequestHandler):
             data = answer.read()
         finally:
             upstream.close()
+        if owner._dead.is_set():  # the store died while this request was upstream
+            self.close_connection = True
+            _cut(self.connection)
+            return
         self.send_response_only(answer.status, answer.reason)
         for name, value in answer.getheaders():
             if name.lower() not in _HOP_BY_HOP:
