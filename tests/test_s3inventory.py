@@ -13,6 +13,7 @@ import pytest
 from alcli.cli import app
 from alcli.sources import resolve_pool
 from alcli.sources import s3inventory as inventory
+from alcli.sources.table import ItemTable
 from inventory_report import write_report
 
 pytestmark = pytest.mark.s3
@@ -59,7 +60,35 @@ def listing(spec: str, options: dict[str, Any]) -> list[tuple[str, str]]:
     return [tuple(item) for item in resolve_pool(spec, storage_options=options).items]
 
 
-def test_a_report_resolves_to_exactly_what_a_listing_gives(inventoried, tmp_path: Path) -> None:
+@pytest.fixture(params=["columns", "python"])
+def reader(request, monkeypatch) -> str:
+    """Each test that takes it runs with the columnar (pyarrow) reader and the Python one."""
+    if request.param == "columns":
+        pytest.importorskip("pyarrow")
+        monkeypatch.delenv("ALCLI_INVENTORY_READER", raising=False)
+    else:
+        monkeypatch.setenv("ALCLI_INVENTORY_READER", "python")
+    return request.param
+
+
+def both_readers(spec: str, monkeypatch, **kwargs: Any) -> list[tuple[str, str]]:
+    """The items from the columnar reader (checked to be the one that answered: a table)
+    and from the Python reader, which must be equal; returned as tuples."""
+    pytest.importorskip("pyarrow")
+    monkeypatch.delenv("ALCLI_INVENTORY_READER", raising=False)
+    fast = resolve_pool(spec, **kwargs).items
+    monkeypatch.setenv("ALCLI_INVENTORY_READER", "python")
+    slow = resolve_pool(spec, **kwargs).items
+    monkeypatch.delenv("ALCLI_INVENTORY_READER")
+    assert isinstance(fast, ItemTable), "the columnar reader fell back to the Python path"
+    assert isinstance(slow, list)
+    assert [tuple(item) for item in fast] == [tuple(item) for item in slow]
+    return [tuple(item) for item in fast]
+
+
+def test_a_report_resolves_to_exactly_what_a_listing_gives(
+    inventoried, reader, tmp_path: Path
+) -> None:
     s = inventoried
     report = write_report(s["client"], s["source"], s["destination"], local=tmp_path / "copy")
     expected = listing(f"s3://{s['source']}/", s["options"])
@@ -67,6 +96,40 @@ def test_a_report_resolves_to_exactly_what_a_listing_gives(inventoried, tmp_path
     assert (f"s3://{s['source']}/imgs/c+d.png") in dict(expected)
     for spec in (report.manifest_uri, report.symlink_uri, str(report.local_manifest)):
         assert listing(spec, s["options"]) == expected, spec
+
+
+def test_the_columnar_and_python_readers_give_the_same_items_and_keys(
+    inventoried, tmp_path: Path, monkeypatch
+) -> None:
+    """Spaces, '+', '%', commas, unicode, nested prefixes, both URL encodings (the generator
+    encodes '/' in one data file and not in the other), versions and delete markers."""
+    s = inventoried
+    stale = {
+        "Bucket": s["source"], "Size": "40", "LastModifiedDate": "2026-01-01T00:00:00.000Z",
+        "ETag": "0" * 32, "StorageClass": "STANDARD", "VersionId": "v0",
+    }  # fmt: skip
+    extra = [
+        {**stale, "Key": "imgs/old é.png", "IsLatest": "false", "IsDeleteMarker": "false"},
+        {**stale, "Key": "imgs/gone.png", "IsLatest": "true", "IsDeleteMarker": "true"},
+        {**stale, "Key": "imgs/quoted+w.png", "ETag": 'W/"ab"', "IsLatest": "true",
+         "IsDeleteMarker": "false"},
+        {**stale, "Key": "imgs/no tag.png", "ETag": "", "IsLatest": "TRUE",
+         "IsDeleteMarker": " False"},
+    ]  # fmt: skip
+    report = write_report(
+        s["client"], s["source"], s["destination"], versioned=True, extra_rows=extra,
+        local=tmp_path / "copy",
+    )  # fmt: skip
+    options = {"storage_options": s["options"]}
+    found = both_readers(report.manifest_uri, monkeypatch, **options)
+    assert both_readers(str(report.local_manifest), monkeypatch, **options) == found
+    uris = [uri.removeprefix(f"s3://{s['source']}/") for uri, _ in found]
+    assert uris == sorted([*KEYS[:6], "top.png", "imgs/quoted+w.png", "imgs/no tag.png"])
+    for prefix in ("imgs/", "imgs/deep", "imgs/ünï/"):
+        under = both_readers(report.manifest_uri, monkeypatch, inventory_prefix=prefix, **options)
+        assert under == [
+            item for item in found if item[0].startswith(f"s3://{s['source']}/{prefix}")
+        ]
 
 
 def test_prefix_keeps_the_keys_under_it_like_listing_that_prefix(inventoried) -> None:
@@ -105,7 +168,7 @@ def test_parquet_reports_read_through_pyarrow_and_say_so_without_it(
     s = inventoried
     report = write_report(s["client"], s["source"], s["destination"], fmt="Parquet")
     expected = listing(f"s3://{s['source']}/", s["options"])
-    assert listing(report.manifest_uri, s["options"]) == expected
+    assert both_readers(report.manifest_uri, monkeypatch, storage_options=s["options"]) == expected
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if not installed
     with pytest.raises(inventory.PoolError, match=r"needs pyarrow") as error:
         resolve_pool(report.manifest_uri, storage_options=s["options"])
@@ -138,7 +201,7 @@ def cli_error(runner, spec: str, endpoint: str) -> str:
     return lines[0]
 
 
-def test_a_wrong_checksum_is_a_one_line_error(inventoried, runner) -> None:
+def test_a_wrong_checksum_is_a_one_line_error(inventoried, reader, runner) -> None:
     s = inventoried
     report = write_report(s["client"], s["source"], s["destination"], corrupt_md5=True)
     line = cli_error(runner, report.manifest_uri, endpoint(s))
@@ -159,7 +222,7 @@ def test_a_wrong_checksum_is_a_one_line_error(inventoried, runner) -> None:
         (b'{"fileFormat": "ORC", "files": []}', "ORC are not supported"),
     ],
 )
-def test_a_malformed_manifest_is_a_one_line_error(inventoried, runner, body, says) -> None:
+def test_a_malformed_manifest_is_a_one_line_error(inventoried, reader, runner, body, says) -> None:
     s = inventoried
     key = "inventory/src/daily/2026-11-20T01-00Z/manifest.json"
     s["client"].put_object(Bucket=s["destination"], Key=key, Body=body)
