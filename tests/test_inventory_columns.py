@@ -19,9 +19,17 @@ import pytest
 
 from alcli.sources import inventory_columns as columns
 from alcli.sources import resolve_pool
+from alcli.sources import s3inventory as inventory
 from alcli.sources.table import ItemTable
 
 pa = pytest.importorskip("pyarrow")
+
+
+@pytest.fixture(autouse=True)
+def columns_for_small_reports(monkeypatch) -> None:
+    """These reports are small: read them as columns too (``COLUMNS_MIN_DATA_BYTES``)."""
+    monkeypatch.setattr(inventory, "COLUMNS_MIN_DATA_BYTES", 0)
+
 
 SCHEMA = ["Bucket", "Key", "Size", "LastModifiedDate", "ETag", "IsLatest", "IsDeleteMarker"]
 PIECES = [*'ab/ +%.,"é_-~0Z', "😀", "%4", "%zz", "%2F", "/.", "Σ", "\u212a", "İ"]
@@ -133,6 +141,16 @@ def test_a_key_that_decodes_to_invalid_utf8_reads_that_file_the_python_way(
     slow = resolved(spec, monkeypatch, "python").items
     assert list(fast) == list(slow)
     assert "s3://src/odd\udcc3 name.png" in {item.uri for item in fast}
+
+
+def test_small_csv_reports_are_read_row_by_row(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(inventory, "COLUMNS_MIN_DATA_BYTES", 256 << 10)
+    monkeypatch.delenv("ALCLI_INVENTORY_READER", raising=False)
+    rows = {unquote_plus(r[1]): r for r in random_rows(300, seed=7) if r[5] != " FALSE"}
+    spec = write_local_report(tmp_path, [list(rows.values())])
+    assert isinstance(resolve_pool(spec).items, list)  # pyarrow's import would cost more
+    monkeypatch.setattr(inventory, "COLUMNS_MIN_DATA_BYTES", 0)
+    assert isinstance(resolve_pool(spec).items, ItemTable)
 
 
 def test_without_pyarrow_the_python_reader_answers(tmp_path: Path, monkeypatch) -> None:

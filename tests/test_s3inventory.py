@@ -66,6 +66,7 @@ def reader(request, monkeypatch) -> str:
     if request.param == "columns":
         pytest.importorskip("pyarrow")
         monkeypatch.delenv("ALCLI_INVENTORY_READER", raising=False)
+        monkeypatch.setattr(inventory, "COLUMNS_MIN_DATA_BYTES", 0)  # these reports are small
     else:
         monkeypatch.setenv("ALCLI_INVENTORY_READER", "python")
     return request.param
@@ -76,6 +77,7 @@ def both_readers(spec: str, monkeypatch, **kwargs: Any) -> list[tuple[str, str]]
     and from the Python reader, which must be equal; returned as tuples."""
     pytest.importorskip("pyarrow")
     monkeypatch.delenv("ALCLI_INVENTORY_READER", raising=False)
+    monkeypatch.setattr(inventory, "COLUMNS_MIN_DATA_BYTES", 0)  # these reports are small
     fast = resolve_pool(spec, **kwargs).items
     monkeypatch.setenv("ALCLI_INVENTORY_READER", "python")
     slow = resolve_pool(spec, **kwargs).items
