@@ -17,6 +17,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 
+from alcli.errors import PoolError
 from alcli.sources import inventory_columns as columns
 from alcli.sources import resolve_pool
 from alcli.sources import s3inventory as inventory
@@ -171,3 +172,10 @@ def test_only_the_tail_of_a_key_decides_its_extension() -> None:
         assert columns._has_image_extension(key[-longest:]) == key.lower().endswith(
             columns.IMAGE_EXTENSIONS
         )
+
+
+@pytest.mark.parametrize("reader", ["", "python"])
+def test_a_prefix_with_no_image_under_it_is_one_error(tmp_path: Path, monkeypatch, reader) -> None:
+    spec = write_local_report(tmp_path, [random_rows(200, seed=8)])
+    with pytest.raises(PoolError, match=r"lists no image under prefix 'zzz/'"):
+        resolved(spec, monkeypatch, reader, inventory_prefix="zzz/")

@@ -94,17 +94,19 @@ class InventoryReader:
             data = self._read(uri, "inventory data file")
             check_md5(data, entry, uri)
             parts.append(self._rows(data, manifest, uri, fast=fast))
-        if not any(
-            len(part.keys if isinstance(part, fast_rows.Selected) else part) for part in parts
-        ):
+        tables = [part for part in parts if isinstance(part, fast_rows.Selected)]
+        found = sum(len(part.keys) for part in tables) + sum(
+            len(part) for part in parts if not isinstance(part, fast_rows.Selected)
+        )
+        if not found:
             under = f" under prefix {self.prefix!r}" if self.prefix else ""
             raise PoolError(
                 f"inventory {spec} lists no image{under}",
                 hint="check --prefix and that the report covers the objects",
             )
         rows: Sequence[Item]
-        if all(isinstance(part, fast_rows.Selected) for part in parts):
-            rows = fast_rows.item_table(parts)  # type: ignore[arg-type]
+        if len(tables) == len(parts):
+            rows = fast_rows.item_table(tables)
         else:  # some file took the Python path: all of them as Items, sorted the same way
             listed = [
                 item
