@@ -23,7 +23,7 @@ import alcli.pipeline.ray_workers as rw
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT / "benchmarks" / ".work" / "mnist" / "train"
 TRACE = os.path.join(tempfile.gettempdir(), f"alcli-ray-trace-{os.getpid()}.log")
-QUIET = ("read_start", "read_end", "task_start", "task_end")  # printed only when cold
+QUIET = ("read_start", "read_end", "task_start", "task_end")  # printed once per process
 
 
 def _born() -> float:
@@ -46,9 +46,9 @@ _task = rw.read_and_embed
 
 
 def traced_read(batch: Any, **kw: Any) -> Any:
-    ev("read_start", n=len(batch["uri"]), cached=False)
+    ev("read_start", n=len(batch["uri"]))
     out = _read(batch, **kw)
-    ev("read_end", cached=False)
+    ev("read_end")
     return out
 
 
@@ -123,9 +123,12 @@ def main() -> None:
     with open(TRACE) as trace:
         records = [json.loads(line) for line in trace]
     os.remove(TRACE)
+    seen: set[tuple[int, str]] = set()
     for r in records:
-        if r["ev"] in QUIET and r.get("cached", True):
-            continue
+        if r["ev"] in QUIET:
+            if (r["pid"], r["ev"]) in seen:
+                continue
+            seen.add((r["pid"], r["ev"]))
         extra = {k: v for k, v in r.items() if k not in ("t", "ev", "pid", "born", "stats")}
         at, born = r["t"] - t0, r["born"] - t0
         print(f"{at:8.2f}  {r['ev']:24s} pid={r['pid']} born={born:7.2f} {extra}")
