@@ -13,7 +13,10 @@ model (mobilenet_v2 IMAGENET1K_V1 at --image-size), one batch size:
   a cluster's plumbing, not its hardware: both nodes share these cores.
 - ``ray_vs_threads = ray_local_ips / threads_ips`` (target >= 0.8): the median over rounds of
   the ratio within each round (threads, then ray, side by side), since other processes
-  share the cores and come and go.
+  share the cores and come and go. ``per_round`` also has each Ray call's start-up
+  (``ray_first_batch_s``) and rate after it: round 0 starts on fresh worker processes; later
+  rounds of a local pool reuse the workers Ray kept, with their backbones
+  (``ray_vs_threads_cold`` is round 0's ratio alone).
 
     .venv/bin/python benchmarks/scaleout.py --n 2000 --json
 """
@@ -52,6 +55,14 @@ def timed(pool: Path, options: EmbedOptions, cache: Path) -> tuple[float, dict[s
     return result.embedded / seconds, result.stages
 
 
+def _start(stages: dict[str, Any]) -> dict[str, Any]:
+    """A Ray call's start-up (seconds to its first batch) and rate after it: round 0 starts
+    on fresh worker processes, later rounds on the ones Ray kept (``layout`` ``tasks``)."""
+    ray = stages.get("ray") or {}
+    keys = ("layout", "first_batch_s", "after_first_batch_ips")
+    return {f"ray_{key}": ray.get(key) for key in keys}
+
+
 def make_pool(n: int, folder: Path) -> Path:
     """The first ``n`` MNIST PNGs, linked into one folder (the same files every engine reads)."""
     names = sorted(os.listdir(MNIST))[:n]
@@ -84,7 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for number in range(args.rounds):
             t_ips, _ = timed(pool, threads, work / "cache")
             r_ips, stages = timed(pool, on_ray, work / "cache")
-            rounds.append({"threads_ips": t_ips, "ray_local_ips": r_ips})
+            rounds.append({"threads_ips": t_ips, "ray_local_ips": r_ips, **_start(stages)})
             log(f"round {number}: threads {t_ips:.1f}/s, ray local {r_ips:.1f}/s")
         ray.shutdown()
 
@@ -100,7 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for number in range(args.rounds):
                 t_ips, _ = timed(pool, threads, work / "cache")
                 r_ips, two_stages = timed(pool, on_ray, work / "cache")
-                two_node.append({"threads_ips": t_ips, "ray_two_node_ips": r_ips})
+                two_node.append(
+                    {"threads_ips": t_ips, "ray_two_node_ips": r_ips, **_start(two_stages)}
+                )
                 log(f"two-node round {number}: threads {t_ips:.1f}/s, ray {r_ips:.1f}/s")
         finally:
             ray.shutdown()
@@ -121,6 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ray_vs_threads": round(
                 statistics.median(r["ray_local_ips"] / r["threads_ips"] for r in rounds), 3
             ),
+            "ray_vs_threads_cold": round(rounds[0]["ray_local_ips"] / rounds[0]["threads_ips"], 3),
             "ray_two_node_vs_threads": round(
                 statistics.median(r["ray_two_node_ips"] / r["threads_ips"] for r in two_node), 3
             ),

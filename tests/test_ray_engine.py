@@ -84,6 +84,7 @@ def test_same_items_embeddings_and_failures_as_threads(local_ray: None, tmp_path
     stats = on_ray.stages["ray"]
     assert stats["engine"] == "ray"
     assert stats["actors"] == 2
+    assert stats["layout"] == "tasks"  # a local pool on CPUs: read where it is embedded
     assert stats["cluster"]["cpus"] == 2.0
 
     # A warm rerun through the CLI: everything from the cache, no image read, Ray not needed.
@@ -128,6 +129,59 @@ def test_s3_pool(local_ray: None, tmp_path: Path, s3_bucket: tuple[str, dict[str
     _same(threads, on_ray)
     assert on_ray.embedded == 10
     assert [f.uri for f in on_ray.failures] == [f"s3://{bucket}/imgs/zz-corrupt.png"]
+    assert on_ray.stages["ray"]["layout"] == "split"  # reading tasks ahead of the actors
+
+
+def test_actor_layout_reads_in_the_actor(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU layout (actors reading their own blocks), run on CPUs: the same results."""
+    from alcli.pipeline import ray_engine
+
+    monkeypatch.setattr(ray_engine, "layout_for", lambda local, gpus: "actors")
+    pool = _mixed_pool(tmp_path / "pool", n=6)
+    threads = embed(str(pool), options=THREADS, cache=tmp_path / "c1")
+    on_ray = embed(str(pool), options=RAY_ONE, cache=tmp_path / "c2")
+    _same(threads, on_ray)
+    assert on_ray.stages["ray"]["layout"] == "actors"
+    assert len(on_ray.failures) == 3
+
+
+def test_worker_keeps_one_backbone_and_checks_its_fingerprint() -> None:
+    """What a reused task worker does: one build per model settings, a new model replaces
+    it, and a fingerprint that is not the driver's refuses to embed (exit 2 as ModelError)."""
+    from alcli.errors import ModelError
+    from alcli.models import load_backbone
+    from alcli.pipeline import ray_workers
+    from alcli.pipeline.ray_engine import layout_for, task_batches
+
+    reference = load_backbone("mobilenet_v3_small", "none", 32)
+    model = {
+        "model": "mobilenet_v3_small",
+        "weights": "none",
+        "image_size": 32,
+        "device": "cpu",
+        "fingerprint": reference.fingerprint,
+        "torch_threads": 1,
+    }
+    first = ray_workers.backbone_for(model)
+    assert ray_workers.backbone_for(dict(model)) is first
+    bigger = load_backbone("mobilenet_v3_small", "none", 48).fingerprint
+    other = ray_workers.backbone_for({**model, "image_size": 48, "fingerprint": bigger})
+    assert other is not first
+    assert len(ray_workers._BACKBONE) == 1
+    with pytest.raises(ModelError, match="fingerprint"):
+        ray_workers.backbone_for({**model, "fingerprint": "0" * 64})
+    ray_workers._BACKBONE.clear()
+
+    assert (layout_for(True, 0.0), layout_for(True, 0.5), layout_for(False, 0.0)) == (
+        "tasks",
+        "actors",
+        "split",
+    )
+    assert task_batches(2000, 64, 2) == 4  # four batches a task on a large pool
+    assert task_batches(40, 4, 1) == 4
+    assert task_batches(100, 64, 2) == 1  # never fewer than two tasks a worker, if it can
 
 
 def test_cancelled_then_resumed(local_ray: None, tmp_path: Path) -> None:

@@ -4,12 +4,17 @@ The same contract as ``run_pipeline`` for its consumer (``embedding._compute``):
 ``BatchResult``s whose ``indices`` and ``failures`` are positions in ``uris``, each stored by
 the consumer the moment it arrives. The shape is Ray Data's batch-inference recipe:
 
-- the URIs go in as Arrow blocks of ``batch_size`` rows;
-- reading is many small Ray tasks (``read_block``, zero CPUs reserved: they wait on the store,
-  so they must not take a core an actor needs), each reading its block through the sources'
-  reader (fsspec, the item deadline, item vs store failures), several GETs at once;
-- decode + infer is ``map_batches`` over an actor pool (``compute=ActorPoolStrategy``, the
-  2.60 API; ``concurrency=`` is deprecated there), each actor owning a backbone for its life;
+- the URIs go in as Arrow blocks of ``batch_size`` rows (a few batches for ``tasks``);
+- a remote pool (``split``, ``layout_for``): reading is many small Ray tasks (``read_block``,
+  zero CPUs reserved: they wait on the store, so they must not take a core an actor needs),
+  each reading its block through the sources' reader (fsspec, the item deadline, item vs
+  store failures), several GETs at once; decode + infer is ``map_batches`` over an actor
+  pool (``compute=ActorPoolStrategy``, the 2.60 API; ``concurrency=`` is deprecated there),
+  each actor owning a backbone for its life;
+- a local pool (a read is a page-cache copy) is read where it is embedded: on CPUs by
+  ``read_and_embed`` tasks in Ray's reused worker processes, each keeping its backbone
+  (``tasks``), on GPUs by the actors (``actors``). That removes most of a cold run's
+  start-up (no actor processes importing torch per run, no reading workers ahead of them);
 - the driver streams results (``iter_batches``) into the cache as they come, so a killed run
   keeps what was written and a rerun embeds only the rest.
 
@@ -47,6 +52,9 @@ LOCAL_READS_PER_TASK = 2
 #: Reading tasks in flight per actor: enough blocks read ahead that an actor never waits on
 #: the store, few enough that read bytes do not pile up in the object store.
 READ_TASKS_PER_ACTOR = 2
+
+#: Batches one ``read_and_embed`` task reads and embeds at most (see ``task_batches``).
+BATCHES_PER_TASK = 4
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,33 @@ def actor_count(settings: RaySettings, resources: dict[str, Any]) -> int:
     return max(1, int(resources["cpus"]))
 
 
+def layout_for(local: bool, gpus_per_actor: float) -> str:
+    """How a run's stages are laid out on Ray (see the module docstring):
+
+    - ``tasks``, a local pool on CPUs: one stage of ``read_and_embed`` tasks. They run in
+      Ray's pooled worker processes (the ones ``ray.init`` prestarts, reused by the next run
+      of the same driver) and each process keeps its backbone, so no actor process has to
+      start, import torch and build a model per run, and no reading workers queue for Ray's
+      start-up slots ahead of them (session 8: 16-17 s to the first batch became ~9 s cold,
+      ~2-4 s on reused workers);
+    - ``actors``, a local pool on GPUs: an actor pool that reads its own blocks (a GPU is
+      bound to an actor's process for its life, never to a reused task worker);
+    - ``split``, a remote pool: reading tasks (many GETs in flight, no CPU reserved) feed
+      the actor pool, so the store's latency overlaps the model's work.
+    """
+    if not local:
+        return "split"
+    return "actors" if gpus_per_actor > 0 else "tasks"
+
+
+def task_batches(items: int, batch_size: int, workers: int) -> int:
+    """Batches per ``read_and_embed`` task: up to ``BATCHES_PER_TASK`` (Ray Data starts one
+    task per block and each start leaves its worker idle for ~0.15-0.25 s on this box), but
+    at least two tasks per worker, so the last ones stay balanced on small pools."""
+    per_worker = -(-items // (batch_size * workers * 2))
+    return max(1, min(BATCHES_PER_TASK, per_worker))
+
+
 class RayRun:
     """One run's handle: iterate for ``BatchResult``s; ``stats`` once it has ended.
 
@@ -149,6 +184,7 @@ class RayRun:
         self.stop = stop if stop is not None else threading.Event()
         self.unreachable_limit = unreachable_limit
         self.stats: dict[str, Any] = {}
+        self.layout = ""
         self._model = {
             "model": model,
             "weights": weights,
@@ -178,7 +214,7 @@ class RayRun:
         import pyarrow as pa
         from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
-        from alcli.pipeline.ray_workers import EmbedActor, read_block
+        from alcli.pipeline.ray_workers import EmbedActor, read_and_embed, read_block
         from alcli.sources import is_local
 
         context = DataContext.get_current()
@@ -188,35 +224,55 @@ class RayRun:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data")
         local = all(map(is_local, self.uris))
+        self.layout = layout_for(local, self.settings.gpus_per_actor)
         table = pa.table({"index": np.arange(len(self.uris), dtype=np.int64), "uri": self.uris})
         step = self.batch_size
-        blocks = [table.slice(start, step) for start in range(0, len(self.uris), step)]
+        rows = step
+        if self.layout == "tasks":
+            rows *= task_batches(len(self.uris), step, self.actors)
+        blocks = [table.slice(start, rows) for start in range(0, len(self.uris), rows)]
         gpus = self.settings.gpus_per_actor
-        return (
-            self._ray.data.from_arrow(blocks)
-            .map_batches(
-                read_block,
-                batch_size=step,
-                batch_format="numpy",
-                compute=TaskPoolStrategy(size=READ_TASKS_PER_ACTOR * self.actors),
-                num_cpus=0,
-                udf_modifying_row_count=False,
-                fn_kwargs={
-                    "storage_options": self._storage_options,
-                    "timeout": self._timeout,
-                    "threads": LOCAL_READS_PER_TASK if local else REMOTE_READS_PER_TASK,
-                },
+        model = {**self._model, "torch_threads": 1}
+        read = {
+            "storage_options": self._storage_options,
+            "timeout": self._timeout,
+            "threads": LOCAL_READS_PER_TASK if local else REMOTE_READS_PER_TASK,
+        }
+        embedding: dict[str, Any] = {
+            "batch_size": step,
+            "batch_format": "numpy",
+            "num_cpus": 1,
+            "num_gpus": gpus if gpus > 0 else None,
+            "udf_modifying_row_count": False,
+        }
+        source = self._ray.data.from_arrow(blocks)
+        if self.layout == "tasks":
+            return source.map_batches(
+                read_and_embed,
+                compute=TaskPoolStrategy(size=self.actors),
+                fn_kwargs={"model": model, **read},
+                **embedding,
             )
-            .map_batches(
+        if self.layout == "actors":
+            return source.map_batches(
                 EmbedActor,
-                batch_size=step,
-                batch_format="numpy",
                 compute=ActorPoolStrategy(size=self.actors),
-                num_cpus=1,
-                num_gpus=gpus if gpus > 0 else None,
-                udf_modifying_row_count=False,
-                fn_constructor_kwargs={**self._model, "torch_threads": 1},
+                fn_constructor_kwargs={**model, "read": read},
+                **embedding,
             )
+        return source.map_batches(
+            read_block,
+            batch_size=step,
+            batch_format="numpy",
+            compute=TaskPoolStrategy(size=READ_TASKS_PER_ACTOR * self.actors),
+            num_cpus=0,
+            udf_modifying_row_count=False,
+            fn_kwargs=read,
+        ).map_batches(
+            EmbedActor,
+            compute=ActorPoolStrategy(size=self.actors),
+            fn_constructor_kwargs=model,
+            **embedding,
         )
 
     def __iter__(self) -> Iterator[BatchResult]:
@@ -261,6 +317,7 @@ class RayRun:
             self.stats = {
                 "engine": "ray",
                 "actors": self.actors,
+                "layout": self.layout,
                 "gpus_per_actor": self.settings.gpus_per_actor,
                 "address": self.settings.address or _gcs_address(self._ray),
                 "cluster": self.resources,

@@ -71,66 +71,93 @@ def read_block(
     }
 
 
+#: The backbone this worker process built, by its settings: a task worker that Ray reuses
+#: for the next block (and the next run of the same driver) builds its model once, not per
+#: block. One entry: a run with another model replaces it instead of piling models up.
+_BACKBONE: dict[str, Any] = {}
+
+
+def backbone_for(model: dict[str, Any]) -> Any:
+    """This process's backbone for ``model`` (the ``load_backbone`` settings plus the
+    driver's ``fingerprint`` and ``torch_threads``), built on first use. Refuses a backbone
+    whose fingerprint is not the driver's (another torchvision or alcli on that node would
+    write other numbers under the same key)."""
+    key = json.dumps(model, sort_keys=True, default=str)
+    found = _BACKBONE.get(key)
+    if found is not None:
+        return found
+    import torch
+
+    from alcli.models import load_backbone
+
+    settings = dict(model)
+    fingerprint = settings.pop("fingerprint")
+    torch.set_num_threads(max(1, int(settings.pop("torch_threads", 1))))
+    backbone = load_backbone(
+        settings.pop("model"), settings.pop("weights"), settings.pop("image_size"), **settings
+    )
+    if backbone.fingerprint != fingerprint:
+        raise ModelError(
+            f"a Ray worker's model fingerprint {backbone.fingerprint[:12]} is not the "
+            f"driver's {fingerprint[:12]}",
+            hint="install the same alcli, torch and torchvision on every node",
+        )
+    _BACKBONE.clear()
+    _BACKBONE[key] = backbone
+    return backbone
+
+
+def embed_rows(backbone: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Decode the block's bytes and run the model: rows already failed stay failed, an item
+    that does not decode fails with its reason; the rest get their embedding."""
+    import torch
+
+    reasons = [str(r) for r in batch["reason"]]
+    tensors, rows = [], []
+    for row, (data, reason) in enumerate(zip(batch["data"], reasons, strict=True)):
+        if reason:
+            continue
+        try:
+            tensors.append(backbone.preprocess(bytes(data)))
+            rows.append(row)
+        except ItemError as error:  # anything else is a bug: it fails the job, as in
+            reasons[row] = error.reason  # the threads engine
+    out = np.zeros((len(reasons), backbone.dim), dtype=np.float32)
+    if tensors:
+        out[rows] = backbone.embed(torch.stack(tensors))
+    return {
+        "index": np.asarray(batch["index"], dtype=np.int64),
+        "uri": np.asarray(batch["uri"], dtype=object),
+        "embedding": out,
+        "reason": np.asarray(reasons, dtype=object),
+        "unreachable": np.asarray(batch["unreachable"], dtype=bool),
+    }
+
+
+def read_and_embed(
+    batch: dict[str, np.ndarray],
+    *,
+    model: dict[str, Any],
+    storage_options: dict[str, Any],
+    timeout: float | None,
+    threads: int,
+) -> dict[str, np.ndarray]:
+    """One task for a local pool's block: read it (a page-cache copy) and embed it with the
+    worker's cached backbone. No reading workers of their own compete with the embedding
+    ones for Ray's start-up slots, and a worker Ray reuses has its model already built."""
+    read = read_block(batch, storage_options=storage_options, timeout=timeout, threads=threads)
+    return embed_rows(backbone_for(model), read)
+
+
 class EmbedActor:
     """Owns one backbone for its life (built once, not per block): decodes the block's bytes
-    and runs the model. Refuses to start when its backbone's fingerprint is not the driver's
-    (another torchvision or alcli on that node would write other numbers under the same key).
-    """
+    and runs the model; ``read`` (settings of ``read_block``) has it read the block first."""
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        weights: str | None,
-        image_size: int | None,
-        device: str,
-        fingerprint: str,
-        torch_threads: int,
-        precision: str = "fp32",
-        runtime: str = "torch",
-        export_dir: str | None = None,
-    ) -> None:
-        import torch
-
-        from alcli.models import load_backbone
-
-        torch.set_num_threads(max(1, torch_threads))
-        self.backbone = load_backbone(
-            model,
-            weights,
-            image_size,
-            device=device,
-            precision=precision,
-            runtime=runtime,
-            export_dir=export_dir,
-        )
-        if self.backbone.fingerprint != fingerprint:
-            raise ModelError(
-                f"a Ray worker's model fingerprint {self.backbone.fingerprint[:12]} is not the "
-                f"driver's {fingerprint[:12]}",
-                hint="install the same alcli, torch and torchvision on every node",
-            )
+    def __init__(self, *, read: dict[str, Any] | None = None, **model: Any) -> None:
+        self.read = read
+        self.backbone = backbone_for(model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        reasons = [str(r) for r in batch["reason"]]
-        tensors, rows = [], []
-        for row, (data, reason) in enumerate(zip(batch["data"], reasons, strict=True)):
-            if reason:
-                continue
-            try:
-                tensors.append(self.backbone.preprocess(bytes(data)))
-                rows.append(row)
-            except ItemError as error:  # anything else is a bug: it fails the job, as in
-                reasons[row] = error.reason  # the threads engine
-        out = np.zeros((len(reasons), self.backbone.dim), dtype=np.float32)
-        if tensors:
-            out[rows] = self.backbone.embed(torch.stack(tensors))
-        return {
-            "index": np.asarray(batch["index"], dtype=np.int64),
-            "uri": np.asarray(batch["uri"], dtype=object),
-            "embedding": out,
-            "reason": np.asarray(reasons, dtype=object),
-            "unreachable": np.asarray(batch["unreachable"], dtype=bool),
-        }
+        if self.read is not None:
+            batch = read_block(batch, **self.read)
+        return embed_rows(self.backbone, batch)
