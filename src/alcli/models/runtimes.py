@@ -39,6 +39,14 @@ from alcli.numerics import FRONT_FP32_CONVOLUTIONS, Numerics
 EXPORT_FOLDER = "exported"
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Images per OpenVINO inference: the pipeline's batch (64) is cut into sub-batches this size.
+#: Measured on 2 EPYC cores, MobileNetV2 112 px, 2,000 MNIST PNGs, two callers (the pipeline's
+#: two model streams), bf16 whole model against eager fp32: sub-batch 64 1.49x, 32 2.39x,
+#: 16 2.56-3.32x, 8 2.67x (benchmarks/precision_s8_ov_*.json, RESULTS.md issue 14 session 8):
+#: a 16-image sub-batch's activations stay in the caches, a 64-image one's do not. The
+#: numbers are bit-identical for any sub-batch size (checked: 64, 16, 8, 1), so it is not
+#: part of the fingerprint.
+SUB_BATCH = 16
 
 
 class FullPrecision(nn.Module):
@@ -97,7 +105,8 @@ class TorchForward:
 
 
 class OpenVinoForward:
-    """OpenVINO on the CPU, one infer request per model stream (thread).
+    """OpenVINO on the CPU, one infer request per model stream (thread), the batch run in
+    ``SUB_BATCH``-image pieces.
 
     The converted model takes NHWC input (a transpose inside the graph), which is the
     channels_last batch's own memory: no copy on the model stream. ``streams`` is how many
@@ -137,15 +146,25 @@ class OpenVinoForward:
             core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision})
         )
         self._local = threading.local()
+        shape = self.stages[-1].output(0).get_partial_shape()
+        self.dim = shape[1].get_length() if shape.rank.get_length() == 2 and shape[1].is_static else 0
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         requests = getattr(self._local, "requests", None)
         if requests is None:
             requests = self._local.requests = [s.create_infer_request() for s in self.stages]
-        data: Any = batch.permute(0, 2, 3, 1).contiguous().numpy()  # no copy for channels_last
-        for request in requests:
-            data = request.infer({0: data})[0]
-        return np.array(data, dtype=np.float32, copy=True)
+        images: Any = batch.permute(0, 2, 3, 1).contiguous().numpy()  # no copy for channels_last
+        out = np.empty((len(images), self.dim), dtype=np.float32) if self.dim else None
+        parts = []
+        for start in range(0, len(images), SUB_BATCH):
+            data = images[start : start + SUB_BATCH]
+            for request in requests:
+                data = request.infer({0: data})[0]
+            if out is None:
+                parts.append(np.array(data, dtype=np.float32, copy=True))
+            else:
+                out[start : start + len(data)] = data
+        return out if out is not None else np.concatenate(parts)
 
 
 _CONVOLUTIONS = ("Convolution", "GroupConvolution")
