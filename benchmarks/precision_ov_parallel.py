@@ -203,7 +203,7 @@ def prepare(folder: Path) -> None:
 
 
 def second_set(variants: dict[str, Any], model: Any, backbone: Any) -> None:
-    """Session 8's second run: sub-batch sizes of the whole model, where to cut, the front's cost."""
+    """Session 8, run 2: sub-batch sizes of the whole model, where to cut, the front's cost."""
     for workers, sub in ((2, 8), (2, 16), (2, 32), (4, 8)):
         stages = compile_stages(model, "bf16", False, 2)
         variants[f"ov bf16 whole w{workers} s{sub}"] = (

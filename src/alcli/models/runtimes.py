@@ -3,15 +3,17 @@
 Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return
 [B, dim] float32. Measured on 2 EPYC cores (AVX512_BF16), model alone, two streams of one
 thread, 2,000 MNIST PNGs, ratios within rounds (benchmarks/precision.py, RESULTS.md issue 14,
-session 7), MobileNetV2 112 px against eager fp32: bf16 autocast 1.38x, OpenVINO fp32 1.26x,
-OpenVINO bf16 1.82x with its fp32 front (2.46x whole); ResNet-18 224 px at load 7-10: 1.77x,
-1.46x, 2.13x. OpenVINO bf16 rounds the image and the first layers' weights to bf16, the
-largest error of a bf16 pass (cosine to fp32 0.9979 on MNIST); its CPU plugin ignores
-per-node precision marks, so ``--precision bf16 --runtime openvino`` runs the model split in
-two compiled models: the front (through the second convolution) in fp32, the body in bf16
-(``front_cut``; cosine 0.9993). ONNX Runtime (fp32 only on CPUs) ran 1.6x on
-MobileNetV2, never ahead of OpenVINO, so it is not offered; ``torch.compile`` had not finished
-compiling ResNet-18 after 10 minutes, so it is not used.
+sessions 7-8), MobileNetV2 112 px against eager fp32 (session 8, 16-image sub-batches): bf16
+autocast 1.82x, OpenVINO fp32 1.47x, OpenVINO bf16 2.09x with its fp32 front (2.6-3.3x
+whole); ResNet-18 224 px at load 7-10 (session 7): 1.77x, 1.46x, 2.13x. OpenVINO bf16 rounds
+the image and the first layers' weights to bf16, the largest error of a bf16 pass (cosine to
+fp32 0.9979 on MNIST); its CPU plugin ignores per-node precision marks, so ``--precision bf16
+--runtime openvino`` runs the model split in two compiled models: the front (through the
+first block's projection, ``FRONT_FP32_CONVOLUTIONS``) in fp32, the body in bf16
+(``front_cut``; cosine 0.9992). ONNX Runtime (fp32 only on CPUs) ran 1.6x on MobileNetV2,
+never ahead of OpenVINO, so it is not offered; ``torch.compile`` had not finished compiling
+ResNet-18 after 10 minutes, so it is not used. int8 (NNCF post-training quantisation, VNNI)
+ran 3.3-4.1x but at cosine 0.958-0.988, so it is not offered either.
 
 OpenVINO converts the torch module once per fingerprint and keeps the converted model
 (``openvino.xml`` + ``.bin``, weights in float32) under the cache folder next to the
@@ -147,7 +149,9 @@ class OpenVinoForward:
         )
         self._local = threading.local()
         shape = self.stages[-1].output(0).get_partial_shape()
-        self.dim = shape[1].get_length() if shape.rank.get_length() == 2 and shape[1].is_static else 0
+        self.dim = (
+            shape[1].get_length() if shape.rank.get_length() == 2 and shape[1].is_static else 0
+        )
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         requests = getattr(self._local, "requests", None)
