@@ -14,7 +14,9 @@ Baseline: eager fp32 torch in 2 streams x 1 thread (the pipeline's layout). Vari
   calibrates on 300 MNIST training PNGs, deterministic), with the first convolutions left fp32
   or not, run with the f32 (or bf16) hint for the ops left unquantised.
 
-Cosine of every variant's embeddings to eager fp32, image by image (mean, worst).
+Runs 1-2 of session 8 fed NHWC (the converted model then had a transpose inside); it takes
+NCHW now, as ``OpenVinoForward`` does. Cosine of every variant's embeddings to eager fp32,
+image by image (mean, worst).
 
     nice -n 19 .venv/bin/python benchmarks/precision_ov_parallel.py prepare /tmp/ov
     flock /work/wt/bench.lock /work/wt/timed.sh .venv/bin/python \
@@ -53,7 +55,7 @@ class Chained:
         self.requests = [[s.create_infer_request() for s in stages] for _ in range(workers)]
 
     def __call__(self, batch: Any) -> np.ndarray:
-        data = batch.permute(0, 2, 3, 1).contiguous().numpy()
+        data = batch.contiguous().numpy()
         parts = [data[i : i + self.sub] for i in range(0, len(data), self.sub)]
         out: list[Any] = [None] * len(parts)
         position = iter(range(len(parts)))
@@ -90,7 +92,7 @@ class PerCaller:
         requests = getattr(self.local, "requests", None)
         if requests is None:
             requests = self.local.requests = [s.create_infer_request() for s in self.stages]
-        value = batch.permute(0, 2, 3, 1).contiguous().numpy()
+        value = batch.contiguous().numpy()
         for request in requests:
             value = request.infer({0: value})[0]
         return np.array(value, dtype=np.float32, copy=True)
@@ -112,7 +114,7 @@ class Queued:
         self.queue.set_callback(done)
 
     def __call__(self, batch: Any) -> np.ndarray:
-        data = batch.permute(0, 2, 3, 1).contiguous().numpy()
+        data = batch.contiguous().numpy()
         self.out = {}
         parts = [data[i : i + self.sub] for i in range(0, len(data), self.sub)]
         for index, part in enumerate(parts):
@@ -168,11 +170,9 @@ def prepare(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     bound = ModelOnly([p.read_bytes() for p in sorted((MNIST / "train").iterdir())[:320]], OPTIONS)
     model = converted(bound.backbone)
-    calibration = [
-        b.permute(0, 2, 3, 1).contiguous().numpy()[i : i + 1]
-        for b in bound.batches
-        for i in range(len(b))
-    ][:300]
+    calibration = [b.contiguous().numpy()[i : i + 1] for b in bound.batches for i in range(len(b))][
+        :300
+    ]
     convs = [
         op.get_friendly_name()
         for op in model.get_ordered_ops()

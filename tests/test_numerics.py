@@ -155,7 +155,7 @@ def test_openvino_matches_torch_and_keeps_its_export(png_pool, tmp_path, one_tor
     exported = tmp_path / "exported"
     torch_fp32 = load_backbone("mobilenet_v3_small", "none", 32)
     ov = load_backbone("mobilenet_v3_small", "none", 32, runtime="openvino", export_dir=exported)
-    saved = exported / ov.fingerprint / "openvino" / "model.xml"
+    saved = exported / ov.fingerprint / "openvino-nchw" / "model.xml"
     assert saved.is_file()
     written = saved.stat().st_mtime_ns
     batch = torch.stack([torch_fp32.preprocess(p.read_bytes()) for p in png_pool(5)])
