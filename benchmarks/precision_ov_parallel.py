@@ -4,8 +4,8 @@ The model alone (``alcli.bench.ModelOnly``) on the first N MNIST test PNGs decod
 interleaved rounds, each variant driven from a fresh thread as the pipeline drives its model.
 Baseline: eager fp32 torch in 2 streams x 1 thread (the pipeline's layout). Variants:
 
-- ``ov bf16 split 2py``: what ``--precision bf16 --runtime openvino`` ran in session 7 (two
-  Python streams, each a whole batch of 64 through the fp32 front then the bf16 body);
+- ``ov bf16 split 2py``: ``OpenVinoForward`` as the pipeline runs it, two Python streams (in
+  runs 1-2 of session 8 it still ran session 7's whole batches of 64; it now sub-batches);
 - ``ov bf16 split w{W} s{S}``: one caller; the batch cut into sub-batches of S, W infer-request
   pairs in flight (worker threads, the GIL released inside ``infer``), compiled models with
   ``NUM_STREAMS`` = W over the 2 cores;

@@ -1,19 +1,18 @@
 """The forward pass of a built backbone, by runtime: torch (eager, autocast) or OpenVINO.
 
-Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return
-[B, dim] float32. Measured on 2 EPYC cores (AVX512_BF16), model alone, two streams of one
-thread, 2,000 MNIST PNGs, ratios within rounds (benchmarks/precision.py, RESULTS.md issue 14,
-sessions 7-8), MobileNetV2 112 px against eager fp32 (session 8, 16-image sub-batches): bf16
-autocast 1.82x, OpenVINO fp32 1.47x, OpenVINO bf16 2.09x with its fp32 front (2.6-3.3x
-whole); ResNet-18 224 px at load 7-10 (session 7): 1.77x, 1.46x, 2.13x. OpenVINO bf16 rounds
-the image and the first layers' weights to bf16, the largest error of a bf16 pass (cosine to
-fp32 0.9979 on MNIST); its CPU plugin ignores per-node precision marks, so ``--precision bf16
---runtime openvino`` runs the model split in two compiled models: the front (through the
-first block's projection, ``FRONT_FP32_CONVOLUTIONS``) in fp32, the body in bf16
-(``front_cut``; cosine 0.9992). ONNX Runtime (fp32 only on CPUs) ran 1.6x on MobileNetV2,
-never ahead of OpenVINO, so it is not offered; ``torch.compile`` had not finished compiling
-ResNet-18 after 10 minutes, so it is not used. int8 (NNCF post-training quantisation, VNNI)
-ran 3.3-4.1x but at cosine 0.958-0.988, so it is not offered either.
+Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return [B,
+dim] float32. Measured on 2 EPYC cores (AVX512_BF16), model alone, two streams of one thread,
+2,000 MNIST PNGs, ratios within rounds (benchmarks/precision.py, RESULTS.md issue 14, session
+8), MobileNetV2 112 px against eager fp32: bf16 autocast 1.88x, OpenVINO fp32 1.54x, OpenVINO
+bf16 2.13x with its fp32 front (2.6-3.3x whole); ResNet-18 224 px (500 PNGs): 1.61x, 1.36x,
+2.19x. OpenVINO bf16 rounds the image and the first layers' weights to bf16, the largest error
+of a bf16 pass (cosine to fp32 0.9979 on MNIST); its CPU plugin ignores per-node precision
+marks, so ``--precision bf16 --runtime openvino`` runs the model split in two compiled models:
+the front (through the first block's projection, ``FRONT_FP32_CONVOLUTIONS``) in fp32, the body
+in bf16 (``front_cut``; cosine 0.9992). ONNX Runtime (fp32 only on CPUs) ran 1.6x on
+MobileNetV2, never ahead of OpenVINO, so it is not offered; ``torch.compile`` had not finished
+compiling ResNet-18 after 10 minutes, so it is not used. int8 (NNCF post-training quantisation,
+VNNI) ran 3.3-4.1x but at cosine 0.958-0.988, so it is not offered either.
 
 OpenVINO converts the torch module once per fingerprint and keeps the converted model
 (``model.xml`` + ``.bin``, weights in float32) under the cache folder next to the embeddings
