@@ -155,7 +155,7 @@ def test_openvino_matches_torch_and_keeps_its_export(png_pool, tmp_path, one_tor
     exported = tmp_path / "exported"
     torch_fp32 = load_backbone("mobilenet_v3_small", "none", 32)
     ov = load_backbone("mobilenet_v3_small", "none", 32, runtime="openvino", export_dir=exported)
-    saved = exported / ov.fingerprint / "openvino" / "model.xml"
+    saved = exported / ov.fingerprint / "openvino-nchw" / "model.xml"
     assert saved.is_file()
     written = saved.stat().st_mtime_ns
     batch = torch.stack([torch_fp32.preprocess(p.read_bytes()) for p in png_pool(5)])
@@ -205,3 +205,25 @@ def test_openvino_bf16_runs_its_front_in_fp32_on_the_run_s_threads(
     assert got.dtype == np.float32
     assert not np.array_equal(got, reference)  # bf16 really ran
     assert cosines(got, reference).min() > 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_OPENVINO, reason="the openvino extra is not installed")
+def test_openvino_runs_a_batch_in_sub_batches_with_the_same_numbers(
+    png_pool, monkeypatch, one_torch_thread
+):
+    """A batch larger than ``SUB_BATCH`` (and not a multiple of it) is cut into pieces whose
+    rows come back in order, bit-identical to one image at a time (so the sub-batch size is
+    not part of the fingerprint)."""
+    from alcli.models import runtimes
+
+    monkeypatch.setattr(runtimes, "SUB_BATCH", 4)
+    ov = load_backbone("mobilenet_v3_small", "none", 32, runtime="openvino", threads=1)
+    batch = torch.stack([ov.preprocess(p.read_bytes()) for p in png_pool(10)])
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    whole = ov.embed(batch)
+    assert whole.shape == (10, ov.dim)
+    assert whole.dtype == np.float32
+    one_by_one = np.concatenate([ov.embed(batch[i : i + 1]) for i in range(10)])
+    np.testing.assert_array_equal(whole, one_by_one)
+    assert len({row.tobytes() for row in whole}) == 10  # distinct images, distinct rows

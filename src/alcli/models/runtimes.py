@@ -1,21 +1,23 @@
 """The forward pass of a built backbone, by runtime: torch (eager, autocast) or OpenVINO.
 
-Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return
-[B, dim] float32. Measured on 2 EPYC cores (AVX512_BF16), model alone, two streams of one
-thread, 2,000 MNIST PNGs, ratios within rounds (benchmarks/precision.py, RESULTS.md issue 14,
-session 7), MobileNetV2 112 px against eager fp32: bf16 autocast 1.38x, OpenVINO fp32 1.26x,
-OpenVINO bf16 1.82x with its fp32 front (2.46x whole); ResNet-18 224 px at load 7-10: 1.77x,
-1.46x, 2.13x. OpenVINO bf16 rounds the image and the first layers' weights to bf16, the
-largest error of a bf16 pass (cosine to fp32 0.9979 on MNIST); its CPU plugin ignores
-per-node precision marks, so ``--precision bf16 --runtime openvino`` runs the model split in
-two compiled models: the front (through the second convolution) in fp32, the body in bf16
-(``front_cut``; cosine 0.9993). ONNX Runtime (fp32 only on CPUs) ran 1.6x on
+Both take the batch the pipeline stacks (NCHW in shape, channels_last in memory) and return [B,
+dim] float32. Measured on 2 EPYC cores (AVX512_BF16), model alone, two streams of one thread,
+2,000 MNIST PNGs, ratios within rounds (benchmarks/precision.py, RESULTS.md issue 14, session
+8), MobileNetV2 112 px against eager fp32: bf16 autocast 1.88x, OpenVINO fp32 1.54x, OpenVINO
+bf16 2.13x with its fp32 front (2.6-3.3x whole); ResNet-18 224 px (500 PNGs): 1.61x, 1.36x,
+2.19x. OpenVINO bf16 rounds the image and the first layers' weights to bf16, the largest error
+of a bf16 pass (cosine to fp32 0.9979 on MNIST); its CPU plugin ignores per-node precision
+marks, so ``--precision bf16 --runtime openvino`` runs the model split in two compiled models:
+the front (through the first block's projection, ``FRONT_FP32_CONVOLUTIONS``) in fp32, the body
+in bf16 (``front_cut``; cosine 0.9992). ONNX Runtime (fp32 only on CPUs) ran 1.6x on
 MobileNetV2, never ahead of OpenVINO, so it is not offered; ``torch.compile`` had not finished
-compiling ResNet-18 after 10 minutes, so it is not used.
+compiling ResNet-18 after 10 minutes, so it is not used. int8 (NNCF post-training quantisation,
+VNNI) ran 3.3-4.1x but at cosine 0.958-0.988, so it is not offered either.
 
 OpenVINO converts the torch module once per fingerprint and keeps the converted model
-(``openvino.xml`` + ``.bin``, weights in float32) under the cache folder next to the
-embeddings (``exported/<fingerprint>/``): later runs read it instead of converting (~5-15 s).
+(``model.xml`` + ``.bin``, weights in float32) under the cache folder next to the embeddings
+(``exported/<fingerprint>/OPENVINO_EXPORT/``): later runs read it instead of converting
+(~5-15 s; a cold pipeline run that converts ran at about half the speed of one that reads).
 """
 
 from __future__ import annotations
@@ -37,8 +39,19 @@ from alcli.numerics import FRONT_FP32_CONVOLUTIONS, Numerics
 
 #: Where a converted model lives under the cache folder.
 EXPORT_FOLDER = "exported"
+#: The converted model's folder in ``exported/<fingerprint>/``: NCHW input since session 8
+#: (session 7's ``openvino/`` took NHWC and is never read: fed NCHW it would be wrong).
+OPENVINO_EXPORT = "openvino-nchw"
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Images per OpenVINO inference: the pipeline's batch (64) is cut into sub-batches this size.
+#: Measured on 2 EPYC cores, MobileNetV2 112 px, 2,000 MNIST PNGs, two callers (the pipeline's
+#: two model streams), bf16 whole model against eager fp32: sub-batch 64 1.49x, 32 2.39x,
+#: 16 2.56-3.32x, 8 2.67x (benchmarks/precision_s8_ov_*.json, RESULTS.md issue 14 session 8):
+#: a 16-image sub-batch's activations stay in the caches, a 64-image one's do not. The
+#: numbers are bit-identical for any sub-batch size (checked: 64, 16, 8, 1), so it is not
+#: part of the fingerprint.
+SUB_BATCH = 16
 
 
 class FullPrecision(nn.Module):
@@ -97,11 +110,14 @@ class TorchForward:
 
 
 class OpenVinoForward:
-    """OpenVINO on the CPU, one infer request per model stream (thread).
+    """OpenVINO on the CPU, one infer request per model stream (thread), the batch run in
+    ``SUB_BATCH``-image pieces.
 
-    The converted model takes NHWC input (a transpose inside the graph), which is the
-    channels_last batch's own memory: no copy on the model stream. ``streams`` is how many
-    threads call at once (the pipeline's model streams), ``threads`` the cores they share.
+    The converted model takes NCHW input: the channels_last batch is copied to NCHW on the
+    model stream. Session 7 fed NHWC (a transpose inside the graph, no copy); session 8
+    measured the copy faster (bf16 with its fp32 front, 2,000 PNGs, 3 rounds: 1.16-1.31x per
+    round, the same bits). ``streams`` is how many threads call at once (the pipeline's model
+    streams), ``threads`` the cores they share.
     """
 
     def __init__(
@@ -137,15 +153,27 @@ class OpenVinoForward:
             core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision})
         )
         self._local = threading.local()
+        shape = self.stages[-1].output(0).get_partial_shape()
+        self.dim = (
+            shape[1].get_length() if shape.rank.get_length() == 2 and shape[1].is_static else 0
+        )
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         requests = getattr(self._local, "requests", None)
         if requests is None:
             requests = self._local.requests = [s.create_infer_request() for s in self.stages]
-        data: Any = batch.permute(0, 2, 3, 1).contiguous().numpy()  # no copy for channels_last
-        for request in requests:
-            data = request.infer({0: data})[0]
-        return np.array(data, dtype=np.float32, copy=True)
+        images: Any = batch.contiguous().numpy()  # NCHW: a copy of the channels_last batch
+        out = np.empty((len(images), self.dim), dtype=np.float32) if self.dim else None
+        parts = []
+        for start in range(0, len(images), SUB_BATCH):
+            data = images[start : start + SUB_BATCH]
+            for request in requests:
+                data = request.infer({0: data})[0]
+            if out is None:
+                parts.append(np.array(data, dtype=np.float32, copy=True))
+            else:
+                out[start : start + len(data)] = data
+        return out if out is not None else np.concatenate(parts)
 
 
 _CONVOLUTIONS = ("Convolution", "GroupConvolution")
@@ -197,7 +225,7 @@ def split_at(ov: Any, model: Any, cut: Any) -> tuple[Any, Any]:
 def _openvino_model(ov: Any, module: nn.Module, image_size: int, export_dir: Path | None) -> Any:
     """The converted model: read from ``export_dir`` when a run saved it, else converted now
     (and saved there, atomically: a folder renamed into place)."""
-    target = export_dir / "openvino" if export_dir is not None else None
+    target = export_dir / OPENVINO_EXPORT if export_dir is not None else None
     if target is not None and (target / "model.xml").is_file():
         try:
             return ov.Core().read_model(target / "model.xml")
@@ -216,10 +244,6 @@ def _openvino_model(ov: Any, module: nn.Module, image_size: int, export_dir: Pat
             f"openvino cannot convert this model: {str(error).splitlines()[0][:120]}",
             hint="use --runtime torch",
         ) from error
-    steps = ov.preprocess.PrePostProcessor(model)
-    steps.input().tensor().set_layout(ov.Layout("NHWC"))
-    steps.input().model().set_layout(ov.Layout("NCHW"))
-    model = steps.build()
     if target is not None:
         _save_atomically(ov, model, target)
     return model
