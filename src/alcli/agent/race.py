@@ -10,7 +10,9 @@ Forecast horizon: one round ahead at the next round's base quota, the same for e
 strategy: R in ``paper`` mode, and in ``shared`` R // (|alive| − 1), the share each survivor
 gets once this round's elimination is done (R // |alive| was the first rule; every forecast
 then aimed short of the set size it was checked against, which inflated the recorded
-forecast error on MNIST). A round after which the run stops eliminates nobody: elimination
+forecast error on MNIST); in ``pooled`` the horizon adds that share to every label bought,
+the base every survivor's next evidence head starts from. A round after which the run stops
+eliminates nobody: elimination
 only decides who races in the next round.
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from alcli.agent.config import SPLIT_MODES
 from alcli.agent.forecast import Forecast, forecast
 from alcli.agent.heads import HeadStore, rows_key
 from alcli.agent.holdout import Holdout
@@ -91,9 +94,20 @@ class Race:
         return self.store.train(rows, self.ledger.labels_of(rows), init)
 
     def head_for(self, name: str) -> Head:
+        """The head ``name`` picks with: its own (``shared``, ``paper``), or the one on every
+        label bought (``pooled``)."""
+        if self.config.spend == "pooled":
+            return self.shared_head()
         if name not in self.heads:
             self.heads[name] = self.train(self.state.sets[name])
         return self.heads[name]
+
+    def shared_head(self) -> Head:
+        """The head on every label bought so far (saved as ``state.shared_head``)."""
+        rows = self.ledger.bought_rows()
+        key = self.state.shared_head
+        head = self.store.get(key) if key == rows_key(rows) else None
+        return head if head is not None else self.train(rows)
 
     def accuracy(self, head: Head) -> float:
         with self.state.timed("evaluation"):
@@ -159,7 +173,7 @@ class Race:
         self.ledger.buy(list(dict.fromkeys(order)), state.labels, f"round{rnd}:after_oracle")
         new_rows, forecasts = self.train_survivors(rnd, pending.picks)
         state.rows.extend(new_rows)  # before the shared head: its point names the round's leader
-        shared_acc = self.train_shared(rnd) if self.config.spend == "shared" else None
+        shared_acc = self.train_shared(rnd) if self.config.spend in SPLIT_MODES else None
         state.curves.update(forecasts)
         state.round = rnd
         state.pending = None
@@ -178,19 +192,25 @@ class Race:
         state, config = self.state, self.config
         next_quota = next_base_quota(config.round_size, len(state.alive), config.spend)
         bought = len(state.labels)
+        pooled = config.spend == "pooled"
+        if pooled:  # every strategy's evidence starts from the labels bought before this round
+            new = {r for name in state.alive for r in picks[name]}
+            base = [r for r in self.ledger.bought_rows() if r not in new]
+            shared_before = self.store.get(state.shared_head) if state.shared_head else None
         new_rows: list[RoundRow] = []
         forecasts: dict[str, Forecast] = {}
         for i, name in enumerate(state.alive):
-            previous = self.head_for(name)
-            have = set(state.sets[name])
-            rows = state.sets[name] + [r for r in picks[name] if r not in have]
+            previous = shared_before if pooled else self.head_for(name)
+            have = set(base) if pooled else set(state.sets[name])
+            start = base if pooled else state.sets[name]
+            rows = start + [r for r in picks[name] if r not in have]
             state.sets[name] = rows
             self.heads[name] = self.train(rows, init=previous)
             acc = self.accuracy(self.heads[name])
             if i == 0:
                 self.phase(f"round{rnd}:after_train")
             history = [*state.history(name), (len(rows), acc)]
-            horizon = len(rows) + next_quota
+            horizon = (bought if pooled else len(rows)) + next_quota
             with state.timed("forecasts"):
                 fc = forecast(
                     [n for n, _ in history],
@@ -278,7 +298,9 @@ class Race:
             self.save()
         forecasts = {name: fc.value for name, fc in state.forecasts().items()}
         winner = choose_winner(state.current(), forecasts)
-        final_rows = self.ledger.bought_rows() if config.spend == "shared" else state.sets[winner]
+        final_rows = (
+            self.ledger.bought_rows() if config.spend in SPLIT_MODES else state.sets[winner]
+        )
         head = self.train(final_rows)
         evaluation = evaluate(head, self.holdout.X, self.holdout.y)
         report = Report(
