@@ -36,6 +36,7 @@ from auto_mnist import forecast_errors, labels_to_target
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "before": {
+        "spend": "shared",
         "elimination": "every_round",
         "min_rounds": 1,
         "forecast_model": "exp",
@@ -44,6 +45,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # session 6's defaults: evidence, power law, Laplace, each strategy on its own set's head
     "shared": {"spend": "shared"},
     "after": {},  # the defaults (session 8: ``--spend pooled``)
+    # pooled with Algorithm 1's elimination (one every round from round 1): measured, not default
+    "pooled_every_round": {"elimination": "every_round", "min_rounds": 1},
 }
 
 

@@ -45,7 +45,8 @@ sorts last. The winner is the survivor with the best current accuracy (then best
 then the name that sorts first).
 
 Stop rules, checked before every round in this order: ``target`` (the best accuracy of the
-last round, the shared head's included, reaches the target), ``budget`` (labels bought reach
+last round, the shared head's included, reaches the target; in ``pooled``, the shared head's
+alone: it is the model the run returns), ``budget`` (labels bought reach
 it), ``plateau`` (the best accuracy so far rose by less than ``plateau_delta``, default
 0.1 pt, over the last ``plateau_rounds``, default 3), ``pool_exhausted`` (every item outside
 the eval set is bought) and ``max_rounds``.

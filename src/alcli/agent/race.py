@@ -154,10 +154,16 @@ class Race:
 
     def stop_reason(self) -> str | None:
         state = self.state
+        last = state.last_accuracies()
+        if self.config.spend == "pooled" and state.shared and state.shared[-1].round == state.round:
+            # the target is the returned model's, the head on every label bought; an evidence
+            # head is a capped probe on fewer labels (a run stopped on one at 0.96 on the
+            # digits while the model it returned was below)
+            last = [state.shared[-1].accuracy]
         return stop_reason(
             self.config,
             rnd=state.round,
-            last=state.last_accuracies(),
+            last=last,
             best=state.best(),
             bought=len(state.labels),
             buyable=int((~self.holdout.blocked).sum()),
