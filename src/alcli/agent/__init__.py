@@ -30,7 +30,7 @@ Spend modes (``AutoConfig.spend``):
     Why: in ``shared`` each strategy picked with a head on its own ~1/|alive| share of the
     labels, a much weaker model than the one the labels paid for, and its picks were worth
     less. On MNIST (50k pool, 7 candidates, target 0.93) ``shared`` needed 1.53x the labels
-    of the best single strategy and ``pooled`` 1.08x; on the digits 1.24x and 1.03x
+    of the best single strategy and ``pooled`` 1.12x; on the digits 1.24x and 1.13x
     (benchmarks/RESULTS.md, "Issue 18, session 8"). The survivors' curves now differ only by
     what their picks add to a common base, so eliminations on evidence are rarer (none in
     those runs): a poor strategy's share of a round is the race's remaining cost.
