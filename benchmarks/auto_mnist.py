@@ -23,11 +23,11 @@ Parts (``--parts``, all by default):
               default candidates over 8 rounds of 700 labels on the whole pool.
 
 ``labels_to_target`` counts unique labels bought (initial set included) when the model the run
-returns reaches the target: shared spend, the head on every label bought; paper spend and
+returns reaches the target: pooled and shared spend, the head on every label bought; paper spend and
 single strategies, the winner's head. ``null`` = not reached (means then count the labels
 bought when the run stopped, a lower bound, and say ``censored``). ``forecast_mae`` is
 |forecast - actual| in accuracy points for the one-round-ahead forecasts made at the end of
-rounds >= 3 (shared runs; the paper runs' is reported too): the agent's
+rounds >= 3 (the default spend's runs; the others' are reported too): the agent's
 forecaster (``alcli.agent.forecast``) on a strategy's history, evaluated at the set size the
 strategy actually had one round later (``forecast_mae_recorded`` uses the forecast as the agent
 logged it, where its horizon matched that size).
@@ -36,7 +36,9 @@ Every run's summary is cached under ``--work`` by its settings (auto runs also b
 source), so a rerun only redoes what changed; ``--fresh`` recomputes everything.
 
     .venv/bin/python benchmarks/auto_mnist.py --json
-    .venv/bin/python benchmarks/auto_mnist.py --parts shared --seeds 0 --json
+    .venv/bin/python benchmarks/auto_mnist.py --parts pooled --seeds 0 --json
+    flock /work/wt/bench.lock /work/wt/timed.sh .venv/bin/python benchmarks/auto_mnist.py \
+        --parts overhead --json      # the timing alone, under the lock
 """
 
 from __future__ import annotations
