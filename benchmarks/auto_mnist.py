@@ -14,17 +14,20 @@ Parts (``--parts``, all by default):
               as many labels as random needed on that seed (``--single-cap`` times that) is
               stopped there: it cannot beat random, and coreset at 50k x 1280 costs seconds
               per round; it reports null.
-``shared``    ``alcli auto`` with the default candidates and the default spend.
+``pooled``    ``alcli auto`` with the default candidates and the default spend (``pooled``:
+              every strategy picks with the head on every label bought).
+``shared``    the same with ``--spend shared`` (each strategy picks with a head on its own
+              set; the default before session 8).
 ``paper``     the same with ``--spend paper`` (Algorithm 1 as written).
 ``overhead``  the agent's own seconds (heads, forecasts, selection, not the oracle) for the
               default candidates over 8 rounds of 700 labels on the whole pool.
 
 ``labels_to_target`` counts unique labels bought (initial set included) when the model the run
-returns reaches the target: shared spend, the head on every label bought; paper spend and
+returns reaches the target: pooled and shared spend, the head on every label bought; paper spend and
 single strategies, the winner's head. ``null`` = not reached (means then count the labels
 bought when the run stopped, a lower bound, and say ``censored``). ``forecast_mae`` is
 |forecast - actual| in accuracy points for the one-round-ahead forecasts made at the end of
-rounds >= 3 (shared runs; the paper runs' is reported too): the agent's
+rounds >= 3 (the default spend's runs; the others' are reported too): the agent's
 forecaster (``alcli.agent.forecast``) on a strategy's history, evaluated at the set size the
 strategy actually had one round later (``forecast_mae_recorded`` uses the forecast as the agent
 logged it, where its horizon matched that size).
@@ -33,7 +36,9 @@ Every run's summary is cached under ``--work`` by its settings (auto runs also b
 source), so a rerun only redoes what changed; ``--fresh`` recomputes everything.
 
     .venv/bin/python benchmarks/auto_mnist.py --json
-    .venv/bin/python benchmarks/auto_mnist.py --parts shared --seeds 0 --json
+    .venv/bin/python benchmarks/auto_mnist.py --parts pooled --seeds 0 --json
+    flock /work/wt/bench.lock /work/wt/timed.sh .venv/bin/python benchmarks/auto_mnist.py \
+        --parts overhead --json      # the timing alone, under the lock
 """
 
 from __future__ import annotations
@@ -54,12 +59,15 @@ from typing import Any
 import numpy as np
 
 from alcli.agent import AutoConfig, EvalSet, Report, forecast, run_auto
+from alcli.agent.config import SPLIT_MODES
 from alcli.autorun import DEFAULT_CANDIDATES
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work" / "auto_mnist"
 PLOT = ROOT / "benchmarks" / "auto_mnist_curves.png"
-PARTS = ("singles", "shared", "paper", "overhead")
+PARTS = ("singles", "pooled", "shared", "paper", "overhead")
+#: The spend ``alcli auto`` uses unless told: its part gives the unprefixed ``auto_*`` keys.
+DEFAULT_SPEND = AutoConfig.__dataclass_fields__["spend"].default
 #: Rounds from which forecasts count towards ``forecast_mae`` (the issue: "after round 3").
 FORECAST_FROM_ROUND = 3
 NO_PLATEAU = 1_000_000
@@ -178,7 +186,7 @@ def cached_run(
 
 def model_curve(report: Report) -> list[tuple[int, float]]:
     """(labels bought, accuracy of the model the run would return) after every round."""
-    if report.spend == "shared":
+    if report.spend in SPLIT_MODES:
         return [(int(s["labels"]), float(s["accuracy"])) for s in report.shared_accuracy]
     by_round: dict[int, tuple[int, float]] = {}
     for row in report.rows:
@@ -261,7 +269,7 @@ def base_config(args: argparse.Namespace, **changes: Any) -> AutoConfig:
         "initial": args.initial,
         "round_size": args.round_size,
         "seed": 0,
-        "spend": "shared",
+        "spend": DEFAULT_SPEND,
         "head": args.head,
     }
     values.update(changes)
@@ -327,7 +335,7 @@ def part_auto(args: argparse.Namespace, pool: Pool, spend: str) -> dict[str, Any
             f"{summary['winner']} ({summary['stop_reason']}, {summary['seconds']:.0f} s)",
         )
         curves = args.work / "runs" / name / "curves.png"
-        if spend == "shared" and seed == args.seeds[0] and args.plot and curves.exists():
+        if spend == DEFAULT_SPEND and seed == args.seeds[0] and args.plot and curves.exists():
             shutil.copyfile(curves, args.plot)
     return {
         "labels_to_target": mean_labels(runs),
@@ -454,11 +462,11 @@ def main() -> int:
     if "singles" in result:
         best_mean = result["singles"][result["best_single"]]["labels_to_target"]["mean"]
         random_mean = result["random_labels_to_target"]["mean"]
-        for spend in ("shared", "paper"):
+        for spend in ("pooled", "shared", "paper"):
             if spend not in result:
                 continue
             auto_mean = result[spend]["labels_to_target"]["mean"]
-            prefix = "" if spend == "shared" else "paper_"
+            prefix = "" if spend == DEFAULT_SPEND else f"{spend}_"
             result[f"{prefix}auto_vs_best_single"] = _ratio(auto_mean, best_mean)
             result[f"{prefix}auto_vs_random"] = _ratio(auto_mean, random_mean)
             worse = [
@@ -472,14 +480,13 @@ def main() -> int:
         result["single_labels_to_target"] = {
             name: single["labels_to_target"] for name, single in result["singles"].items()
         }
-    if "shared" in result:
-        result["auto_labels_to_target"] = result["shared"]["labels_to_target"]
-        result["forecast_mae"] = result["shared"]["forecast_mae"]
-    if "paper" in result:
-        result["paper_auto_labels_to_target"] = result["paper"]["labels_to_target"]
-        result["paper_forecast_mae"] = result["paper"]["forecast_mae"]
+    for spend in ("pooled", "shared", "paper"):
+        if spend in result:
+            prefix = "" if spend == DEFAULT_SPEND else f"{spend}_"
+            result[f"{prefix}auto_labels_to_target"] = result[spend]["labels_to_target"]
+            result[f"{prefix}forecast_mae"] = result[spend]["forecast_mae"]
     result["winner"] = {
-        spend: result[spend]["winner"] for spend in ("shared", "paper") if spend in result
+        spend: result[spend]["winner"] for spend in ("pooled", "shared", "paper") if spend in result
     }
     result["seconds"] = seconds
     result["machine"] = {

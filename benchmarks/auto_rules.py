@@ -2,7 +2,9 @@
 
 ``alcli auto``'s rules before issue 18 (one elimination every round on the paper's
 exponential forecast, bootstrap committees) against after (eliminations on evidence, the
-anchored power law, Laplace committees), same seeds, and every candidate alone. Data:
+anchored power law, Laplace committees), the same with every strategy picking from the head
+on every label bought (``--spend pooled``, the default since session 8; ``shared`` is
+session 6's), same seeds, and every candidate alone. Data:
 scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, UCI; the pixels are the
 features), split once into a 1,297-item pool and a 500-item eval set, or ``--data mnist``
 (the cached MobileNetV2 features, ``--subset`` pool items).
@@ -34,12 +36,17 @@ from auto_mnist import forecast_errors, labels_to_target
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "before": {
+        "spend": "shared",
         "elimination": "every_round",
         "min_rounds": 1,
         "forecast_model": "exp",
         "posterior": "bootstrap",
     },
-    "after": {},  # the defaults
+    # session 6's defaults: evidence, power law, Laplace, each strategy on its own set's head
+    "shared": {"spend": "shared"},
+    "after": {},  # the defaults (session 8: ``--spend pooled``)
+    # pooled with Algorithm 1's elimination (one every round from round 1): measured, not default
+    "pooled_every_round": {"elimination": "every_round", "min_rounds": 1},
 }
 
 
@@ -131,7 +138,7 @@ def main() -> int:
             report = one(data, config)
             gone = {r.strategy: r.round for r in report.rows if r.eliminated}
             errs = forecast_errors(report, 3)
-            errors += errs["refit"] if label == "after" else _exp_refit(report)
+            errors += _exp_refit(report) if label == "before" else errs["refit"]
             runs.append(
                 {
                     "seed": seed,

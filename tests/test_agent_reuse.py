@@ -79,9 +79,8 @@ def test_the_final_head_is_the_last_fit_not_a_second_one(tmp_path, monkeypatch, 
         assert report.final_head.n_iter < cold.n_iter
 
 
-def test_survivors_sharing_the_initial_head_share_one_pool_prediction(
-    tmp_path, monkeypatch
-) -> None:
+@pytest.mark.parametrize("spend", ["shared", "pooled"])
+def test_survivors_sharing_a_head_share_one_pool_prediction(tmp_path, monkeypatch, spend) -> None:
     uris, X, truth, eval_set = blobs(seed=1)
     pool_predictions: list[int] = []
     real = Head.predict_proba
@@ -97,12 +96,18 @@ def test_survivors_sharing_the_initial_head_share_one_pool_prediction(
         strategies=("margin", "entropy", "least_confidence"),
         max_rounds=2,
         elimination="every_round",
+        spend=spend,
     )
     report = run_auto(uris, X, DictOracle(truth), cfg, out_dir=tmp_path, eval_set=eval_set)
     assert report.rounds == 2
-    # round 1: one head (the initial one) for all three; round 2: two survivors, two heads
-    assert len(pool_predictions) == 1 + 2
-    assert len(set(pool_predictions[1:])) == 2
+    if spend == "shared":
+        # round 1: one head (the initial one) for all three; round 2: two survivors, two heads
+        assert len(pool_predictions) == 1 + 2
+        assert len(set(pool_predictions[1:])) == 2
+    else:
+        # pooled: every survivor picks with the head on every label bought, one per round
+        assert len(pool_predictions) == 1 + 1
+        assert len(set(pool_predictions)) == 2
 
 
 def test_a_saved_head_of_another_width_is_trained_again(tmp_path) -> None:

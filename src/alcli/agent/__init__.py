@@ -2,7 +2,8 @@
 
 Nobody knows in advance which strategy suits a pool and a budget, so the agent races them.
 It pre-trains a head on ``initial`` random labels (accuracy a_0); then, every round, each
-surviving strategy picks items with a head trained on *its own* labeled set, the picks are
+surviving strategy picks items with a head (its own set's, or in the default ``pooled``
+spend every label's; see below), the picks are
 labeled, each strategy's head is retrained and evaluated, a learning curve
 a(n) = α − β·exp(−γ·n) is fitted to its history and forecast one round ahead, and the strategy
 with the lowest forecast is eliminated. The run stops at the target accuracy, at the budget, or
@@ -15,12 +16,24 @@ Spend modes (``AutoConfig.spend``):
     early rounds cost up to |L|·R labels. The final model is the winner's head, trained on
     the winner's own set (initial + its picks); labels bought for eliminated strategies only
     served the race.
-``shared`` (default)
+``shared``
     The race costs what one strategy would: each round's ``round_size`` labels are split
     across the survivors (R // |alive| each, the remainder to the best forecast of the last
-    round, or the first candidate in round 1). Each strategy's curve still comes from a head
-    on initial + its own picks, so strategies stay comparable, but the final model is trained
-    on every label bought, so no label is wasted.
+    round, or the first candidate in round 1). Each strategy picks with, and is judged by, a
+    head on initial + its own picks, so strategies stay comparable, but the final model is
+    trained on every label bought, so no label is wasted.
+``pooled`` (default since session 8)
+    Split as in ``shared``, but every label bought is the team's: every survivor picks with
+    the head on every label bought so far (the best model the run has), and a strategy's
+    evidence in round t is a head on the labels bought before round t plus its own picks of
+    round t, so all survivors are judged from the same base with the same number of picks.
+    Why: in ``shared`` each strategy picked with a head on its own ~1/|alive| share of the
+    labels, a much weaker model than the one the labels paid for, and its picks were worth
+    less. On MNIST (50k pool, 7 candidates, target 0.93) ``shared`` needed 1.53x the labels
+    of the best single strategy and ``pooled`` 1.12x; on the digits 1.24x and 1.13x
+    (benchmarks/RESULTS.md, "Issue 18, session 8"). The survivors' curves now differ only by
+    what their picks add to a common base, so eliminations on evidence are rarer (none in
+    those runs): a poor strategy's share of a round is the race's remaining cost.
 
 Accounting. Every label is bought once (``ledger``). The budget counts unique training labels,
 the initial random set included (they are bought too); a round that would overshoot is
@@ -32,7 +45,8 @@ sorts last. The winner is the survivor with the best current accuracy (then best
 then the name that sorts first).
 
 Stop rules, checked before every round in this order: ``target`` (the best accuracy of the
-last round, the shared head's included, reaches the target), ``budget`` (labels bought reach
+last round, the shared head's included, reaches the target; in ``pooled``, the shared head's
+alone: it is the model the run returns), ``budget`` (labels bought reach
 it), ``plateau`` (the best accuracy so far rose by less than ``plateau_delta``, default
 0.1 pt, over the last ``plateau_rounds``, default 3), ``pool_exhausted`` (every item outside
 the eval set is bought) and ``max_rounds``.

@@ -16,7 +16,9 @@ from alcli.labels import match_labels
 from alcli.learner.committee import POSTERIORS
 from alcli.learner.semisup import check_head
 
-SPEND_MODES = ("shared", "paper")
+SPEND_MODES = ("shared", "pooled", "paper")
+#: Spend modes that split R per round and train a head on every label bought.
+SPLIT_MODES = ("shared", "pooled")
 ELIMINATIONS = ("evidence", "every_round")
 #: What a run saved before these settings existed did: resumed, it goes on doing it.
 LEGACY = {
@@ -37,7 +39,7 @@ class AutoConfig:
     initial: int = 100
     round_size: int = 100
     seed: int = 0
-    spend: str = "shared"
+    spend: str = "pooled"
     eval_frac: float | None = None
     plateau_rounds: int = 3
     plateau_delta: float = 0.001
@@ -65,7 +67,9 @@ class AutoConfig:
         if not 0 < self.target_accuracy <= 1:
             raise UsageError(f"target accuracy must be in (0, 1], got {self.target_accuracy}")
         if self.spend not in SPEND_MODES:
-            raise UsageError(f"unknown spend mode {self.spend!r}", hint="use shared or paper")
+            raise UsageError(
+                f"unknown spend mode {self.spend!r}", hint="use pooled, shared or paper"
+            )
         if self.initial < 1:
             raise UsageError(f"the initial random set needs at least 1 item, got {self.initial}")
         if self.budget < self.initial:
@@ -99,7 +103,7 @@ class AutoConfig:
                 names.append(canonical)
         if not names:
             raise UsageError("no candidate strategies", hint="name at least one strategy")
-        if self.spend == "shared" and self.round_size < len(names):
+        if self.spend in SPLIT_MODES and self.round_size < len(names):
             raise UsageError(
                 f"round size {self.round_size} cannot be shared by {len(names)} strategies",
                 hint=f"use a round size of at least {len(names)}, or fewer strategies",

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from alcli.learner import Head, HeadSpace, fit_head, load_head
+from alcli.learner import DEFAULT_MAX_ITER, Head, HeadSpace, fit_head, load_head
 
 #: Folder of ``out_dir`` holding every head the saved state may start a later head from.
 HEADS_DIR = "heads"
@@ -37,6 +37,12 @@ Timer = Callable[[str], AbstractContextManager[None]]
 def rows_key(rows: Sequence[int] | NDArray[np.int64]) -> str:
     """A head's name: the digest of its training rows, in order (labels never change)."""
     return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+def head_key(rows: Sequence[int] | NDArray[np.int64], max_iter: int | None = None) -> str:
+    """A saved head's name: ``rows_key``, plus the iteration cap when one was set."""
+    key = rows_key(rows)
+    return key if max_iter is None else f"{key}-i{max_iter}"
 
 
 def save_head(head: Head, path: Path) -> None:
@@ -60,8 +66,19 @@ class HeadStore:
         self.timed = timed
         self.memo: dict[str, Head] = {}  # oldest first
 
-    def train(self, rows: Sequence[int], labels: Sequence[str], init: Head | None = None) -> Head:
+    def train(
+        self,
+        rows: Sequence[int],
+        labels: Sequence[str],
+        init: Head | None = None,
+        *,
+        max_iter: int | None = None,
+    ) -> Head:
         """The head on ``rows`` (in that order) with ``labels``, started from ``init``.
+
+        ``max_iter``: an iteration cap below the default (``pooled`` evidence heads); such a
+        head is named apart (``head_key``), so it never stands in for a full fit on the same
+        rows.
 
         Looked up first in memory, then on disk (a resumed run): whatever started it, a head
         trained on these rows is a valid one, and returning the saved one is what keeps a
@@ -70,11 +87,18 @@ class HeadStore:
         before it is used.
         """
         rows_arr = np.asarray(rows, dtype=np.int64)
-        key = rows_key(rows_arr)
+        key = head_key(rows_arr, max_iter)
         head = self.get(key)
         if head is None:
             with self.timed("heads"):
-                head = fit_head(self.space, rows_arr, labels, l2=self.l2, init=init)
+                head = fit_head(
+                    self.space,
+                    rows_arr,
+                    labels,
+                    l2=self.l2,
+                    init=init,
+                    max_iter=DEFAULT_MAX_ITER if max_iter is None else max_iter,
+                )
             self._save(key, head)
         self.memo[key] = head
         while len(self.memo) > HEAD_MEMO_SIZE:

@@ -46,8 +46,15 @@ class Picker:
     def blocked(self, name: str) -> NDArray[np.bool_]:
         """Rows strategy ``name`` may not pick: held out, or already in its set."""
         mask = self.held_out.copy()
-        mask[np.asarray(self.state.sets[name], dtype=np.int64)] = True
+        mask[np.asarray(self.rows_of(name), dtype=np.int64)] = True
         return mask
+
+    def rows_of(self, name: str) -> list[int]:
+        """The labeled rows ``name``'s picking head was trained on: its own set, or (``pooled``)
+        every label bought."""
+        if self.state.config.spend == "pooled":
+            return self.ledger.bought_rows()
+        return self.state.sets[name]
 
     def pick(
         self,
@@ -114,8 +121,8 @@ class Picker:
                 probs = strategy_inputs(
                     {"probs"},
                     self.space.pool,
-                    self.state.sets[name],
-                    self.ledger.labels_of(self.state.sets[name]),
+                    self.rows_of(name),
+                    self.ledger.labels_of(self.rows_of(name)),
                     scaler=self.space.scaler,
                     seed=0,
                     committee_size=1,
@@ -132,7 +139,7 @@ class Picker:
             constraints=self.constraints,
             embeddings=self.X,
             labeled=blocked,
-            near=np.asarray(self.state.sets[name], dtype=np.int64),
+            near=np.asarray(self.rows_of(name), dtype=np.int64),
             groups=groups,
             probs=inputs.probs,
             committee=inputs.committee,
@@ -155,7 +162,7 @@ class Picker:
         needs = strategies.get(name).needs
         if not {"probs", "committee"} & set(needs):
             return StrategyInputs(probs=None, committee=None)
-        head, rows, config = head_for(name), self.state.sets[name], self.state.config
+        head, rows, config = head_for(name), self.rows_of(name), self.state.config
         inputs = strategy_inputs(
             needs,
             self.space.pool,

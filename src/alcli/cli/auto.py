@@ -81,8 +81,13 @@ def auto(
     ] = 100,
     spend: Annotated[
         str,
-        typer.Option("--spend", help="shared (R per round, split) or paper (R per strategy)."),
-    ] = "shared",
+        typer.Option(
+            "--spend",
+            help="pooled (R per round, split; every strategy picks with the head on every "
+            "label bought), shared (split; each picks with its own set's head) or paper "
+            "(R per strategy).",
+        ),
+    ] = "pooled",
     seed: SeedOpt = 0,
     head: HeadOpt = "logistic",
     memory: MemoryOpt = None,

@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from alcli.errors import UsageError
 from alcli.learner.graph import PoolGraph, build_graph
-from alcli.learner.heads import Head, Scaler, fit_scaler, train_head
+from alcli.learner.heads import DEFAULT_MAX_ITER, Head, Scaler, fit_scaler, train_head
 
 HEAD_KINDS = ("logistic", "graph", "selftrain")
 DEFAULT_HEAD = "logistic"
@@ -124,10 +124,14 @@ def fit_head(
     *,
     l2: float = 1.0,
     init: Head | None = None,
+    max_iter: int = DEFAULT_MAX_ITER,
 ) -> Head:
-    """The head of ``space.kind`` on pool ``rows`` with ``labels``, started from ``init``."""
+    """The head of ``space.kind`` on pool ``rows`` with ``labels``, started from ``init``
+    (at most ``max_iter`` L-BFGS iterations per fit)."""
     rows_arr = np.asarray(rows, dtype=np.int64)
-    head = train_head(space.pool[rows_arr], labels, l2=l2, scaler=space.scaler, init=init)
+    head = train_head(
+        space.pool[rows_arr], labels, l2=l2, scaler=space.scaler, init=init, max_iter=max_iter
+    )
     if space.kind != "selftrain" or len(head.classes) < 2:
         return head
     extra, extra_labels = pseudo_labels(head, space.pool, rows_arr)
@@ -135,7 +139,9 @@ def fit_head(
         return head
     all_rows = np.concatenate([rows_arr, extra])
     all_labels = np.concatenate([np.asarray(labels), extra_labels])
-    return train_head(space.pool[all_rows], all_labels, l2=l2, scaler=space.scaler, init=head)
+    return train_head(
+        space.pool[all_rows], all_labels, l2=l2, scaler=space.scaler, init=head, max_iter=max_iter
+    )
 
 
 def pseudo_labels(
