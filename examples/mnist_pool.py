@@ -14,6 +14,8 @@ import argparse
 import csv
 import gzip
 import importlib.util
+import io
+import os
 import pickle
 import sys
 from dataclasses import dataclass
@@ -73,10 +75,17 @@ def write_split(
             Image.fromarray(images[i], mode="L").save(tmp, format="PNG")
             tmp.replace(path)
         rows.append((str(path), str(int(labels[i]))))
-    with labels_csv.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["uri", "label"])
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["uri", "label"])
+    writer.writerows(rows)
+    # Written whole under another name, then renamed, and only when it changes: two
+    # processes sharing one folder (benchmarks do) never read a half-written file.
+    data = text.getvalue().encode()
+    if not labels_csv.exists() or labels_csv.read_bytes() != data:
+        tmp = labels_csv.with_name(f"{labels_csv.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(labels_csv)
     return MnistPool(split, directory, labels_csv, len(rows))
 
 
