@@ -8,25 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from agent_pools import blobs as pool_blobs
 from alcli.agent import AutoConfig, EvalSet, load_state, run_auto
 from alcli.strategies import _kcenter
 from alcli.strategies._kcenter import greedy_k_center
 
 
 def blobs(n: int = 400, seed: int = 0) -> tuple[list[str], np.ndarray, dict[str, str], EvalSet]:
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(4, 8)) * 3
-
-    def draw(count: int) -> tuple[np.ndarray, list[str]]:
-        y = rng.integers(0, 4, size=count)
-        X = (centers[y] + rng.normal(size=(count, 8)) * 2.2).astype(np.float32)
-        return X, [f"c{v}" for v in y]
-
-    X, y = draw(n)
-    eval_X, eval_y = draw(200)
-    uris = [f"s3://pool/{i:04d}.png" for i in range(n)]
-    eval_set = EvalSet([f"s3://eval/{i}.png" for i in range(200)], eval_X, eval_y)
-    return uris, X, dict(zip(uris, y, strict=True)), eval_set
+    return pool_blobs(n, seed)
 
 
 class AskingOracle:

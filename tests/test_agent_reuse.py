@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agent_pools import blobs as pool_blobs
 from alcli.agent import AutoConfig, EvalSet, run_auto
 from alcli.learner import Head, fit_scaler, semisup, train_head
 from alcli.oracle import load_labels_csv
@@ -15,20 +16,7 @@ N_POOL = 500
 
 
 def blobs(seed: int = 0) -> tuple[list[str], np.ndarray, dict[str, str], EvalSet]:
-    """Overlapping Gaussian blobs: heads keep improving, so every round trains real heads."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(4, 8)) * 3
-
-    def draw(count: int) -> tuple[np.ndarray, list[str]]:
-        y = rng.integers(0, 4, size=count)
-        X = (centers[y] + rng.normal(size=(count, 8)) * 2.2).astype(np.float32)
-        return X, [f"c{v}" for v in y]
-
-    X, y = draw(N_POOL)
-    eval_X, eval_y = draw(200)
-    uris = [f"s3://pool/{i:04d}.png" for i in range(N_POOL)]
-    eval_set = EvalSet([f"s3://eval/{i}.png" for i in range(200)], eval_X, eval_y)
-    return uris, X, dict(zip(uris, y, strict=True)), eval_set
+    return pool_blobs(N_POOL, seed)
 
 
 def race(**overrides: Any) -> AutoConfig:

@@ -100,16 +100,21 @@ def test_a_report_resolves_to_exactly_what_a_listing_gives(
         assert listing(spec, s["options"]) == expected, spec
 
 
+def stale_row(bucket: str) -> dict[str, str]:
+    """An inventory row of an old object version: the extra rows' common fields."""
+    return {
+        "Bucket": bucket, "Size": "40", "LastModifiedDate": "2026-01-01T00:00:00.000Z",
+        "ETag": "0" * 32, "StorageClass": "STANDARD", "VersionId": "v0",
+    }  # fmt: skip
+
+
 def test_the_columnar_and_python_readers_give_the_same_items_and_keys(
     inventoried, tmp_path: Path, monkeypatch
 ) -> None:
     """Spaces, '+', '%', commas, unicode, nested prefixes, both URL encodings (the generator
     encodes '/' in one data file and not in the other), versions and delete markers."""
     s = inventoried
-    stale = {
-        "Bucket": s["source"], "Size": "40", "LastModifiedDate": "2026-01-01T00:00:00.000Z",
-        "ETag": "0" * 32, "StorageClass": "STANDARD", "VersionId": "v0",
-    }  # fmt: skip
+    stale = stale_row(s["source"])
     extra = [
         {**stale, "Key": "imgs/old é.png", "IsLatest": "false", "IsDeleteMarker": "false"},
         {**stale, "Key": "imgs/gone.png", "IsLatest": "true", "IsDeleteMarker": "true"},
@@ -147,10 +152,7 @@ def test_prefix_keeps_the_keys_under_it_like_listing_that_prefix(inventoried) ->
 
 def test_old_versions_and_delete_markers_are_skipped(inventoried) -> None:
     s = inventoried
-    stale = {
-        "Bucket": s["source"], "Size": "40", "LastModifiedDate": "2026-01-01T00:00:00.000Z",
-        "ETag": "0" * 32, "StorageClass": "STANDARD", "VersionId": "v0",
-    }  # fmt: skip
+    stale = stale_row(s["source"])
     extra = [
         {**stale, "Key": "imgs/a b.png", "IsLatest": "false", "IsDeleteMarker": "false"},
         {**stale, "Key": "imgs/gone.png", "IsLatest": "true", "IsDeleteMarker": "true"},
