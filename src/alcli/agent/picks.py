@@ -118,11 +118,12 @@ class Picker:
             head = head_for(name)
             probs = probs_by_head.get(id(head))
             if probs is None:
+                rows = self.rows_of(name)
                 probs = strategy_inputs(
                     {"probs"},
                     self.space.pool,
-                    self.rows_of(name),
-                    self.ledger.labels_of(self.rows_of(name)),
+                    rows,
+                    self.ledger.labels_of(rows),
                     scaler=self.space.scaler,
                     seed=0,
                     committee_size=1,

@@ -212,13 +212,16 @@ class Race:
         if pooled:  # every strategy's evidence starts from the labels bought before this round
             new = {r for name in state.alive for r in picks[name]}
             base = [r for r in self.ledger.bought_rows() if r not in new]
+            base_set = set(base)
             shared_before = self.store.get(state.shared_head) if state.shared_head else None
         new_rows: list[RoundRow] = []
         forecasts: dict[str, Forecast] = {}
         for i, name in enumerate(state.alive):
-            previous = shared_before if pooled else self.head_for(name)
-            have = set(base) if pooled else set(state.sets[name])
-            start = base if pooled else state.sets[name]
+            if pooled:
+                previous, start, have = shared_before, base, base_set
+            else:
+                previous, start = self.head_for(name), state.sets[name]
+                have = set(start)
             rows = start + [r for r in picks[name] if r not in have]
             state.sets[name] = rows
             self.heads[name] = self.train(

@@ -201,13 +201,23 @@ def item_table(parts: Sequence[Selected]) -> ItemTable:
     keys = keys[order.to_numpy()]
     n = len(uris)
     distinct = n < 2 or not pc.any(pc.equal(uris.slice(1), uris.slice(0, n - 1))).as_py()
-    offsets = np.frombuffer(uris.buffers()[1], dtype=np.int64)[uris.offset : uris.offset + n + 1]
-    data = np.frombuffer(uris.buffers()[2], dtype=np.uint8)
-    start = int(offsets[0])
-    return ItemTable(data[start : int(offsets[-1])], offsets - start, keys, None, distinct=distinct)
+    data, offsets = _utf8_and_offsets(uris)
+    return ItemTable(data, offsets, keys, None, distinct=distinct)
 
 
 # --- pieces -------------------------------------------------------------------------------
+
+
+def _utf8_and_offsets(
+    strings: pa.Array,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """A large_string array's bytes and its n + 1 offsets into them (from 0), without a copy."""
+    n = len(strings)
+    buffers = strings.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)[strings.offset : strings.offset + n + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if end > start else np.empty(0, np.uint8)
+    return data[start:end], offsets - start
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -244,18 +254,13 @@ def _url_decoded(keys: pa.Array) -> pa.Array | None:
         return None
     keys = keys.cast(pa.large_string())
     n = len(keys)
-    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int64)[keys.offset : keys.offset + n + 1]
-    start, end = int(offsets[0]), int(offsets[-1])
-    data = np.frombuffer(keys.buffers()[2], dtype=np.uint8)[start:end] if end > start else None
-    if data is None:
-        return keys
+    data, offsets = _utf8_and_offsets(keys)
     percent = np.flatnonzero(data == 0x25)
     plus = data == 0x2B
     if not len(percent) and not plus.any():
         return keys
     data = data.copy()
     data[plus] = 0x20
-    offsets = offsets - start
     if len(percent):
         row_end = offsets[np.searchsorted(offsets, percent, side="right")] if n else percent
         percent = percent[percent + 2 < row_end]

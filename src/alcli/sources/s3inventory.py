@@ -35,9 +35,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from alcli.errors import ItemError, PoolError, one_line
-from alcli.sources import inventory_columns as fast_rows
+from alcli.sources import inventory_columns
 from alcli.sources.etag_manifests import MEMO_SUFFIX, read_memo, write_memo
-from alcli.sources.keys import normalize_etag, remote_key, to_ns, to_size
 from alcli.sources.pool import Item
 from alcli.sources.uris import IMAGE_EXTENSIONS, split_uri
 
@@ -87,18 +86,21 @@ class InventoryReader:
         else:
             memo = None
         large = sum(f["size"] for f in files) >= COLUMNS_MIN_DATA_BYTES
-        fast = fast_rows.enabled() and (large or manifest["fileFormat"].upper() == "PARQUET")
-        parts: list[fast_rows.Selected | list[Item]] = []
+        fast = inventory_columns.enabled() and (
+            large or manifest["fileFormat"].upper() == "PARQUET"
+        )
+        parts: list[inventory_columns.Selected | list[Item]] = []
         for entry in files:
             uri = data_file_uri(manifest_uri, entry["key"])
             data = self._read(uri, "inventory data file")
             check_md5(data, entry, uri)
             parts.append(self._rows(data, manifest, uri, fast=fast))
-        tables = [part for part in parts if isinstance(part, fast_rows.Selected)]
-        found = sum(len(part.keys) for part in tables) + sum(
-            len(part) for part in parts if not isinstance(part, fast_rows.Selected)
+        tables = [part for part in parts if isinstance(part, inventory_columns.Selected)]
+        counts = (
+            len(part.keys) if isinstance(part, inventory_columns.Selected) else len(part)
+            for part in parts
         )
-        if not found:
+        if not any(counts):
             under = f" under prefix {self.prefix!r}" if self.prefix else ""
             raise PoolError(
                 f"inventory {spec} lists no image{under}",
@@ -106,12 +108,12 @@ class InventoryReader:
             )
         rows: Sequence[Item]
         if len(tables) == len(parts):
-            rows = fast_rows.item_table(tables)
+            rows = inventory_columns.item_table(tables)
         else:  # some file took the Python path: all of them as Items, sorted the same way
             listed = [
                 item
                 for part in parts
-                for item in (part.items() if isinstance(part, fast_rows.Selected) else part)
+                for item in (part.items() if isinstance(part, inventory_columns.Selected) else part)
             ]
             listed.sort(key=lambda item: item.uri)
             rows = listed
@@ -123,7 +125,7 @@ class InventoryReader:
 
     def _rows(
         self, data: bytes, manifest: Mapping[str, Any], uri: str, *, fast: bool
-    ) -> fast_rows.Selected | list[Item]:
+    ) -> inventory_columns.Selected | list[Item]:
         """One data file's items, as columns (pyarrow) where ``fast`` and the columnar reader
         can give exactly the Python path's answer, else as ``Item`` s the Python way."""
         form = manifest["fileFormat"].upper()
@@ -132,14 +134,14 @@ class InventoryReader:
             if "key" not in names or "bucket" not in names:
                 raise PoolError(f"inventory fileSchema has no Bucket and Key columns ({uri})")
             if fast:
-                selected = fast_rows.csv_selected(_gunzipped(data, uri), names, self.prefix)
+                selected = inventory_columns.csv_selected(_gunzipped(data, uri), names, self.prefix)
                 if selected is not None:
                     return selected
             return self._select(csv_columns(data, names, uri), uri)
         if form == "PARQUET":
             table = parquet_table(data, uri)
             if fast:
-                selected = fast_rows.table_selected(table, self.prefix)
+                selected = inventory_columns.table_selected(table, self.prefix)
                 if selected is not None:
                     return selected
             return self._select(
@@ -172,21 +174,20 @@ class InventoryReader:
             relative = key[start:]
             if relative.startswith(".") or "/." in relative:  # a hidden name, as listing skips
                 continue
-            if (latest is not None and fast_rows.is_false(latest[row])) or (
-                deleted is not None and fast_rows.is_true(deleted[row])
+            if (latest is not None and inventory_columns.is_false(latest[row])) or (
+                deleted is not None and inventory_columns.is_true(deleted[row])
             ):
                 continue
             uri = f"s3://{bucket}/{key}"
             tag = etags[row]
-            if tag and ('"' in tag or " " in tag or tag.startswith("W/")):
-                tag = normalize_etag(tag)
-            if tag:  # remote_key's ETag form, byte for byte, without its call per field
+            if tag and not ('"' in tag or " " in tag or tag.startswith("W/")):
+                # remote_key's ETag form, byte for byte, without its call per field
                 payload = f"{uri}\0{tag}".encode("utf-8", "surrogateescape")  # text_bytes
                 digest = blake2b(b"etag\0" + payload, digest_size=16)
                 items.append(Item(uri, digest.hexdigest()))
-            else:
+            else:  # no ETag, or a quoted, weak or padded one: the general way
                 items.append(
-                    Item(uri, remote_key(uri, None, to_size(sizes[row]), to_ns(mtimes[row])))
+                    Item(uri, inventory_columns.row_key(uri, tag, sizes[row], mtimes[row]))
                 )
         return items
 
@@ -324,7 +325,7 @@ def _gunzipped(data: bytes, uri: str) -> bytes:
 
 def csv_columns(data: bytes, names: list[str], uri: str) -> dict[str, Sequence[Any]]:
     """A gzipped, headerless CSV data file as columns by (normalised) name; keys decoded.
-    The Python path: ``inventory_fast_rows.csv_selected`` gives the same items faster."""
+    The Python path: ``inventory_inventory_columns.csv_selected`` gives the same items faster."""
     try:
         text = _gunzipped(data, uri).decode("utf-8")
     except UnicodeDecodeError as error:
