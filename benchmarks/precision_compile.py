@@ -1,20 +1,24 @@
-"""Issue 14, session 9: torch.compile (inductor, CPU) against eager fp32 and OpenVINO.
+"""Issue 14, session 9: torch.compile (inductor, CPU) against eager torch and OpenVINO.
 
-Variants of MobileNetV2 at 112 px (ImageNet V1, BatchNorm folded, channels_last), each
-compiled once (compile time recorded) and then run in the pipeline's layout (2 streams x 1
-torch thread, batch 64) on the first --n MNIST test PNGs decoded once, interleaved per
-round with eager fp32:
+A model (default MobileNetV2 at 112 px, ImageNet V1; ``--model resnet18 --weights none --size
+224`` for ResNet-18) runs in the pipeline's layout (2 streams x 1 torch thread, batch 64) on
+the first --n MNIST test PNGs decoded once, each variant interleaved per round with eager fp32
+on whole 64-image batches (``eager_fp32``, the baseline). Variants (``--variants``, comma list):
 
-- ``compile fp32``: inductor, freezing (oneDNN weight prepacking, conv + pointwise fusion);
-- ``compile bf16 front``: autocast bf16 inside the compiled graph with the first
-  ``FRONT_FP32_CONVOLUTIONS`` convolutions in fp32 (an autocast-disabled region in the same
-  graph: no hand-over between two executors);
-- ``compile bf16 whole``: only the stem in fp32 (what eager ``--precision bf16`` runs);
-- ``ov bf16 front``: OpenVINO bf16 with its fp32 front (the current best), when installed.
+- ``compile_<fp32|bf16>[_front|_whole][_sN][_cw]``: ``torch.compile`` with freezing (oneDNN
+  weight prepacking, conv fusion); bf16 autocast inside the graph, ``front`` = the first
+  ``FRONT_FP32_CONVOLUTIONS`` convolutions in an autocast-free region of the same graph (the
+  default), ``whole`` = only the stem in fp32; ``sN`` = N-image pieces (the compiled shape is
+  fixed, short pieces zero-padded: nothing recompiles); ``cw`` = inductor's C++ wrapper.
+  Compile time is recorded (``compile_s``; ``TORCHINDUCTOR_CACHE_DIR`` decides cold or warm);
+- ``eager_<fp32|bf16>[_sN]``: eager torch (``TorchForward``) on whole batches or N-image pieces;
+- ``ov_bf16`` / ``ov_fp32``: OpenVINO as shipped (bf16 with its fp32 front).
 
-Cosine to eager fp32 (mean / worst) over the same images.
+Also the cosine of each to eager fp32 (mean / worst) over the same images, and inductor's cache
+counters.
 
-    .venv/bin/python benchmarks/precision_compile.py --json > out.json
+    .venv/bin/python benchmarks/precision_compile.py --json \
+        --variants compile_bf16_front_s16_cw,eager_bf16_s16,ov_bf16 > out.json
 """
 
 from __future__ import annotations
