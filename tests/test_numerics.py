@@ -227,3 +227,29 @@ def test_openvino_runs_a_batch_in_sub_batches_with_the_same_numbers(
     one_by_one = np.concatenate([ov.embed(batch[i : i + 1]) for i in range(10)])
     np.testing.assert_array_equal(whole, one_by_one)
     assert len({row.tobytes() for row in whole}) == 10  # distinct images, distinct rows
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_torch_on_the_cpu_runs_a_batch_in_sub_batches_in_order(
+    png_pool, monkeypatch, one_torch_thread, precision
+):
+    """A batch larger than ``SUB_BATCH`` (and not a multiple of it) runs as pieces, each one
+    model call, whose rows come back in the batch's order: the same numbers as calling the
+    model on each piece yourself."""
+    from alcli.models import runtimes
+
+    monkeypatch.setattr(runtimes, "SUB_BATCH", 4)
+    backbone = load_backbone("mobilenet_v3_small", "none", 32, precision=precision)
+    batch = torch.stack([backbone.preprocess(p.read_bytes()) for p in png_pool(10)])
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    calls: list[int] = []
+    hook = backbone.module.register_forward_hook(lambda _m, args, _o: calls.append(len(args[0])))
+    got = backbone.embed(batch)
+    hook.remove()
+    assert calls == [4, 4, 2]
+    assert got.shape == (10, backbone.dim)
+    assert got.dtype == np.float32
+    backbone.forward.sub_batch = None
+    pieces = np.concatenate([backbone.embed(batch[i : i + 4]) for i in range(0, 10, 4)])
+    np.testing.assert_array_equal(got, pieces)
+    assert len({row.tobytes() for row in got}) == 10  # distinct images, distinct rows

@@ -6,7 +6,8 @@ than on torch, on a GPU than on a CPU, so all three are part of the cache finger
 
 ``auto`` picks the fast precision of the hardware: bf16 autocast on CPUs that run bfloat16
 natively (AVX512_BF16 or AMX; 1.4-1.9x eager fp32 for MobileNetV2 on 2 EPYC cores over 2,000
-images, depending on the machine's load, 1.77x for ResNet-18; cosine to fp32 0.9990 on MNIST),
+images, depending on the machine's load, 1.77x for ResNet-18; 1.47x against fp32 in 16-image
+pieces, session 9; cosine to fp32 0.9990 on MNIST),
 fp16 autocast on CUDA, fp32 elsewhere
 (emulated bf16 is slower than fp32). It is opt-in: the default is fp32 (benchmarks/RESULTS.md,
 issue 14). Resolving it reads ``/proc/cpuinfo``, not torch, so a warm run imports no torch.
