@@ -223,3 +223,40 @@ def test_each_storage_option_lists_through_obstore(
     pool, calls = same_as_s3fs(spec, anonymous, listed_by)
     assert calls == ["obstore"]
     assert len(pool.items) == 2
+
+
+def test_a_bucket_whose_listing_obstore_cannot_do_goes_to_s3fs(
+    s3_bucket: S3Bucket, listed_by, monkeypatch
+):
+    """obstore failing at the store (say a bucket in another region: moto has no such
+    thing, so the refusal is obstore's error as it would come) where s3fs lists the prefix:
+    s3fs's items, and that bucket's GETs go to s3fs too, as after such a GET."""
+    put(s3_bucket, ["a.png", "b.png"])
+    name, options = s3_bucket
+    expected, _ = listed_by(f"s3://{name}/pool/", options, "fsspec")
+
+    def refuse(self: FastS3, bucket: str, prefix: str) -> list[dict[str, Any]]:
+        raise RuntimeError("Generic S3 error: 301 Moved Permanently (another region)")
+
+    monkeypatch.setattr(FastS3, "list_prefix", refuse)
+    pool, calls = listed_by(f"s3://{name}/pool/", options)
+    assert calls == []
+    assert pool.items == expected.items
+    fast = pool.filesystems.fast_s3()
+    assert fast is not None
+    assert not fast.serves(name)
+
+
+@pytest.mark.slow  # s3fs's own retries against a closed port take ~7 s; obstore's ~0.6 s
+def test_a_dead_endpoint_is_an_s3fs_listing_error(s3_bucket: S3Bucket, listed_by):
+    from alcli.errors import PoolError
+
+    name, options = s3_bucket
+    dead = {**options, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    messages = []
+    for client in ("obstore", "fsspec"):
+        with pytest.raises(PoolError) as error:
+            listed_by(f"s3://{name}/pool/", dead, client)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(f"cannot list {name}/pool: ")
