@@ -13,7 +13,7 @@ each a wake-up that waits for a core the model streams hold: in the pipeline on 
 
 Object GETs take this path, and so does the listing of an S3 prefix (``FastS3.list_prefix``;
 its answer is used only where it cannot differ from s3fs's, see ``listing.list_s3_fast``):
-s3fs parsing LIST answers costs ~0.13 ms of this process's CPU per key, obstore ~0.02.
+s3fs parsing LIST answers costs ~0.15 ms of this process's CPU per key, obstore ~0.02.
 ``info``, globs and every other protocol stay on fsspec, and so does S3 whenever obstore is
 missing or cannot reproduce what the storage options ask for (``FastS3.from_options``
 returns None), or a bucket answers
