@@ -16,17 +16,30 @@ request), N MNIST PNGs uploaded once. Two parts, each in --rounds interleaved ro
    - ``alcli``: ``Pool.read(uri, timeout=60)`` as the pipeline calls it now (obstore's blocking
      call, the deadline as its own timeout and retry budget).
 2. The pipeline on the S3 pool (``alcli.embedding.embed``, cold cache, whole call timed) with
-   the s3fs client (``ALCLI_S3_CLIENT=fsspec``), the event-loop deadline of sessions 5-6 and
-   the adopted one, beside the model-only bound of the same round; then the plain sequential
-   loop with the adopted client.
+   the s3fs client (``ALCLI_S3_CLIENT=fsspec``), the event-loop deadline of sessions 5-6, the
+   adopted client with its prefix listed by s3fs (as before session 9), and the adopted one
+   (GETs and the listing through obstore), beside the model-only bound and the *local*
+   pipeline (the same PNGs from the local folder) of the same round; the server's CPU is read
+   around every call. Then the plain sequential loop with the adopted client.
 
 ``s3_vs_ceiling``: the pipeline against the model-only bound with the server's own measured
 CPU taken out: ``ceiling = min(bound_ips, cores / (model_core_s + server_cpu_s))``, where
 ``model_core_s`` is the bound's cheapest core-seconds per image (threads / ips over its
-layouts) and ``server_cpu_s`` the server's CPU seconds per GET measured in part 1 for the
-adopted client; a real bucket's CPU is not on this machine, moto's is. Median over rounds.
+layouts) and ``server_cpu_s`` the server's CPU seconds per image over the whole ``embed``
+call of that round (its LIST and every GET: a real bucket's CPU is not on this machine,
+moto's is). Median over rounds. Also printed, for transparency:
 
-    nice -n 5 .venv/bin/python benchmarks/s3_client.py --n 1000 --rounds 3 --json
+- ``s3_vs_ceiling_get_only``: the same with ``server_cpu_s`` the server's CPU per GET from
+  part 1 (the definition until session 8: the LIST's CPU stayed in);
+- ``s3_vs_ceiling_interpolated``: the model's rate on the cores the server leaves,
+  interpolated between the bound's 1-core rate (layout 1x1) and its 2-core rate (the bound),
+  instead of priced at its cheapest layout (which assumes it scales linearly from one core);
+- ``local_vs_bound``: the local pipeline against the bound in the same round, what the
+  pipeline's packing reaches without S3. The S3 pipeline has all of the local one's work and
+  more, so a ceiling that is right gives ``s3_vs_ceiling`` at most about ``local_vs_bound``.
+
+    flock /work/wt/bench.lock /work/wt/timed.sh .venv/bin/python benchmarks/s3_client.py \
+        --n 3000 --get-n 1000 --rounds 3 --json
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ from mnist_pool import make_pools  # noqa: E402
 
 from alcli.bench import ModelOnly, layout_cores, sequential_ips  # noqa: E402
 from alcli.embedding import EmbedOptions  # noqa: E402
-from alcli.sources import Pool  # noqa: E402
+from alcli.sources import Pool, listing  # noqa: E402
 from alcli.sources.objectstore import FastS3  # noqa: E402
 from alcli.sources.reading import read_remote  # noqa: E402
 from embed_throughput import (  # noqa: E402
@@ -109,6 +122,17 @@ class LoopDeadline:
             yield
         finally:
             FastS3.get = self._plain_get  # type: ignore[method-assign]
+
+
+@contextmanager
+def listed_by_s3fs() -> Any:
+    """The prefix listing as before session 9 (s3fs's ``find``), GETs still through obstore."""
+    fast_listing = listing.list_s3_fast
+    listing.list_s3_fast = lambda fast, fs, root: (None, False)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        listing.list_s3_fast = fast_listing
 
 
 def clients(endpoint: str, storage: dict[str, Any], old: LoopDeadline) -> dict[str, Any]:
@@ -180,6 +204,25 @@ def clients(endpoint: str, storage: dict[str, Any], old: LoopDeadline) -> dict[s
     }
 
 
+def ceiling(bound_ips: float, model_s: float, server_s: float, cores: int) -> float:
+    """The issue's ceiling: the model priced at ``model_s`` core-seconds per image (its
+    cheapest layout), the server at ``server_s``, on ``cores`` cores, never above the bound."""
+    return float(min(bound_ips, cores / (model_s + server_s)))
+
+
+def interpolated_ceiling(
+    bound_ips: float, one_core_ips: float, server_s: float, cores: int
+) -> float:
+    """The rate r at which the model, on the ``cores - r * server_s`` cores the server leaves,
+    keeps up: r = ips(cores - r * server_s), with ips linear in its cores between 1 core
+    (``one_core_ips``, layout 1x1) and all of them (the bound B). Solved:
+    r = B / (1 + server_s * slope), slope = (B - ips1) / (cores - 1); it equals ``ceiling``
+    when the model scales linearly (B = cores * ips1), and is lower when it does not."""
+    spare = cores - 1
+    slope = (bound_ips - one_core_ips) / spare if spare else 0.0
+    return float(min(bound_ips, bound_ips / (1 + server_s * slope)))
+
+
 def cpu_per_get(readers: dict[str, Any], keys: list[str], pid: int, rounds: int) -> dict[str, Any]:
     for read in readers.values():
         read(keys[:IN_FLIGHT])  # connections and credentials, not per-request costs
@@ -229,25 +272,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
             }
             old = LoopDeadline()
-            gets = cpu_per_get(clients(endpoint, storage, old), keys, pid, args.rounds)
+            gets = cpu_per_get(
+                clients(endpoint, storage, old), keys[: args.get_n], pid, args.rounds
+            )
             spec = f"s3://{BUCKET}/mnist/"
+
+            def on_s3(name: str, number: int) -> tuple[float, float]:
+                """images/s of one cold embed of the S3 pool, and the server's CPU s/image."""
+                before = process_cpu_seconds(pid)
+                ips, _ = embed_ips(spec, options, caches / f"{name}-{number}", storage)
+                return ips, (process_cpu_seconds(pid) - before) / len(paths)
+
             rounds = []
             for number in range(args.rounds):
-                log(f"pipeline round {number + 1}/{args.rounds}: bound, s3fs, loop, obstore")
+                log(
+                    f"pipeline round {number + 1}/{args.rounds}: bound, local, s3fs, loop, "
+                    "s3fs listing, adopted"
+                )
                 by_layout = bound.measure()
+                local, _ = embed_ips(str(pool.directory), options, caches / f"local-{number}", None)
                 os.environ["ALCLI_S3_CLIENT"] = "fsspec"
-                today, _ = embed_ips(spec, options, caches / f"fsspec-{number}", storage)
+                today, today_server = on_s3("fsspec", number)
                 os.environ.pop("ALCLI_S3_CLIENT")
                 with old.installed():
-                    looped, _ = embed_ips(spec, options, caches / f"loop-{number}", storage)
-                adopted, _ = embed_ips(spec, options, caches / f"obstore-{number}", storage)
+                    looped, looped_server = on_s3("loop", number)
+                with listed_by_s3fs():
+                    s3fs_listed, s3fs_listed_server = on_s3("s3fs-listing", number)
+                adopted, adopted_server = on_s3("obstore", number)
                 rounds.append(
                     {
                         "model_only_ips_by_layout": {k: round(v, 2) for k, v in by_layout.items()},
                         "model_only_ips": max(by_layout.values()),
+                        "pipeline_local_ips": local,
                         "pipeline_s3_ips_fsspec": today,
                         "pipeline_s3_ips_loop": looped,
+                        "pipeline_s3_ips_s3fs_listing": s3fs_listed,
                         "pipeline_s3_ips": adopted,
+                        "server_cpu_ms_per_image_fsspec": 1000 * today_server,
+                        "server_cpu_ms_per_image_loop": 1000 * looped_server,
+                        "server_cpu_ms_per_image_s3fs_listing": 1000 * s3fs_listed_server,
+                        "server_cpu_ms_per_image": 1000 * adopted_server,
                     }
                 )
             log("sequential loop on S3")
@@ -256,13 +320,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(caches, ignore_errors=True)
 
     cores = os.cpu_count() or 1
-    server_s = gets["alcli"]["server_cpu_ms_per_get"] / 1000
+    get_only_s = gets["alcli"]["server_cpu_ms_per_get"] / 1000
     for r in rounds:
-        model_s = min(layout_cores(k) / ips for k, ips in r["model_only_ips_by_layout"].items())
-        r["ceiling_ips"] = min(r["model_only_ips"], cores / (model_s + server_s))
+        by_layout = r["model_only_ips_by_layout"]
+        model_s = min(layout_cores(k) / ips for k, ips in by_layout.items())
+        one_core_ips = by_layout.get("1x1", r["model_only_ips"] / cores)
+
+        server_s = r["server_cpu_ms_per_image"] / 1000
+        r["ceiling_ips"] = ceiling(r["model_only_ips"], model_s, server_s, cores)
+        r["ceiling_ips_get_only"] = ceiling(r["model_only_ips"], model_s, get_only_s, cores)
+        r["ceiling_ips_interpolated"] = interpolated_ceiling(
+            r["model_only_ips"], one_core_ips, server_s, cores
+        )
         r["s3_vs_ceiling"] = r["pipeline_s3_ips"] / r["ceiling_ips"]
-        r["s3_vs_ceiling_fsspec"] = r["pipeline_s3_ips_fsspec"] / r["ceiling_ips"]
-        r["s3_vs_ceiling_loop"] = r["pipeline_s3_ips_loop"] / r["ceiling_ips"]
+        r["s3_vs_ceiling_get_only"] = r["pipeline_s3_ips"] / r["ceiling_ips_get_only"]
+        r["s3_vs_ceiling_interpolated"] = r["pipeline_s3_ips"] / r["ceiling_ips_interpolated"]
+        # each variant against the ceiling its own call's server CPU gives
+        for variant in ("fsspec", "loop", "s3fs_listing"):
+            own_s = r[f"server_cpu_ms_per_image_{variant}"] / 1000
+            own = ceiling(r["model_only_ips"], model_s, own_s, cores)
+            r[f"s3_vs_ceiling_{variant}"] = r[f"pipeline_s3_ips_{variant}"] / own
+        r["local_vs_bound"] = r["pipeline_local_ips"] / r["model_only_ips"]
+        r["s3_vs_local"] = r["pipeline_s3_ips"] / r["pipeline_local_ips"]
         # not the target's definition: the model at its cost per image when it takes both
         # cores (the bound's own layout), not at its cheapest layout's (see RESULTS.md)
         r["ceiling_ips_at_bound_layout"] = min(
@@ -275,17 +354,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = {
         "s3_client_cpu_ms_per_get": gets["alcli"]["client_cpu_ms_per_get"],
         "s3_server_cpu_ms_per_get": gets["alcli"]["server_cpu_ms_per_get"],
+        "s3_server_cpu_ms_per_image_in_pipeline": median("server_cpu_ms_per_image"),
+        "s3_server_cpu_ms_per_image_in_pipeline_s3fs_listing": median(
+            "server_cpu_ms_per_image_s3fs_listing"
+        ),
         "s3_client_cpu_ms_per_get_today": gets["s3fs_today"]["client_cpu_ms_per_get"],
         "s3_client_cpu_ms_per_get_loop": gets["alcli_loop"]["client_cpu_ms_per_get"],
         "s3_server_cpu_ms_per_get_today": gets["s3fs_today"]["server_cpu_ms_per_get"],
         "pipeline_s3_ips": median("pipeline_s3_ips"),
+        "pipeline_s3_ips_s3fs_listing": median("pipeline_s3_ips_s3fs_listing"),
         "pipeline_s3_ips_today": median("pipeline_s3_ips_fsspec"),
         "pipeline_s3_ips_loop": median("pipeline_s3_ips_loop"),
+        "pipeline_local_ips": median("pipeline_local_ips"),
         "model_only_ips": median("model_only_ips"),
         "ceiling_ips": median("ceiling_ips"),
+        "ceiling_ips_get_only": median("ceiling_ips_get_only"),
         "sequential_ips": round(sequential, 3),
         "s3_vs_sequential": round(median("pipeline_s3_ips") / sequential, 3),
         "s3_vs_ceiling": median("s3_vs_ceiling"),
+        "s3_vs_ceiling_get_only": median("s3_vs_ceiling_get_only"),
+        "s3_vs_ceiling_interpolated": median("s3_vs_ceiling_interpolated"),
+        "local_vs_bound": median("local_vs_bound"),
+        "s3_vs_local": median("s3_vs_local"),
+        "s3_vs_ceiling_s3fs_listing": median("s3_vs_ceiling_s3fs_listing"),
         "s3_vs_ceiling_today": median("s3_vs_ceiling_fsspec"),
         "s3_vs_ceiling_loop": median("s3_vs_ceiling_loop"),
         "s3_vs_ceiling_at_bound_layout": round(
@@ -311,6 +402,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "settings": {
             "n": args.n,
+            "get_n": min(args.get_n, args.n),
             "rounds": args.rounds,
             "in_flight": IN_FLIGHT,
             "s3_delay_ms": args.delay_ms,
@@ -328,6 +420,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument(
+        "--get-n", type=int, default=1000, help="objects per client per round in part 1"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--image-size", type=int, default=112)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from alcli.errors import PoolError, one_line
 from alcli.sources.keys import LocalKeys, key_from_info, local_key, local_problem
+from alcli.sources.objectstore import FastS3
 from alcli.sources.pool import Item, Pool, make_item
 from alcli.sources.uris import GLOB_MAGIC, has_hidden_part, has_image_extension, looked_for
 
@@ -106,20 +107,20 @@ def glob_local(spec: str, pattern: str, pool: Pool) -> list[Item]:
 # --- remote -------------------------------------------------------------------------------
 
 
-def list_remote(spec: str, fs: Any, root: str) -> list[Item]:
-    """Every image below the prefix ``root``, keyed from one recursive listing."""
+def list_remote(spec: str, fs: Any, root: str, fast: FastS3 | None = None) -> list[Item]:
+    """Every image below the prefix ``root``, keyed from one recursive listing.
+
+    With ``fast`` (an S3 pool whose GETs obstore serves) the listing is obstore's where its
+    answer gives exactly s3fs's items and keys (``list_s3_fast``), else s3fs's.
+    """
     root = root.rstrip("/")
-    forget_listings(fs, root)  # a listing cached earlier in this process may be stale
-    found = call_store(fs.find, root, detail=True)
-    forget_listings(fs, root)  # and holding millions of entries twice helps nobody
-    items = [
-        Item(uri, key_from_info(uri, info))
-        for name, info in found.items()
-        if info.get("type", "file") == "file"
-        and has_image_extension(name)
-        and not has_hidden_part(name[len(root) :])
-        for uri in (fs.unstrip_protocol(name),)
-    ]
+    items, failed = list_s3_fast(fast, fs, root) if fast is not None else (None, False)
+    if items is None:
+        items = _find_remote(fs, root)
+        if failed and items and fast is not None:
+            # obstore failed where s3fs did not (a bucket in another region, say): s3fs reads
+            # this bucket too, as ``reading`` does when a GET goes the same way
+            fast.give_up(root.partition("/")[0])
     if not items:
         raise PoolError(
             f"no images found under {spec} (looked for {looked_for()})",
@@ -127,6 +128,62 @@ def list_remote(spec: str, fs: Any, root: str) -> list[Item]:
         )
     items.sort(key=lambda item: item.uri)
     return items
+
+
+def _find_remote(fs: Any, root: str) -> list[Item]:
+    forget_listings(fs, root)  # a listing cached earlier in this process may be stale
+    found = call_store(fs.find, root, detail=True)
+    forget_listings(fs, root)  # and holding millions of entries twice helps nobody
+    return [
+        Item(uri, key_from_info(uri, info))
+        for name, info in found.items()
+        if info.get("type", "file") == "file"
+        and has_image_extension(name)
+        and not has_hidden_part(name[len(root) :])
+        for uri in (fs.unstrip_protocol(name),)
+    ]
+
+
+def list_s3_fast(fast: FastS3, fs: Any, root: str) -> tuple[list[Item] | None, bool]:
+    """The items of ``_find_remote(fs, root)`` from obstore's listing, or None: use s3fs;
+    and whether obstore failed at the store (not at a key it cannot hold).
+
+    Same items, URIs and keys as s3fs's, or None where obstore's answer could differ:
+    - a bucket's root or a prefix that starts with ``/`` (obstore's paths drop a leading
+      ``/``: it would list another prefix, or key ``/a.png`` as ``a.png``);
+    - a key obstore's paths cannot hold (an empty, ``.`` or ``..`` segment, a control
+      character): obstore refuses the whole listing;
+    - an empty image-named entry: obstore drops a key's trailing ``/``, so the directory
+      marker ``a.png/`` (not an item for s3fs) would read as an empty ``a.png``; two entries
+      with the same path likewise (``a.png`` next to the marker ``a.png/``);
+    - no image at all (s3fs then looks whether ``root`` is itself an object, and words the
+      error), or any failure (s3fs gives the error, in its words).
+    """
+    bucket, _, prefix = root.partition("/")
+    if not prefix or prefix.startswith("/") or not fast.serves(bucket):
+        return None, False
+    try:
+        listed = fast.list_prefix(bucket, f"{prefix}/")
+    except ValueError:  # the prefix is no obstore path
+        return None, False
+    except Exception as error:
+        return None, type(error).__name__ != "InvalidPathError"
+    items = []
+    seen: set[str] = set()
+    start = len(prefix)
+    for meta in listed:
+        path = meta["path"]
+        if path in seen:
+            return None, False
+        seen.add(path)
+        if not has_image_extension(path) or has_hidden_part(path[start:]):
+            continue
+        if not meta["size"]:
+            return None, False
+        uri = fs.unstrip_protocol(f"{bucket}/{path}")
+        info = {"ETag": meta["e_tag"], "size": meta["size"], "LastModified": meta["last_modified"]}
+        items.append(Item(uri, key_from_info(uri, info)))
+    return items or None, False
 
 
 def glob_remote(spec: str, fs: Any, pattern: str) -> list[Item]:

@@ -68,6 +68,10 @@ class FileSystems:
                     self._fast_built = True
         return self._fast
 
+    def fast_s3_for(self, protocol: str) -> FastS3 | None:
+        """``fast_s3()`` for an S3 protocol, else None."""
+        return self.fast_s3() if protocol in _S3 else None
+
     def get(self, protocol: str) -> Any:
         found = self._by_protocol.get(protocol)
         if found is not None:

@@ -135,7 +135,7 @@ class _Spec:
         if GLOB_MAGIC.search(root):
             return glob_remote(spec, fs, root)
         if spec.endswith("/"):
-            return list_remote(spec, fs, root)
+            return list_remote(spec, fs, root, self.pool.filesystems.fast_s3_for(protocol))
         if is_report(spec):
             return self.inventory.items(canonical(spec, None))
         if spec.lower().endswith(MANIFEST_EXTENSIONS):
@@ -149,7 +149,7 @@ class _Spec:
                 hint="check the bucket, the path and the endpoint (AWS_ENDPOINT_URL)",
             ) from None
         if info.get("type") == "directory":
-            return list_remote(spec, fs, root)
+            return list_remote(spec, fs, root, self.pool.filesystems.fast_s3_for(protocol))
         uri = fs.unstrip_protocol(info.get("name", root))
         if not has_image_extension(uri):
             raise _neither_image_nor_manifest(spec, hint="end a prefix with '/' to list it")
