@@ -39,6 +39,7 @@ from alcli.agent.rules import (
     choose_winner,
     derive_seed,
     eliminate_on_evidence,
+    eliminate_paired,
     forecast_band,
     next_base_quota,
     rank_strategies,
@@ -269,7 +270,8 @@ class Race:
 
     def eliminate(self, rnd: int) -> str | None:
         """Drop the survivor with the lowest forecast, if two race and the evidence says so
-        (``eliminate_on_evidence``: enough rounds, confidence bands apart)."""
+        (``eliminate_on_evidence``: enough rounds, confidence bands apart); in ``pooled``
+        spend, else the one the paired evidence puts below the others (``eliminate_paired``)."""
         state = self.state
         if len(state.alive) < 2:
             return None
@@ -284,6 +286,8 @@ class Race:
                 rnd=rnd,
                 min_rounds=self.config.min_rounds,
             )
+            if gone is None and self.config.spend == "pooled":
+                gone = eliminate_paired(state.rows, state.alive, min_rounds=self.config.min_rounds)
         if gone is None:
             return None
         state.rows = [
