@@ -69,6 +69,28 @@ def test_auto_with_the_graph_head_reports_what_it_bought_per_round(tmp_path) -> 
     assert 0 <= last["ece"] <= 1
     assert last["leader"] in {"margin", "bald"}
     assert "graph" in report.timings
+    # the per-round notes (report.json and the human report) say the same, round by round
+    notes = report.round_notes
+    assert [n["round"] for n in notes] == list(range(1, report.rounds + 1))
+    assert all(n["head"] == "graph" and n["leader"] in {"margin", "bald"} for n in notes)
+    assert notes[-1]["bought_by_class"] == last["bought_by_class"]
+    assert sum(sum(n["bought_this_round_by_class"].values()) for n in notes) == 100 - 20
+    assert notes[0]["forecasts"] == {} and notes[0]["forecast_mae_pt"] is None
+    for n in notes[1:]:
+        for name, fc in n["forecasts"].items():
+            acc = next(
+                r.accuracy for r in report.rows if (r.round, r.strategy) == (n["round"], name)
+            )
+            assert abs(n["forecast_errors_pt"][name] - abs(fc - acc) * 100) < 1e-2
+    assert set(notes[-1]["paired_standing"]) <= {"margin", "bald"}
+    from rich.console import Console
+
+    from alcli.autorun import render_report
+
+    console = Console(record=True, width=200)
+    render_report(report, console)
+    text = console.export_text()
+    assert "per round" in text and "weakest class" in text
 
 
 def _rounds(table: dict[str, list[float]]) -> list[RoundRow]:

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from alcli.agent.config import SPLIT_MODES
+from alcli.agent.explain import round_notes
 from alcli.agent.forecast import Forecast, forecast
 from alcli.agent.heads import HeadStore, rows_key
 from alcli.agent.holdout import Holdout
@@ -346,6 +347,15 @@ class Race:
             strategy_seconds=dict(state.strategy_seconds),
             out_dir=str(self.out_dir),
             final_head=head,
+            round_notes=round_notes(
+                state.rows,
+                state.shared,
+                head=config.head,
+                spend=config.spend,
+                initial_by_class=collections.Counter(
+                    str(state.labels[self.ledger.uris[r]]) for r in state.initial_rows
+                ),
+            ),
         )
         self.phase("final:before_outputs")
         labeled = {uri: state.labels[uri] for uri in (self.ledger.uris[r] for r in final_rows)}
