@@ -75,7 +75,8 @@ def test_auto_with_the_graph_head_reports_what_it_bought_per_round(tmp_path) -> 
     assert all(n["head"] == "graph" and n["leader"] in {"margin", "bald"} for n in notes)
     assert notes[-1]["bought_by_class"] == last["bought_by_class"]
     assert sum(sum(n["bought_this_round_by_class"].values()) for n in notes) == 100 - 20
-    assert notes[0]["forecasts"] == {} and notes[0]["forecast_mae_pt"] is None
+    assert notes[0]["forecasts"] == {}
+    assert notes[0]["forecast_mae_pt"] is None
     for n in notes[1:]:
         for name, fc in n["forecasts"].items():
             acc = next(
@@ -90,7 +91,8 @@ def test_auto_with_the_graph_head_reports_what_it_bought_per_round(tmp_path) -> 
     console = Console(record=True, width=200)
     render_report(report, console)
     text = console.export_text()
-    assert "per round" in text and "weakest class" in text
+    assert "per round" in text
+    assert "weakest class" in text
 
 
 def _rounds(table: dict[str, list[float]]) -> list[RoundRow]:
