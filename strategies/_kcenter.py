@@ -213,7 +213,11 @@ def _farthest_first(
         min_sq[pos] = -np.inf
         if t + 1 < budget:
             _add_centre(
-                groups, x[row].astype(np.float64), min_sq, group_max, int(pos) if row_bound else None
+                groups,
+                x[row].astype(np.float64),
+                min_sq,
+                group_max,
+                int(pos) if row_bound else None,
             )
         else:
             g = groups.group_of[pos]
