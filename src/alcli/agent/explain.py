@@ -40,9 +40,11 @@ def round_notes(
         this, last = by_round[rnd], by_round.get(rnd - 1, {})
         leader = min(this, key=lambda s: (-this[s].accuracy, s))
         forecasts = {
-            s: round(last[s].forecast, 5)
+            s: round(fc, 5)
             for s in this
-            if s in last and last[s].forecast is not None
+            if s in last
+            for fc in [last[s].forecast]
+            if fc is not None
         }
         errors = {s: round(abs(fc - this[s].accuracy) * 100, 3) for s, fc in forecasts.items()}
         note: dict[str, Any] = {
