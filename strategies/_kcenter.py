@@ -109,7 +109,9 @@ class _Groups:
         self.proj_sq = squared_norms(proj.astype(np.float64))
         self.tail = np.sqrt(np.maximum(tail, 0.0))
 
-    def to_labeled(self, x: FloatArray, labeled: npt.NDArray[np.bool_]) -> FloatArray:
+    def to_labeled(
+        self, x: FloatArray, labeled: npt.NDArray[np.bool_], *, row_bound: bool = True
+    ) -> FloatArray:
         """Each row's squared distance to its nearest labeled row (inf: none), group order.
 
         A pool's labeled set only grows between rounds of ``alcli auto``, so the last call's
@@ -128,7 +130,7 @@ class _Groups:
                 min_sq = np.full(x.shape[0], np.inf, dtype=x.dtype)
                 new = np.flatnonzero(labeled)
             if new.size:
-                _apply_labeled(self, x, new, min_sq)
+                _apply_labeled(self, x, new, min_sq, row_bound=row_bound)
             self._seen, self._seen_sq = labeled.copy(), min_sq.copy()
         return min_sq
 
@@ -194,7 +196,7 @@ def _farthest_first(
     """``greedy_k_center`` on a grouping; ``row_bound=False`` prunes by groups only (the
     reference the row bound is checked against: the same picks and scores, bit for bit)."""
     labeled_rows = np.flatnonzero(labeled)
-    min_sq = groups.to_labeled(x, labeled)  # in sorted (group) order
+    min_sq = groups.to_labeled(x, labeled, row_bound=row_bound)  # in sorted (group) order
     if labeled_rows.size:
         min_sq[groups.position[labeled_rows]] = -np.inf
     group_max = np.full(groups.centres.shape[0], -np.inf)
@@ -313,12 +315,26 @@ def _may_change(groups: _Groups, pos: int, min_sq: FloatArray) -> npt.NDArray[np
 
 
 def _apply_labeled(
-    groups: _Groups, x: FloatArray, labeled_rows: npt.NDArray[np.int64], min_sq: FloatArray
+    groups: _Groups,
+    x: FloatArray,
+    labeled_rows: npt.NDArray[np.int64],
+    min_sq: FloatArray,
+    *,
+    row_bound: bool = True,
 ) -> None:
-    """Distances to the nearest labeled row, blockwise, skipping blocks that cannot help."""
+    """Distances to the nearest labeled row, blockwise, skipping blocks that cannot help.
+
+    With ``row_bound`` (and a projection), each block of labeled rows is first bounded
+    against the group's rows on their projections (``_Groups.project``: 64 numbers a row,
+    not d), and only the rows some labeled row may come closer to are computed exactly.
+    """
     centres_l = x[labeled_rows].astype(np.float64)
     to_groups = np.sqrt(squared_distances(centres_l, groups.centres))
     dtype = min_sq.dtype
+    bounded = row_bound and groups.basis is not None
+    if bounded:
+        where = groups.position[labeled_rows]
+        z_l, z_l_sq, tail_l = groups.proj[where], groups.proj_sq[where], groups.tail[where]
     for g in np.flatnonzero(groups.nonempty):
         part = groups.slice(g)
         block_r = groups.residuals[part]
@@ -332,8 +348,28 @@ def _apply_labeled(
             if bound > 0 and bound * bound >= current_max * SKIP_MARGIN:
                 break
             shifts = (centres_l[sel] - groups.centres[g]).astype(dtype)
-            block = squared_distances(block_r, shifts, block_sq, squared_norms(shifts))
-            np.minimum(view, block.min(axis=1), out=view)
+            rows: npt.NDArray[np.int64] | None = None
+            if bounded and np.isfinite(current_max):
+                lb = (groups.proj[part] @ z_l[sel].T).astype(np.float64)
+                lb *= -2.0
+                norms = groups.proj_sq[part][:, None] + z_l_sq[sel][None, :]
+                lb += norms * (1.0 - BOUND_SLACK)
+                np.maximum(lb, 0.0, out=lb)
+                lb += (groups.tail[part][:, None] - tail_l[sel][None, :]) ** 2
+                lb *= 1.0 - BOUND_SLACK
+                rows = np.flatnonzero((lb < view[:, None] * SKIP_MARGIN).any(axis=1))
+                if not rows.size:
+                    continue
+                if rows.size * GATHER_BELOW >= view.size:
+                    rows = None
+            if rows is None:
+                block = squared_distances(block_r, shifts, block_sq, squared_norms(shifts))
+                np.minimum(view, block.min(axis=1), out=view)
+            else:
+                block = squared_distances(
+                    block_r[rows], shifts, block_sq[rows], squared_norms(shifts)
+                )
+                view[rows] = np.minimum(view[rows], block.min(axis=1))
             current_max = float(view.max())
 
 
