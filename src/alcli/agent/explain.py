@@ -35,7 +35,7 @@ def round_notes(
         by_round[row.round][row.strategy] = row
     points = {point.round: point for point in shared}
     notes: list[dict[str, Any]] = []
-    before = dict(initial_by_class)
+    before: dict[str, int] | None = dict(initial_by_class)
     for rnd in sorted(r for r in by_round if r >= 1):
         this, last = by_round[rnd], by_round.get(rnd - 1, {})
         leader = min(this, key=lambda s: (-this[s].accuracy, s))
@@ -66,15 +66,15 @@ def round_notes(
             }
         point = points.get(rnd)
         if point is not None:
-            bought = dict(point.bought_by_class or {})
-            note.update(
-                model_accuracy=round(point.accuracy, 5),
-                ece=point.ece,
-                per_class=point.per_class,
-                bought_by_class=bought,
-                bought_this_round_by_class={
-                    k: v - before.get(k, 0) for k, v in bought.items() if v - before.get(k, 0)
-                },
+            note.update(model_accuracy=round(point.accuracy, 5), ece=point.ece)
+            note.update(per_class=point.per_class, bought_by_class=point.bought_by_class)
+            # a round saved before these facts existed (a version 1 state) has none: the
+            # next round's purchases are then unknown too
+            bought = None if point.bought_by_class is None else dict(point.bought_by_class)
+            note["bought_this_round_by_class"] = (
+                None
+                if bought is None or before is None
+                else {k: v - before.get(k, 0) for k, v in bought.items() if v - before.get(k, 0)}
             )
             before = bought
         notes.append(note)
