@@ -69,3 +69,78 @@ def test_auto_with_the_graph_head_reports_what_it_bought_per_round(tmp_path) -> 
     assert 0 <= last["ece"] <= 1
     assert last["leader"] in {"margin", "bald"}
     assert "graph" in report.timings
+    # the per-round notes (report.json and the human report) say the same, round by round
+    notes = report.round_notes
+    assert [n["round"] for n in notes] == list(range(1, report.rounds + 1))
+    assert all(n["head"] == "graph" and n["leader"] in {"margin", "bald"} for n in notes)
+    assert notes[-1]["bought_by_class"] == last["bought_by_class"]
+    assert sum(sum(n["bought_this_round_by_class"].values()) for n in notes) == 100 - 20
+    assert notes[0]["forecasts"] == {}
+    assert notes[0]["forecast_mae_pt"] is None
+    for n in notes[1:]:
+        for name, fc in n["forecasts"].items():
+            acc = next(
+                r.accuracy for r in report.rows if (r.round, r.strategy) == (n["round"], name)
+            )
+            assert abs(n["forecast_errors_pt"][name] - abs(fc - acc) * 100) < 1e-2
+    assert set(notes[-1]["paired_standing"]) <= {"margin", "bald"}
+    from rich.console import Console
+
+    from alcli.autorun import render_report
+
+    console = Console(record=True, width=200)
+    render_report(report, console)
+    text = console.export_text()
+    assert "per round" in text
+    assert "weakest class" in text
+
+
+def _rounds(table: dict[str, list[float]]) -> list[RoundRow]:
+    rows = []
+    for name, accs in table.items():
+        rows.append(row(0, name, 0.7, None))
+        rows += [row(r, name, acc, None) for r, acc in enumerate(accs, start=1)]
+    return rows
+
+
+def test_paired_rule_drops_a_strategy_below_the_others_round_after_round() -> None:
+    from alcli.agent.rules import PAIRED_Z, eliminate_paired, paired_standing
+
+    # "low" is under the round's mean every round, by a gap that shrinks as the base grows
+    table = {
+        "a": [0.800, 0.850, 0.8800],
+        "b": [0.805, 0.848, 0.8810],
+        "c": [0.798, 0.853, 0.8790],
+        "d": [0.802, 0.851, 0.8805],
+        "e": [0.801, 0.849, 0.8795],
+        "low": [0.780, 0.840, 0.8770],
+    }
+    rows = _rounds(table)
+    alive = list(table)
+    standing = paired_standing(rows)
+    assert standing["low"][1] == 3
+    assert standing["low"][0] / 3**0.5 < -PAIRED_Z
+    assert eliminate_paired(rows, alive, min_rounds=2) == "low"
+    # not before three rounds of evidence, nor before the run's own minimum
+    assert (
+        eliminate_paired(_rounds({k: v[:2] for k, v in table.items()}), alive, min_rounds=1) is None
+    )
+    assert eliminate_paired(rows, alive, min_rounds=4) is None
+    # a strategy already gone is not a candidate; nor is anyone when one survivor is left
+    assert eliminate_paired(rows, ["a", "b", "c", "d", "e"], min_rounds=2) is None
+    assert eliminate_paired(rows, ["a"], min_rounds=1) is None
+
+
+def test_paired_rule_keeps_strategies_that_trade_places() -> None:
+    from alcli.agent.rules import eliminate_paired
+
+    # each is last once and ahead otherwise: no confidence that any is worse
+    table = {
+        "a": [0.80, 0.86, 0.885, 0.90],
+        "b": [0.81, 0.85, 0.890, 0.91],
+        "c": [0.82, 0.87, 0.880, 0.905],
+    }
+    assert eliminate_paired(_rounds(table), list(table), min_rounds=1) is None
+    # ties (every survivor equal) rank nobody
+    flat = {name: [0.8, 0.85, 0.9, 0.92] for name in "abc"}
+    assert eliminate_paired(_rounds(flat), list(flat), min_rounds=1) is None

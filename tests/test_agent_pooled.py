@@ -7,6 +7,7 @@ import gc
 from typing import Any
 
 import numpy as np
+import pytest
 
 from agent_pools import blobs as pool_blobs
 from alcli.agent import AutoConfig, EvalSet, load_state, run_auto
@@ -131,3 +132,42 @@ def test_pooled_stops_when_the_returned_model_reaches_the_target(tmp_path) -> No
     assert shared[-1] >= 0.94
     assert all(acc < 0.94 for acc in shared[:-1])
     assert report.final_accuracy >= 0.94
+
+
+def _k_center_both_ways(
+    groups: Any, x: np.ndarray, labeled: np.ndarray, budget: int
+) -> tuple[Any, Any]:
+    """Picks with the row bounds, then (from the same remembered labeled distances) without."""
+    seen = (groups._seen, groups._seen_sq)
+    with_rows = _kcenter._farthest_first(groups, x, labeled, budget)
+    groups._seen, groups._seen_sq = seen
+    by_groups = _kcenter._farthest_first(groups, x, labeled, budget, row_bound=False)
+    return with_rows, by_groups
+
+
+@pytest.mark.parametrize("kind", ["uniform", "blobs", "high_dim"])
+def test_k_center_row_bound_makes_the_same_picks(kind: str) -> None:
+    """The projected row bounds (new centres and labeled rows) only skip rows that cannot
+    change: the picks are those of the group-pruned loop (and so of the textbook one), the
+    scores the same to float32 rounding (a gathered row's product can differ from the
+    block's in its last bit)."""
+    rng = np.random.default_rng({"uniform": 1, "blobs": 2, "high_dim": 3}[kind])
+    n = 3000
+    if kind == "uniform":
+        x = rng.uniform(-1, 1, size=(n, 24))
+    elif kind == "blobs":
+        centres = rng.normal(size=(12, 32)) * 6
+        x = centres[rng.integers(0, 12, n)] + rng.normal(size=(n, 32))
+    else:  # more dims than groups: the basis holds a slice of each row
+        centres = rng.normal(size=(20, 300)) * 2
+        x = centres[rng.integers(0, 20, n)] + rng.normal(size=(n, 300))
+    x = x.astype(np.float32)
+    groups = _kcenter._Groups(x)
+    assert groups.basis is not None  # the row bounds are in play
+    labeled = np.zeros(n, dtype=bool)
+    for more in (0, 40, 300):  # none, then a labeled set that grows (applied incrementally)
+        labeled[rng.choice(np.flatnonzero(~labeled), more, replace=False)] = True
+        (picks, scores), (ref_picks, ref_scores) = _k_center_both_ways(groups, x, labeled, 120)
+        np.testing.assert_array_equal(picks, ref_picks)
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
+        labeled[picks[:60]] = True

@@ -49,6 +49,10 @@ def comparable(report: dict[str, Any]) -> dict[str, Any]:
         {k: v for k, v in point.items() if k not in NEW_IN_POINTS}
         for point in out.get("shared_accuracy", [])
     ]
+    out["round_notes"] = [
+        {k: v for k, v in note.items() if k not in (*NEW_IN_POINTS, "bought_this_round_by_class")}
+        for note in out.get("round_notes", [])
+    ]
     return out
 
 

@@ -316,6 +316,8 @@ def render_report(report: Report, console: Console) -> None:
             "yes" if row.eliminated else "",
         )
     console.print(table)
+    if report.round_notes:
+        console.print(round_notes_table(report))
     console.print(
         f"winner: {report.winner}   stop: {report.stop_reason}   "
         f"final accuracy: {report.final_accuracy:.4f} on {report.final_labels:,} labels   "
@@ -325,3 +327,30 @@ def render_report(report: Report, console: Console) -> None:
     console.print(
         f"files: {report.out_dir}/labeled.csv, rounds.csv, report.json, curves.png", markup=False
     )
+
+
+def round_notes_table(report: Report) -> Table:
+    """Per round: head, leader, the forecasts' error, the returned model's accuracy and
+    calibration, its weakest class, the labels bought per class this round, who went."""
+    table = Table(title="alcli auto: per round", header_style="bold", box=None, pad_edge=False)
+    columns = ("round", "head", "leader", "fc err (pt)", "model acc", "ECE", "weakest class")
+    for column in (*columns, "bought this round (class:n)", "eliminated"):
+        table.add_column(column, justify="right" if column in columns[3:6] else "left")
+    for note in report.round_notes:
+        per_class = note.get("per_class") or {}
+        weakest = min(per_class, key=lambda k: (per_class[k], k)) if per_class else None
+        bought = note.get("bought_this_round_by_class") or {}
+        standing = note.get("paired_standing") or {}
+        gone = [f"{s} ({standing[s]:+.2f})" if s in standing else s for s in note["eliminated"]]
+        table.add_row(
+            str(note["round"]),
+            note["head"],
+            f"{note['leader']} {note['leader_accuracy']:.4f}",
+            "" if note["forecast_mae_pt"] is None else f"{note['forecast_mae_pt']:.2f}",
+            "" if "model_accuracy" not in note else f"{note['model_accuracy']:.4f}",
+            "" if note.get("ece") is None else f"{note['ece']:.3f}",
+            "" if weakest is None else f"{weakest}: {per_class[weakest]:.3f}",
+            " ".join(f"{k}:{v}" for k, v in sorted(bought.items())),
+            ", ".join(gone),
+        )
+    return table

@@ -32,8 +32,11 @@ Spend modes (``AutoConfig.spend``):
     less. On MNIST (50k pool, 7 candidates, target 0.93) ``shared`` needed 1.53x the labels
     of the best single strategy and ``pooled`` 1.12x; on the digits 1.24x and 1.13x
     (benchmarks/RESULTS.md, "Issue 18, session 8"). The survivors' curves now differ only by
-    what their picks add to a common base, so eliminations on evidence are rarer (none in
-    those runs): a poor strategy's share of a round is the race's remaining cost.
+    what their picks add to a common base, by less than the forecasts' bands, so ``pooled``
+    also eliminates on paired evidence (``rules.eliminate_paired``, session 9): a survivor
+    whose accuracy, in units of the round's spread, sums below −2.5·√rounds after 3 rounds
+    goes. On MNIST that drops coreset (below the round's mean almost every round) on 2 of 3
+    seeds, and ``pooled`` needs 1.01x the labels of the best single strategy (1.12x before).
 
 Accounting. Every label is bought once (``ledger``). The budget counts unique training labels,
 the initial random set included (they are bought too); a round that would overshoot is
@@ -67,8 +70,8 @@ given, so the resumed run asks for exactly the same items.
 The parts, one module each: ``config`` (settings, eval set), ``forecast`` (the learning
 curve), ``rules`` (quotas, elimination, winner, stop), ``state`` (``state.json``), ``heads``
 (the head store), ``ledger`` (labels bought), ``holdout`` (evaluation), ``picks`` (a round's
-selection), ``race`` (the rounds), ``report`` and ``outputs`` (what a run tells and writes),
-``run`` (``run_auto``).
+selection), ``race`` (the rounds), ``explain`` (the per-round notes), ``report`` and
+``outputs`` (what a run tells and writes), ``run`` (``run_auto``).
 """
 
 from __future__ import annotations

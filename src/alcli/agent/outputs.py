@@ -77,6 +77,8 @@ class Report:
     strategy_seconds: dict[str, float]
     out_dir: str
     final_head: Head | None = field(default=None, repr=False)
+    #: Per round: head, leader, forecasts and their errors, what was bought (``explain``).
+    round_notes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,7 @@ class Report:
             "config": self.config,
             "rows": [asdict(row) for row in self.rows],
             "shared_accuracy": self.shared_accuracy,
+            "round_notes": self.round_notes,
             "curves": self.curves,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "strategy_seconds": {k: round(v, 4) for k, v in self.strategy_seconds.items()},

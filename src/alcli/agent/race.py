@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from alcli.agent.config import SPLIT_MODES
+from alcli.agent.explain import round_notes
 from alcli.agent.forecast import Forecast, forecast
 from alcli.agent.heads import HeadStore, rows_key
 from alcli.agent.holdout import Holdout
@@ -39,6 +40,7 @@ from alcli.agent.rules import (
     choose_winner,
     derive_seed,
     eliminate_on_evidence,
+    eliminate_paired,
     forecast_band,
     next_base_quota,
     rank_strategies,
@@ -269,7 +271,8 @@ class Race:
 
     def eliminate(self, rnd: int) -> str | None:
         """Drop the survivor with the lowest forecast, if two race and the evidence says so
-        (``eliminate_on_evidence``: enough rounds, confidence bands apart)."""
+        (``eliminate_on_evidence``: enough rounds, confidence bands apart); in ``pooled``
+        spend, else the one the paired evidence puts below the others (``eliminate_paired``)."""
         state = self.state
         if len(state.alive) < 2:
             return None
@@ -284,6 +287,8 @@ class Race:
                 rnd=rnd,
                 min_rounds=self.config.min_rounds,
             )
+            if gone is None and self.config.spend == "pooled":
+                gone = eliminate_paired(state.rows, state.alive, min_rounds=self.config.min_rounds)
         if gone is None:
             return None
         state.rows = [
@@ -342,6 +347,15 @@ class Race:
             strategy_seconds=dict(state.strategy_seconds),
             out_dir=str(self.out_dir),
             final_head=head,
+            round_notes=round_notes(
+                state.rows,
+                state.shared,
+                head=config.head,
+                spend=config.spend,
+                initial_by_class=collections.Counter(
+                    str(state.labels[self.ledger.uris[r]]) for r in state.initial_rows
+                ),
+            ),
         )
         self.phase("final:before_outputs")
         labeled = {uri: state.labels[uri] for uri in (self.ledger.uris[r] for r in final_rows)}

@@ -119,6 +119,71 @@ def eliminate_on_evidence(
     return gone
 
 
+#: Paired elimination (``pooled``): a strategy goes once its summed per-round standing is
+#: below ``-PAIRED_Z`` · √rounds. Under "all survivors equal" each round's standing has mean 0
+#: and variance below 1, so the bound is ~2.5 σ: one-sided 0.6 % per strategy and check.
+PAIRED_Z = 2.5
+#: Rounds of evidence a strategy has before the paired rule can drop it.
+PAIRED_MIN_ROUNDS = 3
+#: Floor of a round's spread across survivors (accuracy): 0.05 point, below which survivors
+#: are tied, not ranked (on MNIST late rounds differ by ~0.1 point).
+MIN_SPREAD = 0.0005
+
+
+def paired_standing(rows: Sequence[RoundRow]) -> dict[str, tuple[float, int]]:
+    """Per strategy: its summed standing over the rounds it raced and how many rounds that is.
+
+    A round's standing is (accuracy − the round's mean) / the round's spread (standard
+    deviation across that round's survivors, at least ``MIN_SPREAD``), over rounds ≥ 1 with
+    two or more survivors. In ``pooled`` spend every survivor's evidence head starts from the
+    same base and adds as many picks, so the survivors of one round are paired: the base's
+    noise cancels, and what is left is what each strategy's picks added. Standardizing by the
+    round's spread lets early rounds (gaps of points) and late ones (tenths) count alike.
+    """
+    by_round: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if row.round >= 1:
+            by_round.setdefault(row.round, {})[row.strategy] = row.accuracy
+    standing: dict[str, tuple[float, int]] = {}
+    for rnd in sorted(by_round):
+        accs = by_round[rnd]
+        if len(accs) < 2:
+            continue
+        values = np.array(list(accs.values()))
+        spread = max(float(values.std(ddof=1)), MIN_SPREAD)
+        mean = float(values.mean())
+        for name, acc in accs.items():
+            total, count = standing.get(name, (0.0, 0))
+            standing[name] = (total + (acc - mean) / spread, count + 1)
+    return standing
+
+
+def eliminate_paired(
+    rows: Sequence[RoundRow], alive: Sequence[str], *, min_rounds: int
+) -> str | None:
+    """The survivor whose paired standing (``paired_standing``) is worst, if it is below the
+    confidence bound (sum < −``PAIRED_Z`` · √rounds) after at least ``min_rounds`` rounds
+    (and ``PAIRED_MIN_ROUNDS``); otherwise None. For ``pooled`` spend only, where the
+    forecasts' bands (``eliminate_on_evidence``) are wider than the survivors' gaps: on MNIST
+    no strategy was ever eliminated by them, while coreset stood below the round's mean in
+    nearly every round."""
+    if len(alive) < 2:
+        return None
+    standing = paired_standing(rows)
+    need = max(min_rounds, PAIRED_MIN_ROUNDS)
+    scores = {
+        name: total / np.sqrt(count)
+        for name in alive
+        if name in standing
+        for total, count in [standing[name]]
+        if count >= need
+    }
+    if not scores:
+        return None
+    worst = min(scores, key=lambda s: (scores[s], s))
+    return worst if scores[worst] < -PAIRED_Z else None
+
+
 def choose_winner(accuracies: Mapping[str, float], forecasts: Mapping[str, float]) -> str:
     """Best current accuracy, then best forecast (none yet: the accuracy), then the name that
     sorts first."""
