@@ -1,10 +1,14 @@
-"""Issue 18 session 9: why BALD (Laplace posterior, logistic head) loses to random early.
+"""Why BALD (Laplace posterior, logistic head) loses to random early (issue 18, session 9).
 
-usage: bald.py TAU SEEDS ROUNDS  -- runs BALD with the Laplace committee whose sample std is
-scaled by TAU (1 = as shipped), and at every round measures, from the same labeled set, the
-picks BALD / random / margin would make: one-step accuracy gain, the head's error on them,
-their energy outside the labeled rows' span, local density, class concentration; and over
-the pool, Spearman of MI with that out-of-span energy and with -margin, and MI saturation.
+    python benchmarks/bald_diagnosis.py TAU SEEDS ROUNDS [MEMBERS [EPIG_TARGETS]]
+
+Runs BALD on the MNIST benchmark's setup with a Laplace committee of MEMBERS (5) samples whose
+standard deviation is scaled by TAU (1 = ``laplace_committee`` as shipped), and at every round
+measures the 100 rows BALD, random and margin (and EPIG over EPIG_TARGETS random unlabeled
+rows, when given) would pick from the *same* labeled set: the accuracy one round later, the
+head's error on them, their energy outside the labeled rows' span, local density, class
+concentration; over the pool, Spearman's rho of MI with that energy and with -margin, MI's
+saturation, and how often a posterior sample agrees with the MAP head. One JSON row a round.
 """
 
 from __future__ import annotations
