@@ -397,7 +397,7 @@ def main() -> int:
     parser.add_argument("--round-size", type=int, default=100)
     parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES))
     parser.add_argument("--subset", type=int, default=None, help="first N pool items only")
-    parser.add_argument("--head", default="logistic", help="logistic, graph or selftrain")
+    parser.add_argument("--head", default="logistic", help="a head kind (semisup.HEAD_KINDS)")
     parser.add_argument("--synthetic", type=int, default=None, help="N blob items instead")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--plot", default=str(PLOT), help="copy seed 0's curves.png here")

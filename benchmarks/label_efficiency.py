@@ -37,6 +37,7 @@ from alcli.learner import (
     train_committee,
 )
 from alcli.learner.graph import PoolGraph
+from alcli.learner.semisup import GRAPH_KINDS
 from mnist_features import WORK, mnist_features
 
 
@@ -196,6 +197,11 @@ def main() -> int:
     parser.add_argument("--random-to", type=int, default=2000, help="random's last label count")
     parser.add_argument("--strategies", default="", help="comma list (default: the whole zoo)")
     parser.add_argument("--heads", default="logistic,graph,selftrain")
+    parser.add_argument(
+        "--random-heads",
+        default="",
+        help="comma list: the heads random runs with (default: every head in --heads)",
+    )
     parser.add_argument("--posterior", default="laplace", choices=("laplace", "bootstrap"))
     parser.add_argument("--graph-backend", default="exact", choices=("exact", "faiss", "usearch"))
     parser.add_argument(
@@ -216,7 +222,7 @@ def main() -> int:
     seconds: dict[str, float] = {}
     for kind in heads:
         started = time.perf_counter()
-        graph = cached_graph(X, args.graph_backend) if kind == "graph" else None
+        graph = cached_graph(X, args.graph_backend) if kind in GRAPH_KINDS else None
         space = head_space(kind, X, graph=graph)
         spaces[kind] = (space, cached_eval_rows(space, Xe, args.graph_backend))
         seconds[f"space_{kind}"] = round(time.perf_counter() - started, 1)
@@ -224,8 +230,11 @@ def main() -> int:
             seconds["graph_build_when_cached"] = round(graph.seconds, 1)
     random_rounds = max(args.rounds, (args.random_to - args.initial) // args.batch)
     curves: dict[str, Any] = {}
+    random_heads = [h for h in args.random_heads.split(",") if h] or heads
     for name in names:
         for kind in heads:
+            if name == "random" and kind not in random_heads:
+                continue
             started = time.perf_counter()
             rounds = random_rounds if name == "random" and kind == "logistic" else args.rounds
             labels = [args.initial + r * args.batch for r in range(rounds + 1)]
@@ -293,7 +302,7 @@ def main() -> int:
         "bald_vs_random": {
             kind: _per_round_gap(curves, f"bald/{kind}", f"random/{kind}", args.rounds)
             for kind in heads
-            if f"bald/{kind}" in curves
+            if f"bald/{kind}" in curves and f"random/{kind}" in curves
         },
         "random_final_accuracy": random_final,
         "labels_to_reach_random_final": {

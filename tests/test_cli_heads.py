@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from alcli.cli import app
+from alcli.learner import HEAD_KINDS
 
 
 def arrays(tmp_path: Path) -> tuple[Path, Path]:
@@ -23,7 +24,7 @@ def arrays(tmp_path: Path) -> tuple[Path, Path]:
     return emb, labels
 
 
-@pytest.mark.parametrize("head", ["logistic", "graph", "selftrain"])
+@pytest.mark.parametrize("head", HEAD_KINDS)
 def test_select_with_each_head_is_deterministic(runner, tmp_path, head) -> None:
     emb, labels = arrays(tmp_path)
     args = ["select", "--embeddings", str(emb), "-l", str(labels), "-s", "bald", "-b", "8"]

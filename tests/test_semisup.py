@@ -103,7 +103,7 @@ def test_selftrain_adds_confident_pseudo_labels_deterministically() -> None:
 
 def test_check_head_names_the_choices() -> None:
     assert check_head(" Graph ") == "graph"
-    assert set(HEAD_KINDS) == {"logistic", "graph", "selftrain"}
+    assert set(HEAD_KINDS) == {"logistic", "graph", "selftrain", "graph_selftrain"}
     with pytest.raises(UsageError, match="unknown head"):
         check_head("transformer")
 
@@ -157,3 +157,24 @@ def test_graph_space_is_each_row_next_to_its_neighbours_mean_power_normalised() 
     signed = head_space("graph", X)  # negative values: left as they are
     assert not signed.power
     np.testing.assert_array_equal(signed.pool[:, :d], X)
+
+
+def test_graph_selftrain_refits_the_graph_head_on_every_confident_row() -> None:
+    X, y = two_moons_like(600, seed=6)
+    space = head_space("graph_selftrain", X)
+    graph = head_space("graph", X, graph=space.graph)
+    np.testing.assert_array_equal(space.pool, graph.pool)  # the same [x, neighbours' mean] rows
+    rows = np.arange(40)
+    base = fit_head(graph, rows, y[rows])
+    extra, labels = pseudo_labels(base, space.pool, rows, threshold=0.9, ratio=None)
+    assert len(extra) > 5 * 40  # no per-label cap
+    assert not set(extra) & set(rows.tolist())
+    assert (labels == y[extra]).mean() > 0.9
+    capped, _ = pseudo_labels(base, space.pool, rows, threshold=0.9, ratio=None, max_rows=50)
+    probs = base.predict_proba(space.pool).max(axis=1)
+    assert len(capped) == 50
+    assert probs[capped].min() >= np.sort(probs[extra])[-50]
+    a = fit_head(space, rows, y[rows])
+    b = fit_head(space, rows, y[rows])
+    np.testing.assert_array_equal(a.weights, b.weights)
+    assert not np.array_equal(a.weights, base.weights)  # the pseudo-labels changed the head

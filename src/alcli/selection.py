@@ -169,7 +169,7 @@ def pick(
     strategy's order they allow (``alcli.constraints``); balance groups by the head's
     predicted class (trained for it when the strategy needs none), or at a cold start by
     k-means cluster.
-    ``head``: the kind of head trained (logistic, graph, selftrain; ``alcli.learner.semisup``).
+    ``head``: the kind of head trained (``alcli.learner.semisup.HEAD_KINDS``).
     ``embeddings`` may be an ``alcli.rows.PoolRows`` (what ``embed(collect="rows")`` gives):
     the pool is then streamed a block at a time within its memory setting (``alcli.scale``),
     with ``progress(phase, rows)`` told of each pass.

@@ -4,7 +4,7 @@
 the labeled rows predicts the pool ("probs"); a committee predicts it K times ("committee"):
 samples of the head's Laplace posterior by default, or bootstrap heads
 (``alcli.learner.committee``). The head is of the kind the caller chose (``space``:
-logistic, graph, selftrain; ``alcli.learner.semisup``), so every strategy reads the chosen
+``alcli.learner.semisup.HEAD_KINDS``), so every strategy reads the chosen
 head's probabilities. A strategy that needs neither (a cold-start one) costs no training.
 """
 

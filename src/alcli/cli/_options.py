@@ -86,7 +86,10 @@ HeadOpt = Annotated[
     str,
     typer.Option(
         "--head",
-        help="The model strategies read: logistic, graph (rows with their kNN mean) or selftrain.",
+        help=(
+            "The model strategies read: logistic, graph (rows with their kNN mean), selftrain"
+            " or graph_selftrain (the graph head refitted on its confident pool rows)."
+        ),
     ),
 ]
 MemoryOpt = Annotated[
