@@ -299,7 +299,8 @@ def merge(parts: list[str], picks_files: list[str], features: list[str]) -> dict
             "n_labels": report["labels"],
             "picks": report["picks"],
         }
-        plain_picks(X[: 2 * report["labels"]], names, **round_)  # imports, outside the timing
+        warm = 2 * report["labels"]
+        plain_picks(X[:warm], names[:warm], **round_)  # imports, outside the timing
         head_s, picks["plain_s3"] = plain_picks(X, names, **round_)
         report["plain_s3_head_s"] = round(head_s, 2)
         report["plain_s3_s"] = round(sliced_s + head_s, 2)
