@@ -56,6 +56,13 @@ READ_TASKS_PER_ACTOR = 2
 #: Batches one ``read_and_embed`` task reads and embeds at most (see ``task_batches``).
 BATCHES_PER_TASK = 4
 
+#: ``read_and_embed`` tasks Ray Data keeps in flight per worker (``tasks`` layout).
+TASKS_PER_WORKER = 1
+
+#: Blocks ``iter_batches`` fetches ahead of the driver. Its first window waits for this many
+#: blocks before handing out the first one (``prefetch_batches_locally``).
+PREFETCH_BLOCKS = 2
+
 
 @dataclass(frozen=True)
 class RaySettings:
@@ -249,7 +256,7 @@ class RayRun:
         if self.layout == "tasks":
             return source.map_batches(
                 read_and_embed,
-                compute=TaskPoolStrategy(size=self.actors),
+                compute=TaskPoolStrategy(size=self.actors * TASKS_PER_WORKER),
                 fn_kwargs={"model": model, **read},
                 **embedding,
             )
@@ -282,7 +289,9 @@ class RayRun:
         first: float | None = None
         first_items = 0
         batches = iter(
-            self._dataset().iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+            self._dataset().iter_batches(
+                batch_size=None, batch_format="numpy", prefetch_batches=PREFETCH_BLOCKS
+            )
         )
         try:
             while not self.stop.is_set():
