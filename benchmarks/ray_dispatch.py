@@ -9,7 +9,8 @@ A variant sets ``ray_engine``'s module knobs for its call:
   idle between two tasks, so fewer, larger tasks mean fewer gaps);
 - ``PREFETCH_BLOCKS``: ``iter_batches``' prefetch (its first window waits for that many
   blocks before the driver sees the first one);
-- ``TASKS_PER_WORKER``: tasks kept in flight per worker (the next one queued at the raylet).
+- ``TASKS_PER_WORKER``: tasks kept in flight per worker (the next one queued at the raylet);
+- ``FROM_BLOCKS``: the input built with ``from_blocks`` (no remote metadata tasks).
 
 Reports each variant's median ratio to threads within a round, and its start-up.
 
@@ -42,6 +43,8 @@ VARIANTS: dict[str, dict[str, int]] = {
     "batches8": {"BATCHES_PER_TASK": 8},
     "batches8_prefetch1": {"BATCHES_PER_TASK": 8, "PREFETCH_BLOCKS": 1},
     "inflight2": {"TASKS_PER_WORKER": 2},
+    "from_blocks": {"FROM_BLOCKS": 1},
+    "from_blocks_prefetch1": {"FROM_BLOCKS": 1, "PREFETCH_BLOCKS": 1},
 }
 
 

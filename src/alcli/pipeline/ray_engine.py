@@ -59,6 +59,11 @@ BATCHES_PER_TASK = 4
 #: ``read_and_embed`` tasks Ray Data keeps in flight per worker (``tasks`` layout).
 TASKS_PER_WORKER = 1
 
+#: Build the input dataset with ``ray.data.from_blocks`` (block metadata computed on the
+#: driver) instead of ``from_arrow`` (one remote metadata task per block, waited for before
+#: the run is planned).
+FROM_BLOCKS = False
+
 #: Blocks ``iter_batches`` fetches ahead of the driver. Its first window waits for this many
 #: blocks before handing out the first one (``prefetch_batches_locally``).
 PREFETCH_BLOCKS = 2
@@ -252,7 +257,8 @@ class RayRun:
             "num_gpus": gpus if gpus > 0 else None,
             "udf_modifying_row_count": False,
         }
-        source = self._ray.data.from_arrow(blocks)
+        make = self._ray.data.from_blocks if FROM_BLOCKS else self._ray.data.from_arrow
+        source = make(blocks)
         if self.layout == "tasks":
             return source.map_batches(
                 read_and_embed,
