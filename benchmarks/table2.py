@@ -19,6 +19,13 @@ process) with --delay-ms injected per request:
 compared (``picks_agree``: the share of alcli's picks the plain loop also picks).
 
     .venv/bin/python benchmarks/table2.py --json
+
+The S3 objects are preloaded into the moto server's backend as it starts (setup, untimed).
+Parts that fit one lock hold each, then one report (the plain S3 loop split in slices)::
+
+    table2.py --json --methods alcli_threads,alcli_ray --where local --picks-out a.npz > a.json
+    table2.py --json --methods plain --where s3 --slice 0:20000 --features-out f0 > s0.json
+    table2.py --merge a.json s0.json ... --merge-picks a.npz ... --merge-features f0_s3.npy ...
 """
 
 from __future__ import annotations
