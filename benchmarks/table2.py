@@ -19,11 +19,19 @@ process) with --delay-ms injected per request:
 compared (``picks_agree``: the share of alcli's picks the plain loop also picks).
 
     .venv/bin/python benchmarks/table2.py --json
+
+The S3 objects are preloaded into the moto server's backend as it starts (setup, untimed).
+Parts that fit one lock hold each, then one report (the plain S3 loop split in slices)::
+
+    table2.py --json --methods alcli_threads,alcli_ray --where local --picks-out a.npz > a.json
+    table2.py --json --methods plain --where s3 --slice 0:20000 --features-out f0 > s0.json
+    table2.py --merge a.json s0.json ... --merge-picks a.npz ... --merge-features f0_s3.npy ...
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -43,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from alcli.embedding import EmbedOptions, embed  # noqa: E402
 from alcli.sources import s3_options  # noqa: E402
-from embed_throughput import BUCKET, s3_environment, s3_server_process, upload  # noqa: E402
+from embed_throughput import BUCKET, s3_environment, s3_server_process  # noqa: E402
 
 MODEL, IMAGE_SIZE, BATCH = "resnet18", 32, 64
 
@@ -87,10 +95,8 @@ def alcli_round(
     return seconds, np.asarray(sorted(names[i] for i in picks))
 
 
-def plain_round(
-    uris: list[str], storage: dict[str, Any] | None, **round_: Any
-) -> tuple[float, np.ndarray]:
-    """Read, decode, infer with a DataLoader, then the head and an argsort."""
+def plain_features(uris: list[str], storage: dict[str, Any] | None) -> tuple[float, np.ndarray]:
+    """Read, decode, infer with a DataLoader: the plain loop's features and their seconds."""
     import torch
     import torchvision
     from PIL import Image
@@ -131,20 +137,34 @@ def plain_round(
     with torch.inference_mode():
         loader = DataLoader(Images(), batch_size=BATCH, num_workers=0)
         rows = [model(batch).numpy() for batch in loader]
-    X = np.concatenate(rows)
-    names = [u.rsplit("/", 1)[1] for u in uris]
+    return time.perf_counter() - start, np.concatenate(rows)
+
+
+def plain_picks(X: np.ndarray, names: list[str], **round_: Any) -> tuple[float, np.ndarray]:
+    """The plain loop's head and ``argsort``, and their seconds."""
+    start = time.perf_counter()
     picks = head_and_picks(X, names, **round_)
     return time.perf_counter() - start, np.asarray(sorted(names[i] for i in picks))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import ray
+def parse_slice(text: str | None, n: int) -> tuple[int, int]:
+    if not text:
+        return 0, n
+    first, _, last = text.partition(":")
+    return int(first or 0), min(n, int(last or n))
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     s3_environment()
+    methods = args.methods.split(",")
+    places = args.where.split(",")
     work = Path(tempfile.mkdtemp(prefix="alcli-table2-"))
     names = sorted(os.listdir(MNIST / "train"))[: args.n]
     if len(names) < args.n:
         raise SystemExit(f"{MNIST / 'train'} has {len(names)} PNGs; see examples/mnist_pool.py")
+    first, last = parse_slice(args.slice, args.n)
+    if (first, last) != (0, args.n) and methods != ["plain"]:
+        raise SystemExit("--slice splits the plain loop only: add --methods plain")
     pool = work / "pool"
     pool.mkdir()
     for name in names:
@@ -156,56 +176,143 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     base = {"model": MODEL, "weights": "none", "image_size": IMAGE_SIZE, "batch_size": BATCH}
     threads, on_ray = EmbedOptions(**base), EmbedOptions(**base, engine="ray")
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
-    seconds: dict[str, float] = {}
-    picks: dict[str, np.ndarray] = {}
-    try:
-        with s3_server_process(args.delay_ms) as (endpoint, _pid):
-            log(f"uploading {args.n} PNGs to the moto server ({args.delay_ms:g} ms per request)")
-            upload([pool / name for name in names], endpoint, "mnist")
-            storage = s3_options(endpoint_url=endpoint)
-            spec_s3 = f"s3://{BUCKET}/mnist/"
-            uris_s3 = [f"s3://{BUCKET}/mnist/{name}" for name in names]
-            uris_local = [str(pool / name) for name in names]
-            # Warm-up: torch and the model's code paths, outside every timing.
-            embed(str(pool), options=EmbedOptions(**base), cache=work / "warm")
-            for where, spec, uris, store in (
-                ("local", str(pool), uris_local, None),
-                ("s3", spec_s3, uris_s3, storage),
-            ):
-                for method in ("plain", "alcli_threads", "alcli_ray"):
-                    if method == "plain":
-                        took, chosen = plain_round(uris, store, **round_)
-                    else:
-                        options = threads if method == "alcli_threads" else on_ray
-                        took, chosen = alcli_round(spec, options, work / "cache", store, **round_)
-                    seconds[f"{method}_{where}_s"] = round(took, 2)
-                    picks[f"{method}_{where}"] = chosen
-                    log(f"{where} {method}: {took:.1f} s ({args.n / took:.0f} images/s)")
-    finally:
-        ray.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
-
-    def agree(a: str, b: str) -> float:
-        return round(len(np.intersect1d(picks[a], picks[b])) / max(1, len(picks[a])), 3)
-
-    return {
+    report: dict[str, Any] = {
         "n": args.n,
         "labels": args.labels,
         "picks": round_["picks"],
         "model": f"{MODEL} weights none @{IMAGE_SIZE}px",
         "delay_ms": args.delay_ms,
         "cores": os.cpu_count(),
-        **seconds,
-        "speedup_local": round(seconds["plain_local_s"] / seconds["alcli_threads_local_s"], 2),
-        "speedup_s3": round(seconds["plain_s3_s"] / seconds["alcli_threads_s3_s"], 2),
-        "speedup_local_ray": round(seconds["plain_local_s"] / seconds["alcli_ray_local_s"], 2),
-        "speedup_s3_ray": round(seconds["plain_s3_s"] / seconds["alcli_ray_s3_s"], 2),
-        "picks_agree_threads_ray_local": agree("alcli_threads_local", "alcli_ray_local"),
-        "picks_agree_threads_plain_local": agree("alcli_threads_local", "plain_local"),
-        "picks_agree_local_s3": agree("alcli_threads_local", "alcli_threads_s3"),
-        "load_average": os.getloadavg(),
+        "methods": methods,
+        "where": places,
     }
+    if (first, last) != (0, args.n):
+        report["slice"] = [first, last]
+    picks: dict[str, np.ndarray] = {}
+    started_ray = False
+    try:
+        if "alcli_ray" in methods:
+            import ray
+
+            start = time.perf_counter()
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+            started_ray = True
+            report["ray_init_s"] = round(time.perf_counter() - start, 2)
+        with contextlib.ExitStack() as stack:
+            storage = None
+            if "s3" in places:
+                # Setup, untimed: the PNGs go into moto's backend as the server starts (see
+                # MotoS3Server.preload; PUTs through HTTP took > 15 min for 40,000).
+                start = time.perf_counter()
+                flags = ("--preload", str(pool), "--bucket", BUCKET, "--prefix", "mnist")
+                endpoint, _pid = stack.enter_context(s3_server_process(args.delay_ms, *flags))
+                report["s3_setup_s"] = round(time.perf_counter() - start, 2)
+                log(f"moto S3 with {args.n} PNGs up in {report['s3_setup_s']} s")
+                storage = s3_options(endpoint_url=endpoint)
+            if set(methods) & {"alcli_threads", "alcli_ray"}:
+                # Warm-up: torch and the model's code paths, outside every timing.
+                warm = work / "warm"
+                warm.mkdir()
+                for name in names[:256]:
+                    os.symlink(MNIST / "train" / name, warm / name)
+                embed(str(warm), options=EmbedOptions(**base), cache=work / "warm-cache")
+            for where in places:
+                spec = str(pool) if where == "local" else f"s3://{BUCKET}/mnist/"
+                uris = (
+                    [str(pool / name) for name in names]
+                    if where == "local"
+                    else [f"s3://{BUCKET}/mnist/{name}" for name in names]
+                )
+                store = None if where == "local" else storage
+                for method in methods:
+                    if method == "plain":
+                        took, X = plain_features(uris[first:last], store)
+                        report[f"plain_{where}_features_s"] = round(took, 2)
+                        if args.features_out:
+                            np.save(f"{args.features_out}_{where}.npy", X)
+                        if (first, last) != (0, args.n):
+                            log(f"{where} plain [{first}:{last}]: features {took:.1f} s")
+                            continue
+                        head_s, chosen = plain_picks(X, names, **round_)
+                        report[f"plain_{where}_head_s"] = round(head_s, 2)
+                        took += head_s
+                    else:
+                        options = threads if method == "alcli_threads" else on_ray
+                        took, chosen = alcli_round(spec, options, work / "cache", store, **round_)
+                    report[f"{method}_{where}_s"] = round(took, 2)
+                    picks[f"{method}_{where}"] = chosen
+                    log(f"{where} {method}: {took:.1f} s ({len(uris) / took:.0f} images/s)")
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    if args.picks_out and picks:
+        np.savez(args.picks_out, **picks)
+    report["load_average"] = os.getloadavg()
+    return finish(report, picks)
+
+
+def finish(report: dict[str, Any], picks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The speedups and pick agreements that the seconds and picks at hand allow."""
+
+    def agree(a: str, b: str) -> float:
+        return round(len(np.intersect1d(picks[a], picks[b])) / max(1, len(picks[a])), 3)
+
+    for where in ("local", "s3"):
+        for method, key in (("alcli_threads", ""), ("alcli_ray", "_ray")):
+            plain, ours = report.get(f"plain_{where}_s"), report.get(f"{method}_{where}_s")
+            if plain and ours:
+                report[f"speedup_{where}{key}"] = round(plain / ours, 2)
+    for a, b, key in (
+        ("alcli_threads_local", "alcli_ray_local", "threads_ray_local"),
+        ("alcli_threads_s3", "alcli_ray_s3", "threads_ray_s3"),
+        ("alcli_threads_local", "plain_local", "threads_plain_local"),
+        ("alcli_threads_local", "alcli_threads_s3", "local_s3"),
+    ):
+        if a in picks and b in picks:
+            report[f"picks_agree_{key}"] = agree(a, b)
+    return report
+
+
+def merge(parts: list[str], picks_files: list[str], features: list[str]) -> dict[str, Any]:
+    """One report from parts run in separate lock holds (the same --n, labels and picks).
+
+    ``features``: the plain loop's S3 features of consecutive ``--slice`` parts, in order;
+    their head and ``argsort`` are timed here and added to the slices' seconds."""
+    report: dict[str, Any] = {"parts": []}
+    sliced_s = 0.0
+    for path in parts:
+        part = json.loads(Path(path).read_text())
+        report["parts"].append({key: part.get(key) for key in ("methods", "where", "slice")})
+        for key, value in part.items():
+            if "slice" in part and key == "plain_s3_features_s":
+                sliced_s += value
+                report.setdefault("plain_s3_slices_s", []).append(value)
+            elif key.endswith("_s") and "slice" not in part:
+                report[key] = value
+            elif key not in ("parts", "methods", "where", "slice", "load_average"):
+                report.setdefault(key, value)
+    picks: dict[str, np.ndarray] = {}
+    for path in picks_files:
+        with np.load(path) as saved:
+            picks.update({key: saved[key] for key in saved.files})
+    if features:
+        names = sorted(os.listdir(MNIST / "train"))[: report["n"]]
+        X = np.concatenate([np.load(path) for path in features])
+        round_ = {
+            "labels": labels_by_name(),
+            "n_labels": report["labels"],
+            "picks": report["picks"],
+        }
+        warm = 2 * report["labels"]
+        plain_picks(X[:warm], names[:warm], **round_)  # imports, outside the timing
+        head_s, picks["plain_s3"] = plain_picks(X, names, **round_)
+        report["plain_s3_head_s"] = round(head_s, 2)
+        report["plain_s3_s"] = round(sliced_s + head_s, 2)
+    report["load_average"] = os.getloadavg()
+    return finish(report, picks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +321,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=1_000)
     parser.add_argument("--picks", type=int, default=10_000)
     parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--methods", default="plain,alcli_threads,alcli_ray")
+    parser.add_argument("--where", default="local,s3", help="local, s3 or both")
+    parser.add_argument("--slice", help="START:STOP of the pool for the plain loop only")
+    parser.add_argument("--picks-out", help="save each method's picks to this .npz")
+    parser.add_argument("--features-out", help="save the plain loop's features (PREFIX_WHERE.npy)")
+    parser.add_argument("--merge", nargs="+", metavar="PART_JSON", help="combine parts' reports")
+    parser.add_argument("--merge-picks", nargs="*", default=[], metavar="NPZ")
+    parser.add_argument("--merge-features", nargs="*", default=[], metavar="NPY")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    report = run(args)
+    report = merge(args.merge, args.merge_picks, args.merge_features) if args.merge else run(args)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -56,6 +56,18 @@ READ_TASKS_PER_ACTOR = 2
 #: Batches one ``read_and_embed`` task reads and embeds at most (see ``task_batches``).
 BATCHES_PER_TASK = 4
 
+#: ``read_and_embed`` tasks Ray Data keeps in flight per worker (``tasks`` layout).
+TASKS_PER_WORKER = 1
+
+#: Build the input dataset with ``ray.data.from_blocks`` (block metadata computed on the
+#: driver) instead of ``from_arrow`` (one remote metadata task per block, waited for before
+#: the run is planned).
+FROM_BLOCKS = False
+
+#: Blocks ``iter_batches`` fetches ahead of the driver. Its first window waits for this many
+#: blocks before handing out the first one (``prefetch_batches_locally``).
+PREFETCH_BLOCKS = 2
+
 
 @dataclass(frozen=True)
 class RaySettings:
@@ -245,11 +257,12 @@ class RayRun:
             "num_gpus": gpus if gpus > 0 else None,
             "udf_modifying_row_count": False,
         }
-        source = self._ray.data.from_arrow(blocks)
+        make = self._ray.data.from_blocks if FROM_BLOCKS else self._ray.data.from_arrow
+        source = make(blocks)
         if self.layout == "tasks":
             return source.map_batches(
                 read_and_embed,
-                compute=TaskPoolStrategy(size=self.actors),
+                compute=TaskPoolStrategy(size=self.actors * TASKS_PER_WORKER),
                 fn_kwargs={"model": model, **read},
                 **embedding,
             )
@@ -282,7 +295,9 @@ class RayRun:
         first: float | None = None
         first_items = 0
         batches = iter(
-            self._dataset().iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+            self._dataset().iter_batches(
+                batch_size=None, batch_format="numpy", prefetch_batches=PREFETCH_BLOCKS
+            )
         )
         try:
             while not self.stop.is_set():
