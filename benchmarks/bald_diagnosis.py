@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 
 from alcli import strategies
 from alcli.learner import evaluate, fit_head, fit_scaler
-from alcli.learner.committee import Committee
+from alcli.learner.committee import laplace_committee
 from alcli.learner.heads import Head
 from alcli.learner.semisup import HeadSpace
 from alcli.strategies.disagreement import mutual_information
@@ -42,28 +42,7 @@ density = np.einsum("nd,nkd->nk", graph.points, graph.points[graph.neighbors]).m
 
 def laplace(head: Head, rows: np.ndarray, tau: float, rng: np.random.Generator, k: int = 5):
     """alcli.learner.committee.laplace_committee with the sample std scaled by tau."""
-    arr = X[rows]
-    scaler = space.scaler
-    Xs = scaler.transform(arr).astype(np.float64)
-    probs = head.predict_proba(arr).astype(np.float64)
-    s, U = np.linalg.eigh(Xs.T @ Xs)
-    B = (np.diag(probs.sum(axis=0)) - probs.T @ probs) / len(probs)
-    lam, Q = np.linalg.eigh(B)
-    std = tau / np.sqrt(np.maximum(s, 0.0)[:, None] * np.maximum(lam, 0.0)[None, :] + 1.0)
-    scale = scaler.scale.astype(np.float64)[:, None]
-    mean = scaler.mean.astype(np.float64)
-    heads = []
-    for _ in range(k):
-        E = rng.standard_normal(std.shape)
-        delta = U @ (E * std) @ Q.T / scale
-        heads.append(
-            Head(
-                classes=head.classes,
-                weights=(head.weights + delta).astype(np.float32),
-                bias=(head.bias - mean @ delta).astype(np.float32),
-            )
-        )
-    return Committee(heads=heads, classes=head.classes)
+    return laplace_committee(head, X[rows], k=k, rng=rng, scaler=space.scaler, temperature=tau)
 
 
 def out_of_span(rows: np.ndarray) -> np.ndarray:

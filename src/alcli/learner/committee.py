@@ -156,8 +156,11 @@ def laplace_committee(
     rng: np.random.Generator,
     l2: float = 1.0,
     scaler: Scaler | None = None,
+    temperature: float = 1.0,
 ) -> Committee:
-    """``k`` heads sampled from the Kronecker-factored Laplace posterior of ``head``.
+    """``k`` heads sampled from the Kronecker-factored Laplace posterior of ``head``
+    (``temperature`` scales the samples' spread: 1 is the posterior itself; below 1 a
+    tempered one, as ``benchmarks/bald_diagnosis.py`` measures).
 
     ``X``: the labeled rows ``head`` was trained on (raw embeddings); ``scaler``: the one it
     was trained with (the head folds it in; it is unfolded here). The bias keeps its MAP value.
@@ -173,7 +176,7 @@ def laplace_committee(
     s, U = np.linalg.eigh(Xs.T @ Xs)
     B = (np.diag(probs.sum(axis=0)) - probs.T @ probs) / len(probs)
     lam, Q = np.linalg.eigh(B)
-    std = 1.0 / np.sqrt(np.maximum(s, 0.0)[:, None] * np.maximum(lam, 0.0)[None, :] + l2)
+    std = temperature / np.sqrt(np.maximum(s, 0.0)[:, None] * np.maximum(lam, 0.0)[None, :] + l2)
     scale = scaler.scale.astype(np.float64)[:, None]
     mean = scaler.mean.astype(np.float64)
     heads = []
