@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from alcli.agent.outputs import RoundRow
-from alcli.agent.rules import paired_standing
+from alcli.agent.rules import paired_scores
 from alcli.agent.state import SharedPoint
 
 
@@ -29,7 +29,7 @@ def round_notes(
     survivor's forecast for this round (made a round earlier) and its error in points, the
     returned model's accuracy, calibration error and per-class accuracy, the labels bought
     per class (in all and this round), who was eliminated, and (``pooled``) each survivor's
-    paired standing (``rules.paired_standing``: sum / √rounds, the elimination's statistic)."""
+    paired standing (``rules.paired_scores``: sum / √rounds, the elimination's statistic)."""
     by_round: dict[int, dict[str, RoundRow]] = collections.defaultdict(dict)
     for row in rows:
         by_round[row.round][row.strategy] = row
@@ -58,11 +58,9 @@ def round_notes(
             "eliminated": [s for s, row in this.items() if row.eliminated],
         }
         if spend == "pooled":
-            standing = paired_standing([row for row in rows if row.round <= rnd])
+            scores = paired_scores([row for row in rows if row.round <= rnd])
             note["paired_standing"] = {
-                s: round(total / np.sqrt(count), 3)
-                for s, (total, count) in standing.items()
-                if s in this
+                s: round(score, 3) for s, (score, _) in scores.items() if s in this
             }
         point = points.get(rnd)
         if point is not None:

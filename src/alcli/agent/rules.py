@@ -158,6 +158,15 @@ def paired_standing(rows: Sequence[RoundRow]) -> dict[str, tuple[float, int]]:
     return standing
 
 
+def paired_scores(rows: Sequence[RoundRow]) -> dict[str, tuple[float, int]]:
+    """Per strategy: its summed standing / √rounds (the statistic ``eliminate_paired`` bounds
+    and the report shows) and its number of rounds."""
+    return {
+        name: (total / float(np.sqrt(count)), count)
+        for name, (total, count) in paired_standing(rows).items()
+    }
+
+
 def eliminate_paired(
     rows: Sequence[RoundRow], alive: Sequence[str], *, min_rounds: int
 ) -> str | None:
@@ -169,14 +178,11 @@ def eliminate_paired(
     nearly every round."""
     if len(alive) < 2:
         return None
-    standing = paired_standing(rows)
     need = max(min_rounds, PAIRED_MIN_ROUNDS)
     scores = {
-        name: total / np.sqrt(count)
-        for name in alive
-        if name in standing
-        for total, count in [standing[name]]
-        if count >= need
+        name: score
+        for name, (score, count) in paired_scores(rows).items()
+        if name in alive and count >= need
     }
     if not scores:
         return None

@@ -61,9 +61,17 @@ SELFTRAIN_RATIO = 30
 GRAPH_SELFTRAIN_THRESHOLD = 0.9
 #: ...up to this many, the most confident first.
 GRAPH_SELFTRAIN_MAX_ROWS = 50_000
-#: The kinds that build the kNN graph space, and the kinds that self-train.
+#: The kinds that build the kNN graph space.
 GRAPH_KINDS = frozenset({"graph", "graph_selftrain"})
-SELFTRAIN_KINDS = frozenset({"selftrain", "graph_selftrain"})
+#: The kinds that self-train, and how (``pseudo_labels``' keyword arguments).
+SELFTRAIN: dict[str, dict[str, Any]] = {
+    "selftrain": {"threshold": SELFTRAIN_THRESHOLD, "ratio": SELFTRAIN_RATIO},
+    "graph_selftrain": {
+        "threshold": GRAPH_SELFTRAIN_THRESHOLD,
+        "ratio": None,
+        "max_rows": GRAPH_SELFTRAIN_MAX_ROWS,
+    },
+}
 
 
 def check_head(kind: str) -> str:
@@ -149,19 +157,10 @@ def fit_head(
     head = train_head(
         space.pool[rows_arr], labels, l2=l2, scaler=space.scaler, init=init, max_iter=max_iter
     )
-    if space.kind not in SELFTRAIN_KINDS or len(head.classes) < 2:
+    settings = SELFTRAIN.get(space.kind)
+    if settings is None or len(head.classes) < 2:
         return head
-    if space.kind == "graph_selftrain":
-        extra, extra_labels = pseudo_labels(
-            head,
-            space.pool,
-            rows_arr,
-            threshold=GRAPH_SELFTRAIN_THRESHOLD,
-            ratio=None,
-            max_rows=GRAPH_SELFTRAIN_MAX_ROWS,
-        )
-    else:
-        extra, extra_labels = pseudo_labels(head, space.pool, rows_arr)
+    extra, extra_labels = pseudo_labels(head, space.pool, rows_arr, **settings)
     if not len(extra):
         return head
     all_rows = np.concatenate([rows_arr, extra])
