@@ -21,17 +21,18 @@ in that space. Weights: exp(−(1 − s)/σ), σ the median distance 1 − s ove
 normalised per row.
 
 Backends (``--graph-backend``; ``GRAPH_BACKENDS``): ``exact`` (blocked matrix products and a
-partial sort in numpy; ties to the lower row) costs O(n²·dim): seconds at 20k items, about a
-minute at 50k on 2 cores, days at 1M. ``faiss`` and ``usearch`` search an approximate HNSW
-index (Malkov & Yashunin, TPAMI 2018, arXiv:1603.09320) from those packages (the ``graph``
-extra): O(n log n), ~0.999 recall@10 on MNIST features (benchmarks/RESULTS.md, issue 18,
-session 10, with the costs at 50k and 1M items). ``auto`` (the default) takes exact up to
-``EXACT_MAX_ROWS`` items, where it is as fast as an HNSW build and has no approximation, and
-the first installed HNSW library above. Every backend is deterministic: the same embeddings
-give the same graph. The HNSW indexes are built on one thread, since insertions racing on
-several threads change the graph (measured: usearch with 2 threads gave different
-neighbours for 0.8 % of rows of the same input), and searched on all of them (a search does
-not change the index). ``alcli.learner.graph_cache`` keeps a pool's graph on disk.
+partial sort in numpy; ties to the lower row) costs O(n²·dim); ``faiss`` and ``usearch``
+search an approximate HNSW index (Malkov & Yashunin, TPAMI 2018, arXiv:1603.09320) from those
+packages (the ``graph`` extra), O(n log n). Measured on MNIST features, 2 busy cores
+(benchmarks/RESULTS.md, issue 18, session 10): exact 4.7 s at 20k rows, 16.5 s at 50k and
+~2.7 h at 1M (extrapolated from measured blocks); faiss 1.9 s, 5.2 s and 145 s; usearch
+3.1 s, 9.7 s and 335 s; recall@10 against exact 0.999 for both. ``auto`` (the default) takes
+exact up to ``EXACT_MAX_ROWS`` items and the first installed HNSW library above. Every
+backend is deterministic: the same embeddings give the same graph. The HNSW indexes are built
+on one thread, since insertions racing on several threads change the graph (measured:
+usearch with 2 threads gave different neighbours for 0.8 % of rows of the same input), and
+searched on all of them (a search does not change the index). ``alcli.learner.graph_cache``
+keeps a pool's graph on disk.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ BACKENDS = ("exact", "faiss", "usearch")
 #: What users choose from: ``auto`` picks one of ``BACKENDS`` by the pool's size.
 GRAPH_BACKENDS = ("auto", *BACKENDS)
 DEFAULT_BACKEND = "auto"
-#: ``auto`` searches exactly up to this many rows. Measured on MNIST features (RESULTS.md,
-#: issue 18, session 10): exact and a one-thread faiss HNSW build cost about the same at
-#: 20k rows (exact grows as n², HNSW as n log n), so below it exact costs nothing extra.
+#: ``auto`` searches exactly up to this many rows: there exact costs at most ~5 s on 2 cores
+#: (4.7 s at 20k against faiss's 1.9 s, measured) and loses no neighbour; above it exact
+#: grows as n² (16.5 s against 5.2 s at 50k, hours at 1M), so the approximation pays.
 EXACT_MAX_ROWS = 20_000
 #: The HNSW libraries ``auto`` uses above ``EXACT_MAX_ROWS``, the first installed one.
 INDEX_BACKENDS = ("faiss", "usearch")
@@ -196,7 +197,7 @@ def choose_backend(backend: str, n: int) -> str:
     """The backend that builds a graph of ``n`` rows: ``auto`` resolved (see the module doc).
 
     A pool above ``EXACT_MAX_ROWS`` with no HNSW library installed is a ``UsageError`` that
-    says what to install: exact search there would cost (n / 50k)² minutes, silently.
+    says what to install: exact search there would silently cost (n / 50k)² × ~17 s.
     """
     backend = check_backend(backend)
     if backend != "auto":
@@ -212,9 +213,9 @@ def choose_backend(backend: str, n: int) -> str:
         if installed(name):
             return name
     raise UsageError(
-        f"a kNN graph of {n:,} items needs an HNSW index (exact search grows as n², "
-        f"~{(n / 50_000) ** 2:,.0f}x a 50,000-item pool's minute), and neither faiss-cpu nor "
-        "usearch is installed",
+        f"a kNN graph of {n:,} items needs an HNSW index (exact search grows as n²: "
+        f"~{(n / 50_000) ** 2:,.0f}x its ~17 s on 2 cores at 50,000 items), and neither "
+        "faiss-cpu nor usearch is installed",
         hint="pip install 'alcli[graph]', or pass --graph-backend exact to wait for it",
     )
 

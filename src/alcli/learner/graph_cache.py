@@ -1,8 +1,9 @@
 """The pool's kNN graph kept on disk, so the next ``select --head graph`` on that pool reuses it.
 
-The graph is the expensive part of a graph head (about a minute at 50k items exact on 2 cores,
-minutes at 1M with an HNSW index) and depends on the embeddings alone, not on the labels; yet
-each ``alcli select`` is a new process. So it is stored under ``<cache>/graphs/`` next to the
+The graph is the expensive part of a graph head to get (16 s at 50k items exact on 2 cores,
+2.5 min at 1M with faiss HNSW; loading it back: 0.2 s and 5 s, measured in RESULTS.md, issue
+18, session 10) and depends on the embeddings alone, not on the labels; yet each ``alcli
+select`` is a new process. So it is stored under ``<cache>/graphs/`` next to the
 embeddings (``alcli.cache``), one ``.npz`` per graph, named by what determines it: a SHA-256
 digest of the embeddings' float32 bytes in row order (the content, whichever way the rows
 came: the embedding cache, a user's ``.npy``), ``k``, ``dim``, the backend actually used,
@@ -33,7 +34,7 @@ from alcli.learner.heads import Scaler
 
 #: Bumped when what a file holds, or how a graph is built, changes: old files are not read.
 FORMAT_VERSION = 1
-#: Graph files kept in the folder, the most recently used (a 1M-item graph is ~0.7 GB).
+#: Graph files kept in the folder, the most recently used (a 1M-item graph is 0.55 GiB).
 MAX_FILES = 8
 #: Rows hashed per block (64 MiB of float32 at 1280 columns): bounded memory.
 DIGEST_BLOCK_ROWS = 16_384
