@@ -77,6 +77,7 @@ def auto_config(
     balance: str | None = None,
     min_distance: float | None = None,
     head: str = "logistic",
+    graph_backend: str = "auto",
 ) -> AutoConfig:
     """An ``AutoConfig`` from CLI values; names are checked against the registry."""
     names = tuple(n.strip() for n in (candidates or "").split(",") if n.strip())
@@ -92,6 +93,7 @@ def auto_config(
         balance=balance,
         min_distance=min_distance,
         head=head,
+        graph_backend=graph_backend,
     ).checked()
 
 

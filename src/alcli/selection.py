@@ -7,6 +7,7 @@ probabilities or a committee, so a cold-start strategy costs nothing but itself.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class Selection:
     """False when a streamed pool too big for memory made the strategy run on candidates."""
     method: str = "in memory"
     """How the strategy met the pool: "in memory", "streamed", or its candidates (alcli.scale)."""
+    graph: dict[str, Any] | None = None
+    """The graph heads' kNN graph: backend, k, whether read from the cache, seconds."""
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per pick: rank (1-based), uri, score, row."""
@@ -90,6 +93,7 @@ class Selection:
             **({"constraints": self.constraints} if self.constraints is not None else {}),
             "exact": self.exact,
             "method": self.method,
+            **({"graph": self.graph} if self.graph is not None else {}),
             "picks": self.records(),
         }
 
@@ -154,6 +158,8 @@ def pick(
     skipped: Mapping[str, str] | None = None,
     constraints: Constraints | None = None,
     head: str = "logistic",
+    graph_backend: str = "auto",
+    graph_cache: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> Selection:
     """Run ``strategy`` over the pool and return the next ``budget`` items to label.
@@ -169,7 +175,9 @@ def pick(
     strategy's order they allow (``alcli.constraints``); balance groups by the head's
     predicted class (trained for it when the strategy needs none), or at a cold start by
     k-means cluster.
-    ``head``: the kind of head trained (``alcli.learner.semisup.HEAD_KINDS``).
+    ``head``: the kind of head trained (``alcli.learner.semisup.HEAD_KINDS``); the graph
+    kinds build the pool's kNN graph with ``graph_backend`` (``alcli.learner.graph``) and keep
+    it in the folder ``graph_cache`` (``alcli.learner.graph_cache``; None: built every call).
     ``embeddings`` may be an ``alcli.rows.PoolRows`` (what ``embed(collect="rows")`` gives):
     the pool is then streamed a block at a time within its memory setting (``alcli.scale``),
     with ``progress(phase, rows)`` told of each pass.
@@ -228,6 +236,7 @@ def pick(
         )
     balance = constraints.balance is not None
     own_probs = probs
+    graph_info: dict[str, Any] = {}  # what the graph heads' graph was, told by _model_inputs
     probs, committee, classes = _model_inputs(
         info,
         embeddings,
@@ -238,6 +247,9 @@ def pick(
         timings=timings,
         want_probs=balance,
         head=head,
+        graph_backend=graph_backend,
+        graph_cache=graph_cache,
+        graph_info=graph_info,
     )
     started = time.perf_counter()
     report = None
@@ -279,6 +291,7 @@ def pick(
         timings=timings,
         labeled_skipped=labeled_skipped,
         constraints=report,
+        graph=graph_info or None,
     )
 
 
@@ -327,10 +340,16 @@ def _model_inputs(
     timings: dict[str, float],
     want_probs: bool = False,
     head: str = "logistic",
+    graph_backend: str = "auto",
+    graph_cache: str | os.PathLike[str] | None = None,
+    graph_info: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """(probs, committee, classes) for the strategy: the user's own ``probs`` as given, else
     a head (or committee) trained on the labeled rows when the strategy reads one, or when
-    ``want_probs`` (``--balance`` groups by the head's predicted class)."""
+    ``want_probs`` (``--balance`` groups by the head's predicted class).
+
+    The graph heads build their graph with ``graph_backend``, kept in ``graph_cache``; what
+    it was (backend, k, read from the cache, seconds) goes into ``graph_info``."""
     committee = None
     classes = None
     check_inputs(
@@ -347,9 +366,15 @@ def _model_inputs(
         from alcli.strategy_inputs import strategy_inputs
 
         started = time.perf_counter()
-        space = head_space(head, embeddings)
+        space = head_space(head, embeddings, backend=graph_backend, cache=graph_cache)
         if space.graph is not None:
             timings["graph_s"] = space.graph.seconds
+            (graph_info if graph_info is not None else {}).update(
+                backend=space.graph.backend,
+                k=space.graph.k,
+                cached=space.graph.cached,
+                seconds=round(space.graph.seconds, 4),
+            )
         inputs = strategy_inputs(
             needs,
             space.pool,

@@ -14,6 +14,7 @@ from alcli.constraints import Balance, Constraints, check_min_distance, parse_ba
 from alcli.errors import UsageError
 from alcli.labels import match_labels
 from alcli.learner.committee import POSTERIORS
+from alcli.learner.graph import check_backend
 from alcli.learner.semisup import check_head
 
 SPEND_MODES = ("shared", "pooled", "paper")
@@ -26,6 +27,7 @@ LEGACY = {
     "elimination": "every_round",
     "posterior": "bootstrap",
     "forecast_model": "exp",
+    "graph_backend": "exact",
 }
 
 
@@ -61,6 +63,8 @@ class AutoConfig:
     posterior: str = "laplace"
     #: The learning-curve model of the forecasts (``forecast.MODELS``).
     forecast_model: str = "power"
+    #: How the graph heads' kNN graph is built (``alcli.learner.graph.GRAPH_BACKENDS``).
+    graph_backend: str = "auto"
 
     def checked(self) -> AutoConfig:
         """This config with strategy names canonical and deduplicated; raises ``UsageError``."""
@@ -84,6 +88,7 @@ class AutoConfig:
         if self.plateau_rounds < 1 or self.committee_size < 1 or self.l2 <= 0:
             raise UsageError("plateau rounds and committee size must be >= 1, and l2 > 0")
         head = check_head(self.head)
+        graph_backend = check_backend(self.graph_backend)
         if self.elimination not in ELIMINATIONS:
             raise UsageError(
                 f"unknown elimination rule {self.elimination!r}", hint="use evidence or every_round"
@@ -115,7 +120,13 @@ class AutoConfig:
         if self.min_distance is not None:
             check_min_distance(self.min_distance)
         return AutoConfig(
-            **{**asdict(self), "strategies": tuple(names), "balance_weights": balance, "head": head}
+            **{
+                **asdict(self),
+                "strategies": tuple(names),
+                "balance_weights": balance,
+                "head": head,
+                "graph_backend": graph_backend,
+            }
         )
 
     def constraints(self) -> Constraints:

@@ -34,6 +34,7 @@ def run_auto(
     resume: bool = False,
     progress: ProgressFn | None = None,
     on_phase: PhaseHook | None = None,
+    graph_cache: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Run PSHEA over a pool's cached embeddings and return its report (see ``alcli.agent``).
 
@@ -43,6 +44,7 @@ def run_auto(
     already holds a run is an error, so a typo cannot silently restart a paid-for run.
     ``on_phase(name)`` is called as each phase ends, its state saved (tests kill the process
     there). Raises ``OracleError`` (state saved) and lets ``PendingLabels`` through (state saved).
+    ``graph_cache``: a folder the graph heads keep the pool's kNN graph in (None: built here).
     """
     X = _pool_rows(embeddings)
     if not isinstance(X, np.ndarray) and (config.head != "logistic" or config.constraints().active):
@@ -69,7 +71,9 @@ def run_auto(
     ledger = Ledger(uris, row_of, oracle, state, save=save, phase=phase)
     holdout = hold_out(X, ledger, state, eval_set, save=save)
     with state.timed("graph"):  # the graph head's kNN graph: once per run (resumes redo it)
-        space = head_space(config.head, X, scaler=scaler)
+        space = head_space(
+            config.head, X, scaler=scaler, backend=config.graph_backend, cache=graph_cache
+        )
         holdout = _in_space(holdout, space, state.eval_rows if eval_set is None else None)
     race = Race(
         X,

@@ -92,6 +92,15 @@ HeadOpt = Annotated[
         ),
     ),
 ]
+GraphBackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--graph-backend",
+        help="How the graph heads find each item's neighbours: auto (exact up to 20,000 "
+        "items, else an HNSW index from faiss-cpu or usearch), exact, faiss or usearch. "
+        "The graph is kept in the cache folder and reused.",
+    ),
+]
 MemoryOpt = Annotated[
     str | None,
     typer.Option(

@@ -15,6 +15,7 @@ from alcli.cli._options import (
     ConfigOpt,
     ConstraintFlags,
     EmbedFlags,
+    GraphBackendOpt,
     HeadOpt,
     MemoryOpt,
     OutputFlags,
@@ -90,6 +91,7 @@ def auto(
     ] = "pooled",
     seed: SeedOpt = 0,
     head: HeadOpt = "logistic",
+    graph_backend: GraphBackendOpt = "auto",
     memory: MemoryOpt = None,
     out_dir: Annotated[
         str | None,
@@ -109,6 +111,9 @@ def auto(
     """Label until the target accuracy or the budget, choosing the strategy as it goes (PSHEA)."""
     out = begin(ctx, output)
     from alcli import agent, autorun
+    from alcli.learner.graph import choose_backend
+    from alcli.learner.graph_cache import graph_dir
+    from alcli.learner.semisup import GRAPH_KINDS
 
     if resume:
         settings, folder = agent.saved_config(resume), resume
@@ -129,6 +134,7 @@ def auto(
             balance=constraint.balance,
             min_distance=constraint.min_distance,
             head=head,
+            graph_backend=graph_backend,
         )
         folder = out_dir or autorun.new_run_dir()
     # Everything that needs no embedding is checked first: a typo costs milliseconds.
@@ -140,6 +146,8 @@ def auto(
     storage = s3.storage_options()
     resolved = resolve(pool, cache, storage, prefix=s3.prefix)
     autorun.check_coverage(labeler, resolved.uris)
+    if settings.head in GRAPH_KINDS:  # no HNSW library for a big pool: say so before embedding
+        choose_backend(settings.graph_backend, len(resolved.uris))
     from alcli.rows import parse_memory
 
     result = embed_with_notes(
@@ -168,6 +176,7 @@ def auto(
             eval_set=evaluation,
             resume=bool(resume),
             progress=_round_notes(out, watch),
+            graph_cache=graph_dir(cache.cache_dir),
         )
     except autorun.PendingLabels as pending:
         _render_pending(out, pending, folder, oracle)  # not a failure: humans label, then --resume

@@ -18,6 +18,7 @@ from alcli.cli._options import (
     ConstraintFlags,
     DocumentRootOpt,
     EmbedFlags,
+    GraphBackendOpt,
     HeadOpt,
     LabelsFormatOpt,
     MemoryOpt,
@@ -62,6 +63,7 @@ def select(
     ] = None,
     seed: SeedOpt = 0,
     head: HeadOpt = "logistic",
+    graph_backend: GraphBackendOpt = "auto",
     memory: MemoryOpt = None,
     output_format: Annotated[
         str,
@@ -119,9 +121,12 @@ def select(
     root = label_files.document_root(document_root)
 
     constraints = constraint.constraints()
-    from alcli.learner.semisup import check_head
+    from alcli.learner.graph import check_backend
+    from alcli.learner.graph_cache import graph_dir
+    from alcli.learner.semisup import GRAPH_KINDS, check_head
 
     head = check_head(head)
+    graph_backend = check_backend(graph_backend)
     from alcli.rows import ArrayRows, parse_memory
 
     memory_bytes = parse_memory(memory)
@@ -162,6 +167,10 @@ def select(
         probs=prob_arr is not None,
         embeddings=has_embeddings,
     )
+    if head in GRAPH_KINDS:  # no HNSW library for a big pool: say so before embedding it
+        from alcli.learner.graph import choose_backend
+
+        choose_backend(graph_backend, len(names))
     skipped: dict[str, str] = {}
     if to_embed is not None:
         result = embed_with_notes(
@@ -190,6 +199,8 @@ def select(
         skipped=skipped,
         constraints=constraints,
         head=head,
+        graph_backend=graph_backend,
+        graph_cache=graph_dir(cache.cache_dir),
         progress=out.progress,
     )
     if output_format == "label-studio":
@@ -223,6 +234,12 @@ def _render(out: Output, picks: Selection, output_format: str, terminator: str) 
     )
     if picks.constraints is not None:
         out.note(constraint_note(picks.constraints))
+    if picks.graph is not None:
+        how = "read from the cache" if picks.graph["cached"] else "built"
+        out.note(
+            f"kNN graph ({picks.graph['backend']}, k={picks.graph['k']}): {how} in "
+            f"{picks.graph['seconds']:.1f} s"
+        )
     if out.is_json:
         out.result(picks.summary())
     elif output_format == "uris":

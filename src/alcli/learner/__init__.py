@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from alcli.learner.committee import POSTERIORS, Committee, laplace_committee, train_committee
 from alcli.learner.evaluation import ECE_BINS, Evaluation, evaluate, expected_calibration_error
-from alcli.learner.graph import PoolGraph, build_graph
+from alcli.learner.graph import GRAPH_BACKENDS, PoolGraph, build_graph, check_backend
+from alcli.learner.graph_cache import cached_graph
 from alcli.learner.heads import (
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_ITER",
     "DEFAULT_TOL",
     "ECE_BINS",
+    "GRAPH_BACKENDS",
     "HEAD_KINDS",
     "POSTERIORS",
     "PREDICT_CHUNK_ROWS",
@@ -46,6 +48,8 @@ __all__ = [
     "PoolGraph",
     "Scaler",
     "build_graph",
+    "cached_graph",
+    "check_backend",
     "check_head",
     "evaluate",
     "expected_calibration_error",

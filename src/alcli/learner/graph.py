@@ -17,15 +17,28 @@ the labels, so it is built once per pool and reused by every round and strategy.
 
 Neighbours are found on the standardized embeddings projected on their top ``dim`` principal
 axes (fitted on at most ``PCA_ROWS`` evenly spaced rows) and L2-normalised: cosine similarity
-in that space. The search is exact (blocked matrix products and a partial sort, in numpy) by
-default; ``backend="faiss"`` or ``"usearch"`` use an approximate HNSW index from those
-packages when installed (measured at 1M items in RESULTS.md). Ties in similarity go to the
-lower row, so the exact graph is deterministic. Weights: exp(−(1 − s)/σ), σ the median
-distance 1 − s over all edges, normalised per row.
+in that space. Weights: exp(−(1 − s)/σ), σ the median distance 1 − s over all edges,
+normalised per row.
+
+Backends (``--graph-backend``; ``GRAPH_BACKENDS``): ``exact`` (blocked matrix products and a
+partial sort in numpy; ties to the lower row) costs O(n²·dim); ``faiss`` and ``usearch``
+search an approximate HNSW index (Malkov & Yashunin, TPAMI 2018, arXiv:1603.09320) from those
+packages (the ``graph`` extra), O(n log n). Measured on MNIST features, 2 busy cores
+(benchmarks/RESULTS.md, issue 18, session 10): exact 4.7 s at 20k rows, 16.5 s at 50k and
+~2.7 h at 1M (extrapolated from measured blocks); faiss 1.9 s, 5.2 s and 145 s; usearch
+3.1 s, 9.7 s and 335 s; recall@10 against exact 0.999 for both. ``auto`` (the default) takes
+exact up to ``EXACT_MAX_ROWS`` items and the first installed HNSW library above. Every
+backend is deterministic: the same embeddings give the same graph. The HNSW indexes are built
+on one thread, since insertions racing on several threads change the graph (measured:
+usearch with 2 threads gave different neighbours for 0.8 % of rows of the same input), and
+searched on all of them (a search does not change the index). ``alcli.learner.graph_cache``
+keeps a pool's graph on disk.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +61,24 @@ DEFAULT_SMOOTH = 0.5
 PCA_ROWS = 20_000
 #: Bytes of similarities per block of the exact search (640 query rows at 50k items).
 QUERY_BLOCK_BYTES = 128 << 20
+#: faiss HNSW: links per node (M), candidates kept while building and searching (0.9988
+#: recall@10 at 50k MNIST rows, session 8). usearch: its defaults, connectivity 16.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH = 64
+USEARCH_CONNECTIVITY = 16
 BACKENDS = ("exact", "faiss", "usearch")
+#: What users choose from: ``auto`` picks one of ``BACKENDS`` by the pool's size.
+GRAPH_BACKENDS = ("auto", *BACKENDS)
+DEFAULT_BACKEND = "auto"
+#: ``auto`` searches exactly up to this many rows: there exact costs at most ~5 s on 2 cores
+#: (4.7 s at 20k against faiss's 1.9 s, measured) and loses no neighbour; above it exact
+#: grows as n² (16.5 s against 5.2 s at 50k, hours at 1M), so the approximation pays.
+EXACT_MAX_ROWS = 20_000
+#: The HNSW libraries ``auto`` uses above ``EXACT_MAX_ROWS``, the first installed one.
+INDEX_BACKENDS = ("faiss", "usearch")
+#: Import name of each HNSW backend's package, and its pip name.
+_PACKAGES = {"faiss": ("faiss", "faiss-cpu"), "usearch": ("usearch", "usearch")}
 
 
 @dataclass(frozen=True)
@@ -57,6 +87,8 @@ class PoolGraph:
 
     ``mean``/``axes`` project raw embeddings into the search space (so new rows can be
     placed), ``points`` are the pool's projected, normalised rows, ``sigma`` the kernel width.
+    ``backend``: the one that built it (never ``auto``); ``seconds``: what getting it cost
+    this process; ``cached``: read from disk (``alcli.learner.graph_cache``), not built.
     """
 
     neighbors: NDArray[np.int64]
@@ -67,6 +99,7 @@ class PoolGraph:
     sigma: float
     backend: str
     seconds: float
+    cached: bool = False
 
     @property
     def k(self) -> int:
@@ -76,14 +109,21 @@ class PoolGraph:
         """Rows of ``X`` in the search space: standardized, projected, L2-normalised."""
         return _normalised(self.scaler.transform(X) @ self.axes)
 
-    def smooth_pool(self, X: ArrayLike, beta: float = DEFAULT_SMOOTH) -> NDArray[np.float32]:
-        """The pool's own embeddings ``X`` (the rows the graph was built on), smoothed."""
+    def smooth_pool(
+        self,
+        X: ArrayLike,
+        beta: float = DEFAULT_SMOOTH,
+        *,
+        out: NDArray[np.float32] | None = None,
+    ) -> NDArray[np.float32]:
+        """The pool's own embeddings ``X`` (the rows the graph was built on), smoothed
+        (into ``out`` when given: no second pool-sized array at 1M rows)."""
         arr = np.asarray(X)
         if arr.shape[0] != self.neighbors.shape[0]:
             raise UsageError(
                 f"the graph has {self.neighbors.shape[0]} rows; these embeddings {arr.shape[0]}"
             )
-        return _mix(arr, arr, self.neighbors, self.weights, beta)
+        return _mix(arr, arr, self.neighbors, self.weights, beta, out=out)
 
     def smooth_new(
         self, X_new: ArrayLike, X_pool: ArrayLike, beta: float = DEFAULT_SMOOTH
@@ -100,17 +140,19 @@ def build_graph(
     *,
     k: int = DEFAULT_K,
     dim: int = DEFAULT_DIM,
-    backend: str = "exact",
+    backend: str = DEFAULT_BACKEND,
     scaler: Scaler | None = None,
 ) -> PoolGraph:
-    """The kNN graph of the pool ``X`` (no item is its own neighbour); deterministic when exact."""
+    """The kNN graph of the pool ``X`` (no item is its own neighbour), deterministic.
+
+    ``backend``: one of ``GRAPH_BACKENDS`` (``auto`` resolved by ``choose_backend``).
+    """
     started = time.perf_counter()
     arr = np.asarray(X)
     if arr.ndim != 2 or arr.shape[0] < 2:
         raise UsageError(f"a neighbour graph needs [n >= 2, d] embeddings, got {arr.shape}")
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown graph backend {backend!r}", hint=f"use one of {BACKENDS}")
     n = arr.shape[0]
+    backend = choose_backend(backend, n)
     k = max(1, min(k, n - 1))
     scaler = scaler if scaler is not None else fit_scaler(arr)
     axes = principal_axes(arr, scaler, dim)
@@ -129,6 +171,52 @@ def build_graph(
         sigma=sigma,
         backend=backend,
         seconds=time.perf_counter() - started,
+    )
+
+
+def check_backend(name: str) -> str:
+    """``name`` normalised if it is one of ``GRAPH_BACKENDS``, else ``UsageError`` (exit 2)."""
+    backend = str(name).strip().lower()
+    if backend in GRAPH_BACKENDS:
+        return backend
+    close = difflib.get_close_matches(backend, GRAPH_BACKENDS, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UsageError(
+        f"unknown graph backend {name!r}", hint=f"{hint}use one of {', '.join(GRAPH_BACKENDS)}"
+    )
+
+
+def installed(backend: str) -> bool:
+    """Whether the HNSW ``backend``'s package can be imported (``exact`` always can)."""
+    if backend not in _PACKAGES:
+        return True
+    return importlib.util.find_spec(_PACKAGES[backend][0]) is not None
+
+
+def choose_backend(backend: str, n: int) -> str:
+    """The backend that builds a graph of ``n`` rows: ``auto`` resolved (see the module doc).
+
+    A pool above ``EXACT_MAX_ROWS`` with no HNSW library installed is a ``UsageError`` that
+    says what to install: exact search there would silently cost (n / 50k)² × ~17 s.
+    """
+    backend = check_backend(backend)
+    if backend != "auto":
+        if not installed(backend):
+            raise UsageError(
+                f"the {backend} graph backend needs the {_PACKAGES[backend][1]} package",
+                hint="pip install 'alcli[graph]', or use --graph-backend exact",
+            )
+        return backend
+    if n <= EXACT_MAX_ROWS:
+        return "exact"
+    for name in INDEX_BACKENDS:
+        if installed(name):
+            return name
+    raise UsageError(
+        f"a kNN graph of {n:,} items needs an HNSW index (exact search grows as n²: "
+        f"~{(n / 50_000) ** 2:,.0f}x its ~17 s on 2 cores at 50,000 items), and neither "
+        "faiss-cpu nor usearch is installed",
+        hint="pip install 'alcli[graph]', or pass --graph-backend exact to wait for it",
     )
 
 
@@ -179,31 +267,20 @@ def exact_knn(
 def index_knn(
     points: NDArray[np.float32], k: int, backend: str
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Approximate kNN with an HNSW index from faiss-cpu or usearch (the ``graph`` extra)."""
-    n, d = points.shape
-    index: Any
-    found: Any
-    try:
-        if backend == "faiss":
-            import faiss  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    """Approximate kNN with an HNSW index from faiss-cpu or usearch (the ``graph`` extra).
 
-            index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 64
-            index.add(points)
-            index.hnsw.efSearch = 64
-            sims, neighbors = index.search(points, k + 1)
-        else:
-            from usearch.index import Index  # type: ignore[import-not-found,unused-ignore]
-
-            index = Index(ndim=d, metric="ip", dtype="f32", connectivity=16)
-            index.add(np.arange(n), points)
-            found = index.search(points, k + 1)
-            neighbors, sims = found.keys.astype(np.int64), 1.0 - found.distances
-    except ImportError:
+    Built on one thread (deterministic), searched on all.
+    """
+    n = points.shape[0]
+    if not installed(backend):
         raise UsageError(
-            f"the {backend} graph backend needs the {backend} package",
+            f"the {backend} graph backend needs the {_PACKAGES[backend][1]} package",
             hint="pip install 'alcli[graph]', or use the exact backend",
-        ) from None
+        )
+    if backend == "faiss":
+        neighbors, sims = _faiss_knn(points, k)
+    else:
+        neighbors, sims = _usearch_knn(points, k)
     neighbors = np.asarray(neighbors, dtype=np.int64)
     sims = np.asarray(sims, dtype=np.float32)
     # drop each row itself (or, where the index missed it, the last neighbour)
@@ -211,6 +288,32 @@ def index_knn(
     own[~own.any(axis=1), -1] = True
     keep = ~own
     return neighbors[keep].reshape(n, k), sims[keep].reshape(n, k)
+
+
+def _faiss_knn(points: NDArray[np.float32], k: int) -> tuple[Any, Any]:
+    import faiss  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    index = faiss.IndexHNSWFlat(points.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # insertions on several threads race: not deterministic
+    try:
+        index.add(points)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    sims, neighbors = index.search(points, k + 1)
+    return neighbors, sims
+
+
+def _usearch_knn(points: NDArray[np.float32], k: int) -> tuple[Any, Any]:
+    from usearch.index import Index  # type: ignore[import-not-found,unused-ignore]
+
+    n, d = points.shape
+    index = Index(ndim=d, metric="ip", dtype="f32", connectivity=USEARCH_CONNECTIVITY)
+    index.add(np.arange(n), points, threads=1)  # one thread: deterministic (see module doc)
+    found = index.search(points, k + 1, threads=0)
+    return found.keys.astype(np.int64), 1.0 - found.distances
 
 
 def _edge_weights(sims: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
@@ -226,11 +329,13 @@ def _mix(
     weights: NDArray[np.float32],
     beta: float,
     block: int = 8192,
+    out: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
     """(1 − β)·rows + β·Σ w·pool[neighbours], block by block (bounded memory)."""
     if not 0 <= beta <= 1:
         raise UsageError(f"smoothing weight must be in [0, 1], got {beta}")
-    out = np.empty(rows.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(rows.shape, dtype=np.float32)
     for start in range(0, rows.shape[0], block):
         nb = neighbors[start : start + block]
         w = weights[start : start + block]

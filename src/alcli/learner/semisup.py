@@ -40,6 +40,7 @@ array of rows (chunk by chunk):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from alcli.errors import UsageError
-from alcli.learner.graph import PoolGraph, build_graph
+from alcli.learner.graph import DEFAULT_BACKEND, PoolGraph
+from alcli.learner.graph_cache import cached_graph
 from alcli.learner.heads import DEFAULT_MAX_ITER, Head, Scaler, fit_scaler, train_head
 
 HEAD_KINDS = ("logistic", "graph", "selftrain", "graph_selftrain")
@@ -110,20 +112,33 @@ class HeadSpace:
 
 
 def head_space(
-    kind: str, X: NDArray[Any], *, scaler: Scaler | None = None, graph: PoolGraph | None = None
+    kind: str,
+    X: NDArray[Any],
+    *,
+    scaler: Scaler | None = None,
+    graph: PoolGraph | None = None,
+    backend: str = DEFAULT_BACKEND,
+    cache: str | os.PathLike[str] | None = None,
 ) -> HeadSpace:
-    """The space heads of ``kind`` live in over pool ``X`` (builds the graph when needed)."""
+    """The space heads of ``kind`` live in over pool ``X`` (builds the graph when needed).
+
+    ``backend``: the graph's (``alcli.learner.graph.GRAPH_BACKENDS``); ``cache``: a folder
+    where the graph is kept between calls (``alcli.learner.graph_cache``; None: none). The
+    space is written in place, one [n, 2d] float32 array beside ``X``.
+    """
     kind = check_head(kind)
     if kind not in GRAPH_KINDS:
         return HeadSpace(kind, X, scaler if scaler is not None else fit_scaler(X), X)
-    graph = graph if graph is not None else build_graph(X, scaler=scaler)
+    if graph is None:
+        graph = cached_graph(X, directory=cache, backend=backend, scaler=scaler)
     power = bool(np.min(X) >= 0)
-    own = _own_rows(X, power)
-    pool = np.empty((own.shape[0], 2 * own.shape[1]), dtype=np.float32)
-    d = own.shape[1]
-    pool[:, :d] = own
-    del own
-    pool[:, d:] = graph.smooth_pool(pool[:, :d], 1.0)
+    n, d = X.shape
+    pool = np.empty((n, 2 * d), dtype=np.float32)
+    if power:
+        power_normalise(X, out=pool[:, :d])
+    else:
+        pool[:, :d] = X
+    graph.smooth_pool(pool[:, :d], 1.0, out=pool[:, d:])
     return HeadSpace(kind, pool, fit_scaler(pool), pool[:, :d], graph, power)
 
 
@@ -132,10 +147,13 @@ def _own_rows(X: ArrayLike, power: bool) -> NDArray[np.float32]:
     return power_normalise(X) if power else np.asarray(X, dtype=np.float32)
 
 
-def power_normalise(X: ArrayLike, block: int = 65_536) -> NDArray[np.float32]:
-    """sign(x)·√|x| as float32, block by block (Perronnin et al., ECCV 2010)."""
+def power_normalise(
+    X: ArrayLike, block: int = 65_536, *, out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]:
+    """sign(x)·√|x| as float32, block by block (Perronnin et al., ECCV 2010), into ``out``."""
     arr = np.asarray(X)
-    out = np.empty(arr.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(arr.shape, dtype=np.float32)
     for start in range(0, arr.shape[0], block):
         part = arr[start : start + block].astype(np.float32)
         out[start : start + block] = np.sign(part) * np.sqrt(np.abs(part))
