@@ -98,6 +98,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rounds.append({"threads_ips": t_ips, "ray_local_ips": r_ips, **_start(stages)})
             log(f"round {number}: threads {t_ips:.1f}/s, ray local {r_ips:.1f}/s")
         ray.shutdown()
+        two_node: list[dict[str, float]] = []
+        two_stages: dict[str, Any] = {}
+        if args.skip_two_node:
+            return _report(args, cores, ray_init_s, rounds, stages, two_node, two_stages)
 
         cluster = Cluster(
             initialize_head=True,
@@ -107,7 +111,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster.add_node(num_cpus=max(1, cores - cores // 2))
             cluster.wait_for_nodes()
             ray.init(address=cluster.address, log_to_driver=False)
-            two_node: list[dict[str, float]] = []
             for number in range(args.rounds):
                 t_ips, _ = timed(pool, threads, work / "cache")
                 r_ips, two_stages = timed(pool, on_ray, work / "cache")
@@ -119,33 +122,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ray.shutdown()
             cluster.shutdown()
 
-        def median(rows: list[dict[str, float]], key: str) -> float:
-            return round(statistics.median(row[key] for row in rows), 1)
-
-        return {
-            "n": args.n,
-            "model": "mobilenet_v2",
-            "image_size": args.image_size,
-            "cores": cores,
-            "rounds": args.rounds,
-            "threads_ips": median(rounds, "threads_ips"),
-            "ray_local_ips": median(rounds, "ray_local_ips"),
-            "ray_two_node_ips": median(two_node, "ray_two_node_ips"),
-            "ray_vs_threads": round(
-                statistics.median(r["ray_local_ips"] / r["threads_ips"] for r in rounds), 3
-            ),
-            "ray_vs_threads_cold": round(rounds[0]["ray_local_ips"] / rounds[0]["threads_ips"], 3),
-            "ray_two_node_vs_threads": round(
-                statistics.median(r["ray_two_node_ips"] / r["threads_ips"] for r in two_node), 3
-            ),
-            "ray_init_s": round(ray_init_s, 2),
-            "ray_local_stats": stages.get("ray"),
-            "ray_two_node_stats": two_stages.get("ray"),
-            "per_round": {"local": rounds, "two_node": two_node},
-            "load_average": os.getloadavg(),
-        }
+        return _report(args, cores, ray_init_s, rounds, stages, two_node, two_stages)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _report(
+    args: argparse.Namespace,
+    cores: int,
+    ray_init_s: float,
+    rounds: list[dict[str, Any]],
+    stages: dict[str, Any],
+    two_node: list[dict[str, Any]],
+    two_stages: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON: medians over rounds, round 0's (cold) ratios, every round's start-up."""
+
+    def median(rows: list[dict[str, Any]], key: str) -> float | None:
+        return round(statistics.median(row[key] for row in rows), 1) if rows else None
+
+    def ratio(rows: list[dict[str, Any]], key: str) -> float | None:
+        return (
+            round(statistics.median(r[key] / r["threads_ips"] for r in rows), 3) if rows else None
+        )
+
+    return {
+        "n": args.n,
+        "model": "mobilenet_v2",
+        "image_size": args.image_size,
+        "cores": cores,
+        "rounds": args.rounds,
+        "threads_ips": median(rounds, "threads_ips"),
+        "ray_local_ips": median(rounds, "ray_local_ips"),
+        "ray_two_node_ips": median(two_node, "ray_two_node_ips"),
+        "ray_vs_threads": ratio(rounds, "ray_local_ips"),
+        "ray_vs_threads_cold": ratio(rounds[:1], "ray_local_ips"),
+        "ray_two_node_vs_threads": ratio(two_node, "ray_two_node_ips"),
+        "ray_two_node_vs_threads_cold": ratio(two_node[:1], "ray_two_node_ips"),
+        "ray_init_s": round(ray_init_s, 2),
+        "ray_local_stats": stages.get("ray"),
+        "ray_two_node_stats": two_stages.get("ray"),
+        "per_round": {"local": rounds, "two_node": two_node},
+        "load_average": os.getloadavg(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=128)
+    parser.add_argument(
+        "--skip-two-node", action="store_true", help="local Ray only (no simulated cluster)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     report = run(args)

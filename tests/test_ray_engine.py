@@ -179,9 +179,42 @@ def test_worker_keeps_one_backbone_and_checks_its_fingerprint() -> None:
         "actors",
         "split",
     )
-    assert task_batches(2000, 64, 2) == 4  # four batches a task on a large pool
-    assert task_batches(40, 4, 1) == 4
+    assert task_batches(40000, 64, 2) == 16  # sixteen batches a task on a large pool
+    assert task_batches(2000, 64, 2) == 8
+    assert task_batches(40, 4, 1) == 5
     assert task_batches(100, 64, 2) == 1  # never fewer than two tasks a worker, if it can
+
+
+def test_task_embeds_its_block_a_batch_at_a_time(tmp_path: Path) -> None:
+    """A ``read_and_embed`` task of several batches (read and embedded ``batch_size`` rows at
+    a time) gives the rows, reasons and embeddings of the same block done in one piece."""
+    from alcli.models import load_backbone
+    from alcli.pipeline import ray_workers
+
+    paths = write_pngs(tmp_path / "pool", 9, size=20)
+    uris = [str(p) for p in paths] + [str(tmp_path / "pool" / "missing.png")]
+    block = {
+        "index": np.arange(len(uris), dtype=np.int64),
+        "uri": np.asarray(uris, dtype=object),
+    }
+    model = {
+        "model": "mobilenet_v3_small",
+        "weights": "none",
+        "image_size": 32,
+        "device": "cpu",
+        "fingerprint": load_backbone("mobilenet_v3_small", "none", 32).fingerprint,
+        "torch_threads": 1,
+    }
+    common = {"model": model, "storage_options": {}, "timeout": None, "threads": 2}
+    whole = ray_workers.read_and_embed(block, **common)
+    pieces = ray_workers.read_and_embed(block, **common, batch_size=4)
+    ray_workers._BACKBONE.clear()
+    assert list(pieces["index"]) == list(whole["index"]) == list(range(10))
+    assert list(pieces["reason"]) == list(whole["reason"])
+    assert whole["reason"][9]
+    assert not any(whole["reason"][:9])
+    np.testing.assert_allclose(pieces["embedding"], whole["embedding"], rtol=1e-4, atol=1e-5)
+    assert pieces["embedding"].shape == (10, whole["embedding"].shape[1])
 
 
 def test_cancelled_then_resumed(local_ray: None, tmp_path: Path) -> None:

@@ -141,12 +141,30 @@ def read_and_embed(
     storage_options: dict[str, Any],
     timeout: float | None,
     threads: int,
+    batch_size: int | None = None,
 ) -> dict[str, np.ndarray]:
     """One task for a local pool's block: read it (a page-cache copy) and embed it with the
-    worker's cached backbone. No reading workers of their own compete with the embedding
-    ones for Ray's start-up slots, and a worker Ray reuses has its model already built."""
-    read = read_block(batch, storage_options=storage_options, timeout=timeout, threads=threads)
-    return embed_rows(backbone_for(model), read)
+    worker's cached backbone, ``batch_size`` rows at a time, so a task of many batches holds
+    one batch of image bytes, not the block's. No reading workers of their own compete with
+    the embedding ones for Ray's start-up slots, and a worker Ray reuses has its model built."""
+    backbone = backbone_for(model)
+    rows = len(batch["uri"])
+    step = batch_size or rows or 1
+    parts = [
+        embed_rows(
+            backbone,
+            read_block(
+                {key: column[start : start + step] for key, column in batch.items()},
+                storage_options=storage_options,
+                timeout=timeout,
+                threads=threads,
+            ),
+        )
+        for start in range(0, rows, step)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 class EmbedActor:
