@@ -13,6 +13,9 @@ linearly interpolated between rounds; null when never reached), the per-round co
 BALD with random (``bald_vs_random``), and the old ``labels_to_reach_random_final``.
 
     python benchmarks/label_efficiency.py --json --plot benchmarks/label_efficiency.png
+
+``--random-heads none --reuse earlier.json`` reads random's curve from an earlier run instead of
+running it again; ``--selftrain JSON`` overrides ``graph_selftrain``'s settings (screening).
 """
 
 from __future__ import annotations

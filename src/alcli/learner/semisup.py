@@ -63,7 +63,15 @@ GRAPH_SELFTRAIN_THRESHOLD = 0.9
 GRAPH_SELFTRAIN_MAX_ROWS = 50_000
 #: The kinds that build the kNN graph space.
 GRAPH_KINDS = frozenset({"graph", "graph_selftrain"})
-#: The kinds that self-train, and how (``pseudo_labels``' keyword arguments).
+#: The kinds that self-train, and how: ``pseudo_labels``' keyword arguments, plus two that
+#: ``fit_head`` reads. ``weight="balanced"`` gives the bought labels as much weight in the
+#: refit, together, as all the pseudo-labels (the L_s + λ_u·L_u loss of FixMatch, Sohn et al.
+#: 2020, with λ_u = 1, each a mean over its own rows; default "equal": one row, one weight);
+#: ``agree=True`` keeps only the pseudo-labels that label spreading over the kNN graph
+#: (``label_spreading``) also gives. With ``balance="prior"`` (``pseudo_labels``) they are
+#: off by default: on scikit-learn's digits (20-100 labels) the weights and the prior quotas
+#: gained 0.4-3 points over this head with DBAL and margin, but on MNIST (DBAL, seed 0,
+#: 100-500 labels) each lost 0.1-0.8 point against it (RESULTS.md, issue 18, session 10).
 SELFTRAIN: dict[str, dict[str, Any]] = {
     "selftrain": {"threshold": SELFTRAIN_THRESHOLD, "ratio": SELFTRAIN_RATIO},
     "graph_selftrain": {
