@@ -13,6 +13,9 @@ linearly interpolated between rounds; null when never reached), the per-round co
 BALD with random (``bald_vs_random``), and the old ``labels_to_reach_random_final``.
 
     python benchmarks/label_efficiency.py --json --plot benchmarks/label_efficiency.png
+
+``--random-heads none --reuse earlier.json`` reads random's curve from an earlier run instead of
+running it again; ``--selftrain JSON`` overrides ``graph_selftrain``'s settings (screening).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from alcli.learner import (
     train_committee,
 )
 from alcli.learner.graph import PoolGraph
-from alcli.learner.semisup import GRAPH_KINDS
+from alcli.learner.semisup import GRAPH_KINDS, SELFTRAIN
 from mnist_features import WORK, mnist_features
 
 
@@ -200,7 +203,14 @@ def main() -> int:
     parser.add_argument(
         "--random-heads",
         default="",
-        help="comma list: the heads random runs with (default: every head in --heads)",
+        help="comma list: the heads random runs with (default: every head in --heads); "
+        "'none' skips random (then give --random-2000-accuracy or --reuse)",
+    )
+    parser.add_argument(
+        "--reuse",
+        default="",
+        help="comma list of earlier JSON outputs (same seeds, initial, batch): their curves join "
+        "this result where this run does not make the same strategy/head (e.g. random to 2,000)",
     )
     parser.add_argument("--posterior", default="laplace", choices=("laplace", "bootstrap"))
     parser.add_argument("--graph-backend", default="exact", choices=("exact", "faiss", "usearch"))
@@ -211,8 +221,16 @@ def main() -> int:
         help="random's accuracy at 2,000 labels when random does not run that far",
     )
     parser.add_argument("--plot", default="", help="write the curves to this PNG")
+    parser.add_argument(
+        "--selftrain",
+        default="",
+        help="JSON: overrides of graph_selftrain's settings (semisup.SELFTRAIN), for screening",
+    )
     args = parser.parse_args()
 
+    if args.selftrain:
+        overrides = json.loads(args.selftrain)
+        SELFTRAIN["graph_selftrain"] = {**SELFTRAIN["graph_selftrain"], **overrides}
     pool, test = mnist_features()
     X, Xe = np.asarray(pool.X), np.asarray(test.X)
     names = [s for s in args.strategies.split(",") if s] or [s.name for s in strategies.available()]
@@ -257,12 +275,14 @@ def main() -> int:
                         posterior=args.posterior,
                     )
                 )
+                print(f"{name}/{kind} seed {seed}: {per_seed[-1]}", file=sys.stderr, flush=True)
             acc = np.array(per_seed)
             key = f"{name}/{kind}"
             curves[key] = {
                 "labels": labels,
                 "accuracy_mean": [round(float(a), 4) for a in acc.mean(axis=0)],
                 "accuracy_std": [round(float(a), 4) for a in acc.std(axis=0)],
+                "accuracy_per_seed": [[round(float(a), 4) for a in row] for row in acc],
                 "seconds": round(time.perf_counter() - started, 1),
             }
             print(
@@ -270,21 +290,26 @@ def main() -> int:
                 file=sys.stderr,
                 flush=True,
             )
+    for path in [p for p in args.reuse.split(",") if p]:
+        curves = {**_reused_curves(path, args), **curves}
     # random with the logistic head is the yardstick; a run without that head uses its first
-    reference = curves.get("random/logistic") or curves[f"random/{heads[0]}"]
-    at = reference["labels"].index(args.random_to) if args.random_to in reference["labels"] else -1
-    random_2000 = (
-        args.random_2000_accuracy
-        if args.random_2000_accuracy is not None
-        else reference["accuracy_mean"][at]
-    )
+    reference = curves.get("random/logistic") or curves.get(f"random/{heads[0]}")
+    if reference is None and args.random_2000_accuracy is None:
+        print("no random run: give --random-2000-accuracy or --reuse", file=sys.stderr)
+        return 2
+    if args.random_2000_accuracy is not None or reference is None:
+        random_2000 = args.random_2000_accuracy
+    else:
+        labels = reference["labels"]
+        at = labels.index(args.random_to) if args.random_to in labels else -1
+        random_2000 = reference["accuracy_mean"][at]
     to_2000 = {
         key: labels_to_reach(c["labels"], c["accuracy_mean"], random_2000)
         for key, c in curves.items()
     }
     reached = {k: v for k, v in to_2000.items() if v is not None and not k.startswith("random/")}
     best = min(reached, key=lambda k: reached[k]) if reached else None
-    random_final = reference["accuracy_mean"][args.rounds]
+    random_final = reference["accuracy_mean"][args.rounds] if reference else None
     result = {
         "pool": len(X),
         "eval": len(Xe),
@@ -296,6 +321,7 @@ def main() -> int:
         "heads": heads,
         "posterior": args.posterior,
         "graph_backend": args.graph_backend,
+        "selftrain": SELFTRAIN["graph_selftrain"],
         "random_2000_accuracy": random_2000,
         "labels_to_random_2000": to_2000,
         "best": {"run": best, "labels": reached.get(best) if best else None},
@@ -308,7 +334,9 @@ def main() -> int:
         "labels_to_reach_random_final": {
             key: labels_to_reach(c["labels"], c["accuracy_mean"], random_final)
             for key, c in curves.items()
+            if random_final is not None
         },
+        "reused": [p for p in args.reuse.split(",") if p],
         "seconds": seconds,
         "curves": curves,
     }
@@ -316,6 +344,16 @@ def main() -> int:
         plot(result, args.plot)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _reused_curves(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The curves of an earlier run of this script, when its setup matches this one's."""
+    with open(path) as f:
+        earlier = json.load(f)
+    for field in ("seeds", "initial", "batch"):
+        if earlier.get(field) != getattr(args, field):
+            raise SystemExit(f"{path}: {field} {earlier.get(field)} != {getattr(args, field)}")
+    return dict(earlier["curves"])
 
 
 def _per_round_gap(curves: dict[str, Any], a: str, b: str, rounds: int) -> list[float]:

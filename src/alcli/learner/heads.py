@@ -215,16 +215,27 @@ class _Objective:
     """Mean cross-entropy + (l2 / 2n)·‖W‖² and its gradient; float32 maths, float64 interface.
 
     Dividing the sklearn-style ``sum(CE) + l2/2·‖W‖²`` by n keeps the objective O(1), so one
-    tolerance works for 50 labels and for 50,000. The bias is not penalised.
+    tolerance works for 50 labels and for 50,000. The bias is not penalised. With row
+    weights the sums are weighted and n is the weights' sum (all ones: the plain objective).
     """
 
-    def __init__(self, Xs: NDArray[np.float32], codes: NDArray[np.intp], n_classes: int, l2: float):
+    def __init__(
+        self,
+        Xs: NDArray[np.float32],
+        codes: NDArray[np.intp],
+        n_classes: int,
+        l2: float,
+        weight: NDArray[np.float32] | None = None,
+    ):
         self.X = Xs
         self.codes = codes
         self.rows = np.arange(len(codes))
-        self.n, self.d = Xs.shape
+        self.d = Xs.shape[1]
         self.C = n_classes
         self.l2 = l2
+        # with row weights, n is their sum: the weighted mean takes the place of the mean
+        self.weight = weight
+        self.n = Xs.shape[0] if weight is None else float(weight.sum(dtype=np.float64))
 
     def __call__(self, w: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
         d, C, n = self.d, self.C, self.n
@@ -235,10 +246,16 @@ class _Objective:
         Z -= Z.max(axis=1, keepdims=True)
         E = np.exp(Z)
         S = E.sum(axis=1, dtype=np.float64)
-        nll = float(np.log(S).sum() - Z[self.rows, self.codes].sum(dtype=np.float64))
+        if self.weight is None:
+            nll = float(np.log(S).sum() - Z[self.rows, self.codes].sum(dtype=np.float64))
+        else:
+            row_nll = np.log(S) - Z[self.rows, self.codes]
+            nll = float(np.dot(row_nll, self.weight.astype(np.float64)))
         P = E
         P /= S.astype(np.float32)[:, None]
         P[self.rows, self.codes] -= 1.0
+        if self.weight is not None:
+            P *= self.weight[:, None]
         grad_W = self.X.T @ P
         grad_W += self.l2 * W
         grad = np.empty(d * C + C, dtype=np.float64)
@@ -276,6 +293,7 @@ def train_head(
     tol: float = DEFAULT_TOL,
     scaler: Scaler | None = None,
     init: Head | None = None,
+    sample_weight: ArrayLike | None = None,
 ) -> Head:
     """Fit a multinomial logistic regression with L2 penalty ``l2`` on (standardized) ``X``.
 
@@ -285,7 +303,8 @@ def train_head(
     class seen must not crash the run. The fit starts from zeros, or from ``init`` (a head of
     the same dimension, trained with the same scaler; classes it lacks start at zero, classes
     ``y`` lacks are dropped), and draws no random numbers, so it is deterministic; ``seed`` is
-    accepted for symmetry with ``train_committee``.
+    accepted for symmetry with ``train_committee``. ``sample_weight`` (one positive number a
+    row) weighs each row's loss, e.g. a bought label above a pseudo-label (``semisup``).
     """
     del seed  # deterministic: L-BFGS from a fixed start on a strictly convex objective
     started = time.perf_counter()
@@ -301,7 +320,12 @@ def train_head(
         )
     scaler = scaler if scaler is not None else fit_scaler(arr)
     Xs = np.ascontiguousarray(scaler.transform(arr))
-    objective = _Objective(Xs, codes, n_classes, l2)
+    weight = None
+    if sample_weight is not None:
+        weight = np.asarray(sample_weight, dtype=np.float32).ravel()
+        if len(weight) != len(codes) or not np.all(weight > 0):
+            raise UsageError(f"sample_weight needs {len(codes)} positive numbers, one a row")
+    objective = _Objective(Xs, codes, n_classes, l2, weight)
     serial = ("scipy", "numpy") if Xs.size < SERIAL_BELOW else ("scipy",)
     with serial_blas(serial):
         result = minimize(
