@@ -19,7 +19,7 @@ from alcli.agent.outputs import ProgressFn, Report
 from alcli.agent.race import Race
 from alcli.agent.state import STATE_FILE, RunState, load_state, pool_digest, save_state
 from alcli.errors import UsageError
-from alcli.learner import HeadSpace, fit_scaler, head_space
+from alcli.learner import HeadSpace, PoolGraph, fit_scaler, head_space
 from alcli.oracle import Oracle
 
 
@@ -34,6 +34,7 @@ def run_auto(
     resume: bool = False,
     progress: ProgressFn | None = None,
     on_phase: PhaseHook | None = None,
+    graph: PoolGraph | None = None,
 ) -> Report:
     """Run PSHEA over a pool's cached embeddings and return its report (see ``alcli.agent``).
 
@@ -43,12 +44,17 @@ def run_auto(
     already holds a run is an error, so a typo cannot silently restart a paid-for run.
     ``on_phase(name)`` is called as each phase ends, its state saved (tests kill the process
     there). Raises ``OracleError`` (state saved) and lets ``PendingLabels`` through (state saved).
+    ``graph``: the pool's kNN graph for a graph head, when the caller already has it (built
+    once per pool, e.g. loaded from disk); without it a graph head builds one per run (minutes
+    at 50k items), counted in ``timings["graph"]``. It must be the graph of ``embeddings``.
     """
     X = _pool_rows(embeddings)
     if not isinstance(X, np.ndarray) and (config.head != "logistic" or config.constraints().active):
         # the semi-supervised heads and --balance/--min-distance read the whole pool
         X = X.materialize(f"--head {config.head}" if config.head != "logistic" else "constraints")
     config = _checked(uris, X, config, eval_set)
+    if graph is not None and graph.neighbors.shape[0] != len(uris):
+        raise UsageError(f"the graph has {graph.neighbors.shape[0]} rows; the pool {len(uris)}")
     out = Path(out_dir)
     phase = on_phase or _no_phase_hook
     row_of = row_index(uris)
@@ -68,8 +74,9 @@ def run_auto(
     save = functools.partial(save_state, out, state)
     ledger = Ledger(uris, row_of, oracle, state, save=save, phase=phase)
     holdout = hold_out(X, ledger, state, eval_set, save=save)
-    with state.timed("graph"):  # the graph head's kNN graph: once per run (resumes redo it)
-        space = head_space(config.head, X, scaler=scaler)
+    # the graph head's kNN graph (unless given): once per run (resumes redo it)
+    with state.timed("graph"):
+        space = head_space(config.head, X, scaler=scaler, graph=graph)
         holdout = _in_space(holdout, space, state.eval_rows if eval_set is None else None)
     race = Race(
         X,
