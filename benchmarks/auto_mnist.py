@@ -32,6 +32,12 @@ forecaster (``alcli.agent.forecast``) on a strategy's history, evaluated at the 
 strategy actually had one round later (``forecast_mae_recorded`` uses the forecast as the agent
 logged it, where its horizon matched that size).
 
+``--head`` picks the head every run trains (``alcli.learner.semisup``). A graph head's kNN
+graph is loaded once from ``benchmarks/.work`` (``--graph-backend``, faiss by default: the
+file ``label_efficiency.py`` keeps) and given to every run, so ``agent_overhead_s`` leaves its
+build out (the JSON's ``graph.build_s`` says what it cost once). ``--single-candidates`` runs
+fewer strategies alone than race (say which when the singles are cut for time).
+
 Every run's summary is cached under ``--work`` by its settings (auto runs also by the agent's
 source), so a rerun only redoes what changed; ``--fresh`` recomputes everything.
 
@@ -305,7 +311,8 @@ def part_singles(args: argparse.Namespace, pool: Pool) -> dict[str, Any]:
     at that cap (a k-center call costs seconds on the whole pool, and coreset would otherwise
     run every round to the budget). Such a run reports null, like one that hit the budget.
     """
-    names = ["random", *[n for n in dict.fromkeys(args.candidates) if n != "random"]]
+    alone = args.single_candidates or args.candidates
+    names = ["random", *[n for n in dict.fromkeys(alone) if n != "random"]]
     results: dict[str, Any] = {}
     random_labels: dict[int, int | None] = {}
     for name in names:
@@ -417,6 +424,11 @@ def main() -> int:
     parser.add_argument("--initial", type=int, default=100)
     parser.add_argument("--round-size", type=int, default=100)
     parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES))
+    parser.add_argument(
+        "--single-candidates",
+        default="",
+        help="comma list: the strategies run alone (default: --candidates); the JSON says which",
+    )
     parser.add_argument("--subset", type=int, default=None, help="first N pool items only")
     parser.add_argument("--head", default="logistic", help="a head kind (semisup.HEAD_KINDS)")
     parser.add_argument(
@@ -438,6 +450,7 @@ def main() -> int:
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.candidates = [s for s in args.candidates.split(",") if s]
+    args.single_candidates = [s for s in args.single_candidates.split(",") if s]
     parts = [p for p in args.parts.split(",") if p]
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
@@ -461,6 +474,7 @@ def main() -> int:
         "round_size": args.round_size,
         "seeds": args.seeds,
         "candidates": args.candidates,
+        "single_candidates": args.single_candidates or args.candidates,
         "head": args.head,
     }
     if pool.graph is not None:

@@ -70,3 +70,28 @@ def test_a_graph_of_another_pool_is_a_usage_error(tmp_path) -> None:
             eval_set=eval_set,
             graph=build_graph(X[:100]),
         )
+
+
+def test_an_evidence_probe_of_a_self_training_head_is_its_labeled_step(tmp_path) -> None:
+    """``labeled_only``: the labeled rows in the head's space, no pseudo-labels; named apart
+    from the self-trained head on the same rows, and ignored by a head that does not self-train."""
+    from contextlib import nullcontext
+
+    from alcli.agent.heads import HeadStore, head_key
+    from alcli.learner import fit_head, head_space, train_head
+
+    _, X, truth, _ = _pool()
+    labels = list(truth.values())[:40]
+    rows = list(range(40))
+    space = head_space("graph_selftrain", X)
+    store = HeadStore(tmp_path, space, l2=1.0, timed=lambda part: nullcontext())
+    probe = store.train(rows, labels, labeled_only=True)
+    step = train_head(space.pool[rows], labels, scaler=space.scaler)
+    np.testing.assert_array_equal(probe.weights, step.weights)
+    full = store.train(rows, labels)
+    np.testing.assert_array_equal(full.weights, fit_head(space, rows, labels).weights)
+    assert not np.array_equal(full.weights, probe.weights)  # the refit read the pool
+    assert head_key(rows, labeled_only=True) != head_key(rows)
+    untimed = store.timed
+    plain = HeadStore(tmp_path / "plain", head_space("logistic", X), l2=1.0, timed=untimed)
+    assert plain.train(rows, labels, labeled_only=True) is plain.train(rows, labels)
