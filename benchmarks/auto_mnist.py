@@ -32,6 +32,12 @@ forecaster (``alcli.agent.forecast``) on a strategy's history, evaluated at the 
 strategy actually had one round later (``forecast_mae_recorded`` uses the forecast as the agent
 logged it, where its horizon matched that size).
 
+``--head`` picks the head every run trains (``alcli.learner.semisup``). A graph head's kNN
+graph is loaded once from ``benchmarks/.work`` (``--graph-backend``, faiss by default: the
+file ``label_efficiency.py`` keeps) and given to every run, so ``agent_overhead_s`` leaves its
+build out (the JSON's ``graph.build_s`` says what it cost once). ``--single-candidates`` runs
+fewer strategies alone than race (say which when the singles are cut for time).
+
 Every run's summary is cached under ``--work`` by its settings (auto runs also by the agent's
 source), so a rerun only redoes what changed; ``--fresh`` recomputes everything.
 
@@ -61,6 +67,8 @@ import numpy as np
 from alcli.agent import AutoConfig, EvalSet, Report, forecast, run_auto
 from alcli.agent.config import SPLIT_MODES
 from alcli.autorun import DEFAULT_CANDIDATES
+from alcli.learner import PoolGraph
+from alcli.learner.semisup import GRAPH_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work" / "auto_mnist"
@@ -82,6 +90,8 @@ class Pool:
     truth: dict[str, str]
     eval_set: EvalSet
     source: str
+    #: The pool's kNN graph for a graph head, built once (``load_graph``), not once per run.
+    graph: PoolGraph | None = None
 
 
 class MemoryOracle:
@@ -105,6 +115,20 @@ def real_pool(subset: int | None) -> Pool:
     truth = {u: str(int(v)) for u, v in zip(uris, pool.y[:n], strict=True)}
     eval_set = EvalSet(list(test.uris), np.asarray(test.X), [str(int(v)) for v in test.y])
     return Pool(uris, np.ascontiguousarray(pool.X[:n]), truth, eval_set, "mnist")
+
+
+def load_graph(pool: Pool, backend: str) -> PoolGraph:
+    """The pool's kNN graph, shared with ``label_efficiency.py``: one file in ``.work`` per
+    pool shape and backend (an exact build at 50k took 676 s at load ~20, session 8; the
+    faiss one ~30 s), so every run with a graph head starts from the same graph."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    if pool.source != "mnist":
+        from alcli.learner import build_graph
+
+        return build_graph(pool.X, backend=backend)
+    from label_efficiency import cached_graph
+
+    return cached_graph(pool.X, backend)
 
 
 def synthetic_pool(n: int, d: int = 128, n_classes: int = 10, seed: int = 0) -> Pool:
@@ -140,6 +164,7 @@ def run(pool: Pool, config: AutoConfig, out_dir: Path) -> tuple[Report, float]:
         config,
         out_dir=out_dir,
         eval_set=pool.eval_set,
+        graph=pool.graph,
     )
     return report, time.perf_counter() - started
 
@@ -165,6 +190,8 @@ def cached_run(
     or stopped at exactly this budget.
     """
     settings = {k: v for k, v in config.as_dict().items() if k != "budget"}
+    if pool.graph is not None:  # which graph the head read
+        settings["graph"] = pool.graph.backend
     key = f"{pool.source}|{code}|{json.dumps(settings, sort_keys=True)}"
     cache = args.work / "summaries" / f"{name}.json"
     if not args.fresh and cache.exists():
@@ -284,7 +311,8 @@ def part_singles(args: argparse.Namespace, pool: Pool) -> dict[str, Any]:
     at that cap (a k-center call costs seconds on the whole pool, and coreset would otherwise
     run every round to the budget). Such a run reports null, like one that hit the budget.
     """
-    names = ["random", *[n for n in dict.fromkeys(args.candidates) if n != "random"]]
+    alone = args.single_candidates or args.candidates
+    names = ["random", *[n for n in dict.fromkeys(alone) if n != "random"]]
     results: dict[str, Any] = {}
     random_labels: dict[int, int | None] = {}
     for name in names:
@@ -396,8 +424,19 @@ def main() -> int:
     parser.add_argument("--initial", type=int, default=100)
     parser.add_argument("--round-size", type=int, default=100)
     parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES))
+    parser.add_argument(
+        "--single-candidates",
+        default="",
+        help="comma list: the strategies run alone (default: --candidates); the JSON says which",
+    )
     parser.add_argument("--subset", type=int, default=None, help="first N pool items only")
     parser.add_argument("--head", default="logistic", help="a head kind (semisup.HEAD_KINDS)")
+    parser.add_argument(
+        "--graph-backend",
+        default="faiss",
+        choices=("exact", "faiss", "usearch"),
+        help="the kNN graph of a graph head (built once, kept in benchmarks/.work)",
+    )
     parser.add_argument("--synthetic", type=int, default=None, help="N blob items instead")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--plot", default=str(PLOT), help="copy seed 0's curves.png here")
@@ -411,6 +450,7 @@ def main() -> int:
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.candidates = [s for s in args.candidates.split(",") if s]
+    args.single_candidates = [s for s in args.single_candidates.split(",") if s]
     parts = [p for p in args.parts.split(",") if p]
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
@@ -418,6 +458,8 @@ def main() -> int:
     load_start = os.getloadavg()
     started = time.perf_counter()
     pool = synthetic_pool(args.synthetic) if args.synthetic else real_pool(args.subset)
+    if args.head in GRAPH_KINDS:
+        pool.graph = load_graph(pool, args.graph_backend)
     # ``seconds``: wall seconds of each part in this invocation, and ``<part>_runs``: the
     # seconds its runs took when computed (the same, unless they came from the cache).
     seconds: dict[str, float] = {"load": round(time.perf_counter() - started, 1)}
@@ -432,8 +474,12 @@ def main() -> int:
         "round_size": args.round_size,
         "seeds": args.seeds,
         "candidates": args.candidates,
+        "single_candidates": args.single_candidates or args.candidates,
         "head": args.head,
     }
+    if pool.graph is not None:
+        # built once per pool, outside every run: agent_overhead_s leaves it out
+        result["graph"] = {"backend": pool.graph.backend, "build_s": round(pool.graph.seconds, 1)}
     for part in parts:
         started = time.perf_counter()
         if part == "singles":

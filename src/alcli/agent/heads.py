@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from alcli.learner import DEFAULT_MAX_ITER, Head, HeadSpace, fit_head, load_head
+from alcli.learner import DEFAULT_MAX_ITER, Head, HeadSpace, fit_head, load_head, train_head
+from alcli.learner.semisup import SELFTRAIN
 
 #: Folder of ``out_dir`` holding every head the saved state may start a later head from.
 HEADS_DIR = "heads"
@@ -39,10 +40,17 @@ def rows_key(rows: Sequence[int] | NDArray[np.int64]) -> str:
     return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
 
 
-def head_key(rows: Sequence[int] | NDArray[np.int64], max_iter: int | None = None) -> str:
-    """A saved head's name: ``rows_key``, plus the iteration cap when one was set."""
+def head_key(
+    rows: Sequence[int] | NDArray[np.int64],
+    max_iter: int | None = None,
+    *,
+    labeled_only: bool = False,
+) -> str:
+    """A saved head's name: ``rows_key``, plus the iteration cap when one was set, plus ``-l``
+    for a head fitted on the labeled rows alone in a self-training space."""
     key = rows_key(rows)
-    return key if max_iter is None else f"{key}-i{max_iter}"
+    key = key if max_iter is None else f"{key}-i{max_iter}"
+    return f"{key}-l" if labeled_only else key
 
 
 def save_head(head: Head, path: Path) -> None:
@@ -73,12 +81,15 @@ class HeadStore:
         init: Head | None = None,
         *,
         max_iter: int | None = None,
+        labeled_only: bool = False,
+        part: str = "heads",
     ) -> Head:
         """The head on ``rows`` (in that order) with ``labels``, started from ``init``.
 
         ``max_iter``: an iteration cap below the default (``pooled`` evidence heads); such a
         head is named apart (``head_key``), so it never stands in for a full fit on the same
-        rows.
+        rows. ``labeled_only``: in a self-training space, the head's first step alone (the
+        labeled rows, no pseudo-labels; named apart too). ``part``: the timing it counts in.
 
         Looked up first in memory, then on disk (a resumed run): whatever started it, a head
         trained on these rows is a valid one, and returning the saved one is what keeps a
@@ -87,18 +98,25 @@ class HeadStore:
         before it is used.
         """
         rows_arr = np.asarray(rows, dtype=np.int64)
-        key = head_key(rows_arr, max_iter)
+        labeled_only = labeled_only and self.space.kind in SELFTRAIN
+        key = head_key(rows_arr, max_iter, labeled_only=labeled_only)
         head = self.get(key)
         if head is None:
-            with self.timed("heads"):
-                head = fit_head(
-                    self.space,
-                    rows_arr,
-                    labels,
-                    l2=self.l2,
-                    init=init,
-                    max_iter=DEFAULT_MAX_ITER if max_iter is None else max_iter,
-                )
+            iterations = DEFAULT_MAX_ITER if max_iter is None else max_iter
+            with self.timed(part):
+                if labeled_only:  # fit_head's first step: the same space, the labeled rows
+                    head = train_head(
+                        self.space.pool[rows_arr],
+                        labels,
+                        l2=self.l2,
+                        scaler=self.space.scaler,
+                        init=init,
+                        max_iter=iterations,
+                    )
+                else:
+                    head = fit_head(
+                        self.space, rows_arr, labels, l2=self.l2, init=init, max_iter=iterations
+                    )
             self._save(key, head)
         self.memo[key] = head
         while len(self.memo) > HEAD_MEMO_SIZE:

@@ -49,6 +49,7 @@ from alcli.agent.rules import (
 )
 from alcli.agent.state import Pending, RunState, SharedPoint
 from alcli.learner import Head, HeadSpace, evaluate
+from alcli.learner.semisup import SELFTRAIN
 
 #: L-BFGS iterations of a ``pooled`` evidence head. It only measures what a strategy's picks
 #: add to the base every survivor shares (nobody picks with it), and every survivor's starts
@@ -56,6 +57,15 @@ from alcli.learner import Head, HeadSpace, evaluate
 #: 7 survivors, rounds of 700) fits to convergence (~70 iterations) were half the agent's
 #: time: heads 47.6 s, 22.8 s capped at 25, 14.1 s at 10 (agent overhead 89 / 64 / 53 s). The
 #: heads that pick and the final head are fitted to convergence.
+#:
+#: Under a self-training head (``selftrain``, ``graph_selftrain``) an evidence head is the
+#: head's first step alone: the labeled rows in the head's space, no pseudo-labels, started
+#: from that step on the round's base (fitted once a round, from the shared head). The
+#: survivors' picks reach the self-trained model only through that step (the pseudo-labels are
+#: its confident predictions), while the refit fits ~30-44k pseudo-labelled rows that every
+#: survivor shares, 100 picks being 0.2 % of them: ten iterations of it measured the cap more
+#: than the picks, at ~20x the cost. MNIST, 8 rounds of 700 (RESULTS.md, issue 18, session
+#: 10): evidence heads with the refit ~174 of the agent's 325 s, as the labeled step 11.4 s.
 EVIDENCE_MAX_ITER = 10
 
 
@@ -211,11 +221,21 @@ class Race:
         next_quota = next_base_quota(config.round_size, len(state.alive), config.spend)
         bought = len(state.labels)
         pooled = config.spend == "pooled"
+        probe = False
         if pooled:  # every strategy's evidence starts from the labels bought before this round
             new = {r for name in state.alive for r in picks[name]}
             base = [r for r in self.ledger.bought_rows() if r not in new]
             base_set = set(base)
             shared_before = self.store.get(state.shared_head) if state.shared_head else None
+            probe = self.store.space.kind in SELFTRAIN
+            if probe:  # the labeled step of the base, every survivor's common start
+                shared_before = self.store.train(
+                    base,
+                    self.ledger.labels_of(base),
+                    shared_before,
+                    labeled_only=True,
+                    part="evidence",
+                )
         new_rows: list[RoundRow] = []
         forecasts: dict[str, Forecast] = {}
         for i, name in enumerate(state.alive):
@@ -226,9 +246,17 @@ class Race:
                 have = set(start)
             rows = start + [r for r in picks[name] if r not in have]
             state.sets[name] = rows
-            self.heads[name] = self.train(
-                rows, init=previous, max_iter=EVIDENCE_MAX_ITER if pooled else None
-            )
+            if pooled:
+                self.heads[name] = self.store.train(
+                    rows,
+                    self.ledger.labels_of(rows),
+                    previous,
+                    max_iter=EVIDENCE_MAX_ITER,
+                    labeled_only=probe,
+                    part="evidence",
+                )
+            else:
+                self.heads[name] = self.train(rows, init=previous)
             acc = self.accuracy(self.heads[name])
             if i == 0:
                 self.phase(f"round{rnd}:after_train")

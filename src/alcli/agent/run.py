@@ -19,7 +19,7 @@ from alcli.agent.outputs import ProgressFn, Report
 from alcli.agent.race import Race
 from alcli.agent.state import STATE_FILE, RunState, load_state, pool_digest, save_state
 from alcli.errors import UsageError
-from alcli.learner import HeadSpace, fit_scaler, head_space
+from alcli.learner import HeadSpace, PoolGraph, fit_scaler, head_space
 from alcli.oracle import Oracle
 
 
@@ -35,6 +35,7 @@ def run_auto(
     progress: ProgressFn | None = None,
     on_phase: PhaseHook | None = None,
     graph_cache: str | os.PathLike[str] | None = None,
+    graph: PoolGraph | None = None,
 ) -> Report:
     """Run PSHEA over a pool's cached embeddings and return its report (see ``alcli.agent``).
 
@@ -45,12 +46,17 @@ def run_auto(
     ``on_phase(name)`` is called as each phase ends, its state saved (tests kill the process
     there). Raises ``OracleError`` (state saved) and lets ``PendingLabels`` through (state saved).
     ``graph_cache``: a folder the graph heads keep the pool's kNN graph in (None: built here).
+    ``graph``: the pool's kNN graph for a graph head, when the caller already has it (built
+    once per pool, e.g. loaded from disk); without it a graph head builds one per run (minutes
+    at 50k items), counted in ``timings["graph"]``. It must be the graph of ``embeddings``.
     """
     X = _pool_rows(embeddings)
     if not isinstance(X, np.ndarray) and (config.head != "logistic" or config.constraints().active):
         # the semi-supervised heads and --balance/--min-distance read the whole pool
         X = X.materialize(f"--head {config.head}" if config.head != "logistic" else "constraints")
     config = _checked(uris, X, config, eval_set)
+    if graph is not None and graph.neighbors.shape[0] != len(uris):
+        raise UsageError(f"the graph has {graph.neighbors.shape[0]} rows; the pool {len(uris)}")
     out = Path(out_dir)
     phase = on_phase or _no_phase_hook
     row_of = row_index(uris)
@@ -70,9 +76,15 @@ def run_auto(
     save = functools.partial(save_state, out, state)
     ledger = Ledger(uris, row_of, oracle, state, save=save, phase=phase)
     holdout = hold_out(X, ledger, state, eval_set, save=save)
-    with state.timed("graph"):  # the graph head's kNN graph: once per run (resumes redo it)
+    # the graph head's kNN graph (unless given): once per run (resumes redo it)
+    with state.timed("graph"):
         space = head_space(
-            config.head, X, scaler=scaler, backend=config.graph_backend, cache=graph_cache
+            config.head,
+            X,
+            scaler=scaler,
+            backend=config.graph_backend,
+            cache=graph_cache,
+            graph=graph,
         )
         holdout = _in_space(holdout, space, state.eval_rows if eval_set is None else None)
     race = Race(
