@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alcli.agent.config import AutoConfig
 from alcli.agent.outputs import RoundRow
@@ -190,12 +191,74 @@ def eliminate_paired(
     return worst if scores[worst] < -PAIRED_Z else None
 
 
+#: Leave-out elimination (``pooled``): a survivor goes once the head on every label bought is
+#: better without the rows only it picked by more than ``HARM_Z`` paired standard errors
+#: (the same one-sided ~0.6 % per check as ``PAIRED_Z``).
+HARM_Z = PAIRED_Z
+
+
+def leave_out_contribution(
+    correct_with: NDArray[np.bool_], correct_without: NDArray[np.bool_]
+) -> tuple[float, float]:
+    """What some training rows add to a head, on the eval rows: accuracy with them − without,
+    and its standard error from the eval rows the two heads disagree on (the paired, McNemar
+    view: both heads are scored on the same rows, so only the disagreements carry noise)."""
+    diff = correct_with.astype(np.float64) - correct_without.astype(np.float64)
+    n = diff.shape[0]
+    delta = float(diff.mean())
+    variance = float(np.mean(diff != 0)) - delta * delta
+    return delta, float(np.sqrt(max(variance, 0.0) / n))
+
+
+def eliminate_harmful(
+    contributions: Mapping[str, tuple[float, float]], *, rnd: int, min_rounds: int
+) -> str | None:
+    """The survivor whose picks (the rows no other survivor also picked, over every round)
+    cost the shared head most, if the head is better without them by more than ``HARM_Z``
+    standard errors (``leave_out_contribution``: delta + HARM_Z · se < 0), after at least
+    ``min_rounds`` rounds (and ``PAIRED_MIN_ROUNDS``); otherwise None.
+
+    For ``pooled`` spend, beside ``eliminate_paired``: a survivor's evidence head adds one
+    round's picks (~12 on MNIST) to the common base, which cannot show what its picks do
+    together to the model the run returns. On MNIST BALD's atypical picks (RESULTS.md, issue
+    18 session 9) stood mid-field round by round while the shared head fell ~1 point behind
+    the run without it, and the run needed 19-35 % more labels (session 10)."""
+    if rnd < max(min_rounds, PAIRED_MIN_ROUNDS) or len(contributions) < 2:
+        return None
+    harm = {
+        name: delta / se if se > 0 else (-np.inf if delta < 0 else 0.0)
+        for name, (delta, se) in contributions.items()
+    }
+    worst = min(harm, key=lambda s: (harm[s], s))
+    delta, se = contributions[worst]
+    return worst if delta + HARM_Z * se < 0 else None
+
+
 def choose_winner(accuracies: Mapping[str, float], forecasts: Mapping[str, float]) -> str:
     """Best current accuracy, then best forecast (none yet: the accuracy), then the name that
-    sorts first."""
+    sorts first. For ``paper`` and ``shared`` spend, where each survivor's accuracy is its
+    own set's head: the winner's set is what the run would go on with."""
 
     def rank(s: str) -> tuple[float, float, str]:
         return (-accuracies[s], -forecasts.get(s, accuracies[s]), s)
+
+    return min(accuracies, key=rank)
+
+
+def choose_pooled_winner(rows: Sequence[RoundRow], accuracies: Mapping[str, float]) -> str:
+    """``pooled`` spend: the survivor with the best paired score over every round it raced
+    (``paired_scores``), then the best current accuracy, then the name that sorts first.
+
+    In ``pooled`` a round's evidence head adds only that round's ~R/|alive| picks to a common
+    base, so the last round's leader is one draw of a noisy paired comparison: on MNIST
+    (session 10) BALD led the last round and was reported the winner with a paired score of
+    −0.57 while margin stood at +2.39. Survivors raced the same rounds, so the summed standing
+    ranks them on all the evidence. Before round 1 (no standing yet) it is ``choose_winner``'s
+    rule on the accuracies."""
+    scores = {name: score for name, (score, _) in paired_scores(rows).items()}
+
+    def rank(s: str) -> tuple[float, float, str]:
+        return (-scores.get(s, 0.0), -accuracies[s], s)
 
     return min(accuracies, key=rank)
 
