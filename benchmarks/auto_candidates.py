@@ -37,7 +37,14 @@ def rounds_of(state: dict[str, Any], row_of: dict[str, int]) -> list[tuple[int, 
     return [(p["round"], bought[: p["labels"]]) for p in state["shared"] if p["round"] >= 1]
 
 
-def analyse(run_dir: Path, space: Any, eval_X: np.ndarray, eval_y: np.ndarray, pool: Any) -> Any:
+def analyse(
+    run_dir: Path,
+    space: Any,
+    eval_X: np.ndarray,
+    eval_y: np.ndarray,
+    pool: Any,
+    args_random: bool = False,
+) -> Any:
     state = json.loads((run_dir / "state.json").read_text())
     row_of = {u: i for i, u in enumerate(pool.uris)}
     labels = {row_of[u]: v for u, v in state["labels"].items()}
@@ -65,13 +72,38 @@ def analyse(run_dir: Path, space: Any, eval_X: np.ndarray, eval_y: np.ndarray, p
             others = set().union(*(picked[o] for o in alive if o != name))
             mine = (picked[name] & have) - others
             without = [r for r in rows if r not in mine]
-            cold = fit(without)
-            warm = fit(without, init=full, max_iter=EVIDENCE_MAX_ITER)
-            res = {"exclusive": len(mine)}
-            for kind, head in (("cold", cold), ("warm", warm)):
+            cold = None if args_random else fit(without)
+            warm = None if args_random else fit(without, init=full, max_iter=EVIDENCE_MAX_ITER)
+            res: dict[str, Any] = {"exclusive": len(mine)}
+            for kind, head in (("cold", cold), ("warm", warm)) if not args_random else ():
                 pred = head.classes[np.argmax(head.predict_proba(eval_X), axis=1)]
                 delta, se = leave_out_contribution(full_pred == eval_y, pred == eval_y)
                 res[kind] = [round(delta * 100, 3), round(se * 100, 3)]
+            if args_random:
+                # against as many random labels: k of its picks vs k of the initial random
+                # rows left out, the two heads paired on the eval rows
+                k = min(len(mine), len(state["initial_rows"]) // 2)
+                rng = np.random.default_rng(rnd)
+                drop_s = set(rng.permutation(sorted(mine))[:k].tolist())
+                drop_r = set(rng.permutation(state["initial_rows"])[:k].tolist())
+                wo_s = fit(
+                    [r for r in rows if r not in drop_s], init=full, max_iter=EVIDENCE_MAX_ITER
+                )
+                wo_r = fit(
+                    [r for r in rows if r not in drop_r], init=full, max_iter=EVIDENCE_MAX_ITER
+                )
+                ps = wo_s.classes[np.argmax(wo_s.predict_proba(eval_X), axis=1)]
+                pr = wo_r.classes[np.argmax(wo_r.predict_proba(eval_X), axis=1)]
+                d, e = leave_out_contribution(pr == eval_y, ps == eval_y)
+                ds, _ = leave_out_contribution(full_pred == eval_y, ps == eval_y)
+                dr, _ = leave_out_contribution(full_pred == eval_y, pr == eval_y)
+                res["vs_random"] = [
+                    k,
+                    round(ds * 100, 3),
+                    round(dr * 100, 3),
+                    round(d * 100, 3),
+                    round(e * 100, 3),
+                ]
             entry[name] = res
         out.append(entry)
         print(run_dir.name, json.dumps(entry), file=sys.stderr, flush=True)
@@ -82,12 +114,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--random", action="store_true", help="each against random labels")
     args = parser.parse_args()
     pool = real_pool(None)
     space = head_space("logistic", pool.X, scaler=fit_scaler(pool.X))
     eval_X = np.asarray(pool.eval_set.embeddings)
     eval_y = np.asarray(pool.eval_set.labels)
-    result = {str(run): analyse(run, space, eval_X, eval_y, pool) for run in args.runs}
+    result = {str(run): analyse(run, space, eval_X, eval_y, pool, args.random) for run in args.runs}
     print(json.dumps(result))
     return 0
 

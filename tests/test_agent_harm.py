@@ -15,6 +15,7 @@ from alcli.agent.rules import (
     choose_pooled_winner,
     eliminate_harmful,
     leave_out_contribution,
+    yield_gaps,
 )
 
 N_DECOYS = 60
@@ -75,11 +76,11 @@ def test_a_candidate_whose_picks_harm_the_shared_head_is_eliminated_and_never_wi
     assert report.winner != "test_decoys"
     state = load_state(tmp_path)
     # its cost, measured and reported: the shared head is worse with its picks than without
-    delta, se = state.shared[3].leave_out["test_decoys"]
+    delta, se, picks = state.shared[3].leave_out["test_decoys"]
     assert delta + 2.5 * se < 0
-    assert all(
-        d > -2.5 * e for s, (d, e) in state.shared[3].leave_out.items() if s != "test_decoys"
-    )
+    others = {r for name, rows in state.picked.items() if name != "test_decoys" for r in rows}
+    assert picks == len(set(state.picked["test_decoys"]) - others) > 0  # its own rows only
+    assert all(d > 0 for s, (d, _, _) in state.shared[3].leave_out.items() if s != "test_decoys")
     assert report.round_notes[2]["leave_out_pt"]["test_decoys"][0] < 0
     # every bought label's buyer is recorded; the decoy strategy bought decoys only
     assert all(r >= len(uris) - N_DECOYS for r in state.picked["test_decoys"])
@@ -96,14 +97,28 @@ def test_leave_out_contribution_is_the_paired_difference_and_its_error() -> None
     assert leave_out_contribution(with_rows, with_rows) == (0.0, 0.0)
 
 
-def test_harm_rule_waits_for_its_rounds_and_for_the_evidence() -> None:
-    harmful = {"a": (0.004, 0.001), "b": (-0.01, 0.002), "c": (0.0, 0.0)}
-    assert eliminate_harmful(harmful, rnd=2, min_rounds=2) is None  # too early
-    assert eliminate_harmful(harmful, rnd=3, min_rounds=2) == "b"
-    assert eliminate_harmful(harmful, rnd=3, min_rounds=4) is None
-    noisy = {"a": (0.004, 0.001), "b": (-0.004, 0.002)}  # 2 standard errors: not enough
+def test_low_yield_rule_compares_each_with_the_others_per_label_and_waits() -> None:
+    # (delta, se, picks): b's 40 picks add nothing while the others' add ~0.04 point a label
+    contributions = {
+        "a": (0.010, 0.001, 25),
+        "b": (0.000, 0.001, 40),
+        "c": (0.012, 0.001, 30),
+        "d": (0.009, 0.001, 20),
+    }
+    gap, se = yield_gaps(contributions)["b"]
+    rates = np.array([0.010 / 25, 0.012 / 30, 0.009 / 20])
+    assert np.isclose(gap, -40 * rates.mean())
+    assert np.isclose(se, np.hypot(0.001, 40 * rates.std(ddof=1) / np.sqrt(3)))
+    assert eliminate_harmful(contributions, rnd=2, min_rounds=2) is None  # too early
+    assert eliminate_harmful(contributions, rnd=3, min_rounds=2) == "b"
+    assert eliminate_harmful(contributions, rnd=3, min_rounds=4) is None
+    # the paired evidence puts b above the mean: the two views disagree, b stays
+    standing = {"a": (-1.0, 3), "b": (0.5, 3), "c": (0.2, 3), "d": (0.3, 3)}
+    assert eliminate_harmful(contributions, rnd=3, min_rounds=2, standing=standing) is None
+    # within the noise (a wide eval error): nobody goes
+    noisy = {k: (d, 0.01, n) for k, (d, _, n) in contributions.items()}
     assert eliminate_harmful(noisy, rnd=5, min_rounds=2) is None
-    assert eliminate_harmful({"b": (-0.01, 0.001)}, rnd=5, min_rounds=2) is None  # last one
+    assert eliminate_harmful(dict(list(contributions.items())[:2]), rnd=5, min_rounds=2) is None
 
 
 def test_pooled_winner_is_the_best_paired_standing_not_the_last_rounds_leader() -> None:

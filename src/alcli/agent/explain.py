@@ -31,7 +31,7 @@ def round_notes(
     per class (in all and this round), who was eliminated, and (``pooled``) each survivor's
     paired standing (``rules.paired_scores``: sum / √rounds, the elimination's statistic)
     and, from round 3, its leave-out contribution to the returned model in points
-    (``leave_out_pt``: [accuracy with its picks − without, standard error];
+    (``leave_out_pt``: [accuracy with its picks − without, standard error, its picks];
     ``rules.eliminate_harmful``)."""
     by_round: dict[int, dict[str, RoundRow]] = collections.defaultdict(dict)
     for row in rows:
@@ -71,8 +71,8 @@ def round_notes(
             note.update(per_class=point.per_class, bought_by_class=point.bought_by_class)
             if point.leave_out is not None:
                 note["leave_out_pt"] = {
-                    s: [round(d * 100, 3), round(e * 100, 3)]
-                    for s, (d, e) in point.leave_out.items()
+                    s: [round(d * 100, 3), round(e * 100, 3), int(n)]
+                    for s, (d, e, n) in point.leave_out.items()
                 }
             # a round saved before these facts existed (a version 1 state) has none: the
             # next round's purchases are then unknown too

@@ -47,6 +47,7 @@ from alcli.agent.rules import (
     forecast_band,
     leave_out_contribution,
     next_base_quota,
+    paired_standing,
     rank_strategies,
     split_round,
     stop_reason,
@@ -303,7 +304,12 @@ class Race:
                         state.rows, state.alive, min_rounds=self.config.min_rounds
                     )
                 if gone is None:
-                    gone = eliminate_harmful(leave_out, rnd=rnd, min_rounds=self.config.min_rounds)
+                    gone = eliminate_harmful(
+                        leave_out,
+                        rnd=rnd,
+                        min_rounds=self.config.min_rounds,
+                        standing=paired_standing(state.rows),
+                    )
         if gone is None:
             return None
         state.rows = [
@@ -314,31 +320,31 @@ class Race:
         self.heads.pop(gone, None)
         return gone
 
-    def leave_out(self, rnd: int) -> dict[str, tuple[float, float]]:
+    def leave_out(self, rnd: int) -> dict[str, tuple[float, float, int]]:
         """Each survivor's leave-out contribution to the shared head (``pooled``, from the
         rounds ``eliminate_harmful`` reads on): the head on every label bought but the rows
         only that survivor picked (``state.picked``; a row another strategy, eliminated or
         not, also picked stays), started from the shared head and fitted with the evidence
         heads' cap, against the shared head on the eval rows. Recorded with the round's
-        shared point (``SharedPoint.leave_out``: [delta, se])."""
+        shared point (``SharedPoint.leave_out``: [delta, se, picks])."""
         state = self.state
         if rnd < max(self.config.min_rounds, PAIRED_MIN_ROUNDS) or len(state.alive) < 2:
             return {}
         rows = self.ledger.bought_rows()
         shared = self.shared_head()
         correct = self.correct(shared)
-        result: dict[str, tuple[float, float]] = {}
+        result: dict[str, tuple[float, float, int]] = {}
         for name in state.alive:
             others = {r for o, picked in state.picked.items() if o != name for r in picked}
             mine = set(state.picked.get(name, ())) - others
             if not mine:
-                result[name] = (0.0, 0.0)
+                result[name] = (0.0, 0.0, 0)
                 continue
             without = [r for r in rows if r not in mine]
             head = self.train(without, init=shared, max_iter=EVIDENCE_MAX_ITER)
-            result[name] = leave_out_contribution(correct, self.correct(head))
+            result[name] = (*leave_out_contribution(correct, self.correct(head)), len(mine))
         if state.shared and state.shared[-1].round == rnd:
-            leave_out = {k: [round(d, 5), round(e, 5)] for k, (d, e) in result.items()}
+            leave_out = {k: [round(d, 5), round(e, 5), n] for k, (d, e, n) in result.items()}
             state.shared[-1] = replace(state.shared[-1], leave_out=leave_out)
         return result
 

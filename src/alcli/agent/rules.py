@@ -191,9 +191,9 @@ def eliminate_paired(
     return worst if scores[worst] < -PAIRED_Z else None
 
 
-#: Leave-out elimination (``pooled``): a survivor goes once the head on every label bought is
-#: better without the rows only it picked by more than ``HARM_Z`` paired standard errors
-#: (the same one-sided ~0.6 % per check as ``PAIRED_Z``).
+#: Leave-out elimination (``pooled``): a survivor goes once its picks are worth less to the
+#: shared head, per label, than the other survivors' average by more than ``HARM_Z``
+#: standard errors (the same one-sided ~0.6 % per check as ``PAIRED_Z``).
 HARM_Z = PAIRED_Z
 
 
@@ -210,28 +210,68 @@ def leave_out_contribution(
     return delta, float(np.sqrt(max(variance, 0.0) / n))
 
 
+def yield_gaps(
+    contributions: Mapping[str, tuple[float, float, int]],
+) -> dict[str, tuple[float, float]]:
+    """Per survivor: how far its leave-out contribution falls short of what the others' picks
+    are worth per label, at its own number of picks, and that gap's standard error.
+
+    ``contributions``: name → (delta, se, picks): ``leave_out_contribution`` of the rows only
+    it picked, and how many. The others' worth per label is the mean of their delta / picks;
+    its error is their spread / √others, so candidates that differ a lot among themselves
+    make the reference uncertain and the rule slow to fire. Gap = delta − picks · reference;
+    its variance = se² + (picks · reference error)². Survivors with no picks of their own, or
+    fewer than two others to compare with, get none."""
+    rates = {name: d / n for name, (d, _, n) in contributions.items() if n > 0}
+    gaps: dict[str, tuple[float, float]] = {}
+    for name, (delta, se, picks) in contributions.items():
+        others = np.array([r for o, r in rates.items() if o != name])
+        if picks <= 0 or others.size < 2:
+            continue
+        reference = float(others.mean())
+        reference_se = float(others.std(ddof=1)) / float(np.sqrt(others.size))
+        gap = delta - picks * reference
+        gaps[name] = (gap, float(np.hypot(se, picks * reference_se)))
+    return gaps
+
+
 def eliminate_harmful(
-    contributions: Mapping[str, tuple[float, float]], *, rnd: int, min_rounds: int
+    contributions: Mapping[str, tuple[float, float, int]],
+    *,
+    rnd: int,
+    min_rounds: int,
+    standing: Mapping[str, tuple[float, int]] | None = None,
 ) -> str | None:
-    """The survivor whose picks (the rows no other survivor also picked, over every round)
-    cost the shared head most, if the head is better without them by more than ``HARM_Z``
-    standard errors (``leave_out_contribution``: delta + HARM_Z · se < 0), after at least
-    ``min_rounds`` rounds (and ``PAIRED_MIN_ROUNDS``); otherwise None.
+    """The survivor whose picks (the rows no other strategy also picked, over every round)
+    yield the shared head least against the others' (``yield_gaps``), if its gap is below
+    −``HARM_Z`` standard errors, after at least ``min_rounds`` rounds (and
+    ``PAIRED_MIN_ROUNDS``); otherwise None. Only survivors the paired evidence does not put
+    above the mean (``standing``: ``paired_standing``, summed standing ≤ 0) can go: the two
+    views must agree, which keeps a strategy whose picks overlap the others' (so few are
+    its own, and the leave-out sees little of them) but that helps round by round.
 
     For ``pooled`` spend, beside ``eliminate_paired``: a survivor's evidence head adds one
-    round's picks (~12 on MNIST) to the common base, which cannot show what its picks do
-    together to the model the run returns. On MNIST BALD's atypical picks (RESULTS.md, issue
-    18 session 9) stood mid-field round by round while the shared head fell ~1 point behind
-    the run without it, and the run needed 19-35 % more labels (session 10)."""
-    if rnd < max(min_rounds, PAIRED_MIN_ROUNDS) or len(contributions) < 2:
+    round's picks (~12 on MNIST) to the common base, a comparison too noisy to show which
+    picks the returned model gains little from. Measured on MNIST (session 10,
+    benchmarks/auto_candidates.py): BALD's picks added 0.0-0.3 point to the shared head for
+    24-64 labels, the good candidates' 0.3-1.2 for 12-57, yet BALD stood mid-field round by
+    round, and with it among the candidates the run needed 19-35 % more labels. Its picks
+    are not harmful in themselves (the head is not better without them): they are worth
+    little, and every one displaces a pick worth more."""
+    if rnd < max(min_rounds, PAIRED_MIN_ROUNDS) or len(contributions) < 3:
         return None
-    harm = {
-        name: delta / se if se > 0 else (-np.inf if delta < 0 else 0.0)
-        for name, (delta, se) in contributions.items()
+    gaps = yield_gaps(contributions)
+    if standing is not None:
+        gaps = {name: gap for name, gap in gaps.items() if standing.get(name, (0.0, 0))[0] <= 0}
+    if not gaps:
+        return None
+    z = {
+        name: gap / se if se > 0 else (-np.inf if gap < 0 else 0.0)
+        for name, (gap, se) in gaps.items()
     }
-    worst = min(harm, key=lambda s: (harm[s], s))
-    delta, se = contributions[worst]
-    return worst if delta + HARM_Z * se < 0 else None
+    worst = min(z, key=lambda s: (z[s], s))
+    gap, se = gaps[worst]
+    return worst if gap + HARM_Z * se < 0 else None
 
 
 def choose_winner(accuracies: Mapping[str, float], forecasts: Mapping[str, float]) -> str:

@@ -68,7 +68,7 @@ class SharedPoint:
     bought_by_class: dict[str, int] | None = None
     leader: str | None = None
     #: ``pooled``, from the rounds the leave-out rule reads on: each survivor's contribution
-    #: to this head, [accuracy with its own picks − without, standard error]
+    #: to this head, [accuracy with its own picks − without, standard error, its picks]
     #: (``Race.leave_out``); None when not measured.
     leave_out: dict[str, list[float]] | None = None
 
