@@ -7,7 +7,12 @@ survivor also picked). A strategy's contribution is the accuracy the shared head
 without them, on the run's eval set (MNIST: the 10,000 test digits), with its paired (McNemar)
 standard error: the eval rows the two heads disagree on. Both heads are fitted to convergence
 from a cold start, and again the way the agent's rule fits them (warm from the shared head,
-``race.EVIDENCE_MAX_ITER`` iterations), to see whether the cheap fit keeps the sign.
+``race.EVIDENCE_MAX_ITER`` iterations), to see whether the cheap fit keeps the sign. (The
+agent's rule, ``Race.leave_out``, also keeps rows an eliminated strategy picked; on a run with
+no elimination the two agree.)
+
+``--random`` instead compares k of each strategy's own picks with k of the initial random
+labels left out (k ≤ half the initial set): the reference session 10 measured and rejected.
 
     python benchmarks/auto_candidates.py RUN_DIR [RUN_DIR ...] --json
 """

@@ -1,5 +1,5 @@
 """``pooled`` spend: a candidate whose picks make the shared head worse is eliminated on the
-leave-out evidence (``rules.eliminate_harmful``), and the winner is the best paired standing
+leave-out evidence (``rules.eliminate_low_yield``), and the winner is the best paired standing
 (``rules.choose_pooled_winner``), never a strategy that loses on the evidence."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alcli.agent import AutoConfig, EvalSet, load_state, run_auto
 from alcli.agent.outputs import RoundRow
 from alcli.agent.rules import (
     choose_pooled_winner,
-    eliminate_harmful,
+    eliminate_low_yield,
     leave_out_contribution,
     yield_gaps,
 )
@@ -109,16 +109,16 @@ def test_low_yield_rule_compares_each_with_the_others_per_label_and_waits() -> N
     rates = np.array([0.010 / 25, 0.012 / 30, 0.009 / 20])
     assert np.isclose(gap, -40 * rates.mean())
     assert np.isclose(se, np.hypot(0.001, 40 * rates.std(ddof=1) / np.sqrt(3)))
-    assert eliminate_harmful(contributions, rnd=2, min_rounds=2) is None  # too early
-    assert eliminate_harmful(contributions, rnd=3, min_rounds=2) == "b"
-    assert eliminate_harmful(contributions, rnd=3, min_rounds=4) is None
+    assert eliminate_low_yield(contributions, rnd=2, min_rounds=2) is None  # too early
+    assert eliminate_low_yield(contributions, rnd=3, min_rounds=2) == "b"
+    assert eliminate_low_yield(contributions, rnd=3, min_rounds=4) is None
     # the paired evidence puts b above the mean: the two views disagree, b stays
     standing = {"a": (-1.0, 3), "b": (0.5, 3), "c": (0.2, 3), "d": (0.3, 3)}
-    assert eliminate_harmful(contributions, rnd=3, min_rounds=2, standing=standing) is None
+    assert eliminate_low_yield(contributions, rnd=3, min_rounds=2, standing=standing) is None
     # within the noise (a wide eval error): nobody goes
     noisy = {k: (d, 0.01, n) for k, (d, _, n) in contributions.items()}
-    assert eliminate_harmful(noisy, rnd=5, min_rounds=2) is None
-    assert eliminate_harmful(dict(list(contributions.items())[:2]), rnd=5, min_rounds=2) is None
+    assert eliminate_low_yield(noisy, rnd=5, min_rounds=2) is None
+    assert eliminate_low_yield(dict(list(contributions.items())[:2]), rnd=5, min_rounds=2) is None
 
 
 def test_pooled_winner_is_the_best_paired_standing_not_the_last_rounds_leader() -> None:

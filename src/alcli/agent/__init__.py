@@ -42,7 +42,7 @@ Spend modes (``AutoConfig.spend``):
     each survivor's leave-out contribution (the shared head against the head on every label
     but the rows only that survivor picked, ``state.picked``; paired on the eval rows) and
     drops a survivor whose picks make the shared head worse by more than 2.5 standard errors
-    (``rules.eliminate_harmful``, session 10: BALD among MNIST's candidates).
+    (``rules.eliminate_low_yield``, session 10: BALD among MNIST's candidates).
 
 Accounting. Every label is bought once (``ledger``). The budget counts unique training labels,
 the initial random set included (they are bought too); a round that would overshoot is

@@ -32,7 +32,7 @@ def round_notes(
     paired standing (``rules.paired_scores``: sum / √rounds, the elimination's statistic)
     and, from round 3, its leave-out contribution to the returned model in points
     (``leave_out_pt``: [accuracy with its picks − without, standard error, its picks];
-    ``rules.eliminate_harmful``)."""
+    ``rules.eliminate_low_yield``)."""
     by_round: dict[int, dict[str, RoundRow]] = collections.defaultdict(dict)
     for row in rows:
         by_round[row.round][row.strategy] = row

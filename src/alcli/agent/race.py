@@ -41,7 +41,7 @@ from alcli.agent.rules import (
     choose_pooled_winner,
     choose_winner,
     derive_seed,
-    eliminate_harmful,
+    eliminate_low_yield,
     eliminate_on_evidence,
     eliminate_paired,
     forecast_band,
@@ -282,7 +282,7 @@ class Race:
         """Drop the survivor with the lowest forecast, if two race and the evidence says so
         (``eliminate_on_evidence``: enough rounds, confidence bands apart); in ``pooled``
         spend, else the one the paired evidence puts below the others (``eliminate_paired``),
-        else the one whose picks make the shared head worse (``eliminate_harmful``)."""
+        else the one whose picks make the shared head worse (``eliminate_low_yield``)."""
         state = self.state
         if len(state.alive) < 2:
             return None
@@ -304,7 +304,7 @@ class Race:
                         state.rows, state.alive, min_rounds=self.config.min_rounds
                     )
                 if gone is None:
-                    gone = eliminate_harmful(
+                    gone = eliminate_low_yield(
                         leave_out,
                         rnd=rnd,
                         min_rounds=self.config.min_rounds,
@@ -322,7 +322,7 @@ class Race:
 
     def leave_out(self, rnd: int) -> dict[str, tuple[float, float, int]]:
         """Each survivor's leave-out contribution to the shared head (``pooled``, from the
-        rounds ``eliminate_harmful`` reads on): the head on every label bought but the rows
+        rounds ``eliminate_low_yield`` reads on): the head on every label bought but the rows
         only that survivor picked (``state.picked``; a row another strategy, eliminated or
         not, also picked stays), started from the shared head and fitted with the evidence
         heads' cap, against the shared head on the eval rows. Recorded with the round's

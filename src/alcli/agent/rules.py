@@ -235,7 +235,7 @@ def yield_gaps(
     return gaps
 
 
-def eliminate_harmful(
+def eliminate_low_yield(
     contributions: Mapping[str, tuple[float, float, int]],
     *,
     rnd: int,

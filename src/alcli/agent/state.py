@@ -92,7 +92,7 @@ class RunState:
     shared_head: str | None = None  # rows digest of the last shared head (``heads``)
     #: Rows each strategy picked that were bought for training, round by round (a row two
     #: picked is both's; the initial set is no one's): what the shared head owes each buyer
-    #: (``rules.eliminate_harmful``). Empty in states saved before it existed.
+    #: (``rules.eliminate_low_yield``). Empty in states saved before it existed.
     picked: dict[str, list[int]] = field(default_factory=dict)
     curves: dict[str, Forecast] = field(default_factory=dict)  # each strategy's last forecast
     pending: Pending | None = None
