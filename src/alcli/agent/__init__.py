@@ -41,8 +41,9 @@ Spend modes (``AutoConfig.spend``):
     picks do together to the model the run returns; from round 3 ``pooled`` also measures
     each survivor's leave-out contribution (the shared head against the head on every label
     but the rows only that survivor picked, ``state.picked``; paired on the eval rows) and
-    drops a survivor whose picks make the shared head worse by more than 2.5 standard errors
-    (``rules.eliminate_low_yield``, session 10: BALD among MNIST's candidates).
+    drops a survivor whose picks are worth less per label than the others' by more than 2.5
+    standard errors, if its paired standing is not positive (``rules.eliminate_low_yield``,
+    session 10: BALD's picks among MNIST's candidates added almost nothing).
 
 Accounting. Every label is bought once (``ledger``). The budget counts unique training labels,
 the initial random set included (they are bought too); a round that would overshoot is
