@@ -37,6 +37,13 @@ Spend modes (``AutoConfig.spend``):
     whose accuracy, in units of the round's spread, sums below −2.5·√rounds after 3 rounds
     goes. On MNIST that drops coreset (below the round's mean almost every round) on 2 of 3
     seeds, and ``pooled`` needs 1.01x the labels of the best single strategy (1.12x before).
+    A round's evidence head adds only ~R/|alive| picks, so it cannot show what a strategy's
+    picks do together to the model the run returns; from round 3 ``pooled`` also measures
+    each survivor's leave-out contribution (the shared head against the head on every label
+    but the rows only that survivor picked, ``state.picked``; paired on the eval rows) and
+    drops a survivor whose picks are worth less per label than the others' by more than 2.5
+    standard errors, if its paired standing is not positive (``rules.eliminate_low_yield``,
+    session 10: BALD's picks among MNIST's candidates added almost nothing).
 
 Accounting. Every label is bought once (``ledger``). The budget counts unique training labels,
 the initial random set included (they are bought too); a round that would overshoot is
@@ -44,8 +51,13 @@ clamped, taking picks rank by rank across strategies until the budget is met. Ev
 labels are not charged (``holdout``).
 
 Elimination ties (forecasts within 1e-9): the lower current accuracy goes, then the name that
-sorts last. The winner is the survivor with the best current accuracy (then best forecast,
-then the name that sorts first).
+sorts last. The winner: in ``paper`` and ``shared``, the survivor whose own set's head has the
+best current accuracy (then best forecast, then the name that sorts first), since its set is
+what the run would go on with; in ``pooled``, where the returned model reads every label and a
+survivor's accuracy is one round's picks on a common base, the survivor with the best paired
+standing over all its rounds (``rules.choose_pooled_winner``; then current accuracy, then
+name): the strategy whose picks added most on the evidence, never the last round's lucky
+leader.
 
 Stop rules, checked before every round in this order: ``target`` (the best accuracy of the
 last round, the shared head's included, reaches the target; in ``pooled``, the shared head's

@@ -29,7 +29,10 @@ def round_notes(
     survivor's forecast for this round (made a round earlier) and its error in points, the
     returned model's accuracy, calibration error and per-class accuracy, the labels bought
     per class (in all and this round), who was eliminated, and (``pooled``) each survivor's
-    paired standing (``rules.paired_scores``: sum / √rounds, the elimination's statistic)."""
+    paired standing (``rules.paired_scores``: sum / √rounds, the elimination's statistic)
+    and, from round 3, its leave-out contribution to the returned model in points
+    (``leave_out_pt``: [accuracy with its picks − without, standard error, its picks];
+    ``rules.eliminate_low_yield``)."""
     by_round: dict[int, dict[str, RoundRow]] = collections.defaultdict(dict)
     for row in rows:
         by_round[row.round][row.strategy] = row
@@ -66,6 +69,11 @@ def round_notes(
         if point is not None:
             note.update(model_accuracy=round(point.accuracy, 5), ece=point.ece)
             note.update(per_class=point.per_class, bought_by_class=point.bought_by_class)
+            if point.leave_out is not None:
+                note["leave_out_pt"] = {
+                    s: [round(d * 100, 3), round(e * 100, 3), int(n)]
+                    for s, (d, e, n) in point.leave_out.items()
+                }
             # a round saved before these facts existed (a version 1 state) has none: the
             # next round's purchases are then unknown too
             bought = None if point.bought_by_class is None else dict(point.bought_by_class)

@@ -36,13 +36,18 @@ from alcli.agent.ledger import Ledger, PhaseHook
 from alcli.agent.outputs import Report, RoundRow, RoundSummary, with_overhead, write_outputs
 from alcli.agent.picks import Picker
 from alcli.agent.rules import (
+    PAIRED_MIN_ROUNDS,
     choose_elimination,
+    choose_pooled_winner,
     choose_winner,
     derive_seed,
+    eliminate_low_yield,
     eliminate_on_evidence,
     eliminate_paired,
     forecast_band,
+    leave_out_contribution,
     next_base_quota,
+    paired_standing,
     rank_strategies,
     split_round,
     stop_reason,
@@ -199,6 +204,10 @@ class Race:
             self.phase(f"round{rnd}:after_select")
         order = [row for name in state.alive for row in pending.picks[name]]
         self.ledger.buy(list(dict.fromkeys(order)), state.labels, f"round{rnd}:after_oracle")
+        for name in state.alive:
+            mine = state.picked.setdefault(name, [])
+            seen = set(mine)  # a resumed round records its picks once
+            mine.extend(r for r in pending.picks[name] if r not in seen)
         new_rows, forecasts = self.train_survivors(rnd, pending.picks)
         state.rows.extend(new_rows)  # before the shared head: its point names the round's leader
         shared_acc = self.train_shared(rnd) if self.config.spend in SPLIT_MODES else None
@@ -300,7 +309,8 @@ class Race:
     def eliminate(self, rnd: int) -> str | None:
         """Drop the survivor with the lowest forecast, if two race and the evidence says so
         (``eliminate_on_evidence``: enough rounds, confidence bands apart); in ``pooled``
-        spend, else the one the paired evidence puts below the others (``eliminate_paired``)."""
+        spend, else the one the paired evidence puts below the others (``eliminate_paired``),
+        else the one whose picks make the shared head worse (``eliminate_low_yield``)."""
         state = self.state
         if len(state.alive) < 2:
             return None
@@ -315,8 +325,19 @@ class Race:
                 rnd=rnd,
                 min_rounds=self.config.min_rounds,
             )
-            if gone is None and self.config.spend == "pooled":
-                gone = eliminate_paired(state.rows, state.alive, min_rounds=self.config.min_rounds)
+            if self.config.spend == "pooled":
+                leave_out = self.leave_out(rnd)  # measured (and reported) every round it can be
+                if gone is None:
+                    gone = eliminate_paired(
+                        state.rows, state.alive, min_rounds=self.config.min_rounds
+                    )
+                if gone is None:
+                    gone = eliminate_low_yield(
+                        leave_out,
+                        rnd=rnd,
+                        min_rounds=self.config.min_rounds,
+                        standing=paired_standing(state.rows),
+                    )
         if gone is None:
             return None
         state.rows = [
@@ -326,6 +347,40 @@ class Race:
         state.alive = [name for name in state.alive if name != gone]
         self.heads.pop(gone, None)
         return gone
+
+    def leave_out(self, rnd: int) -> dict[str, tuple[float, float, int]]:
+        """Each survivor's leave-out contribution to the shared head (``pooled``, from the
+        rounds ``eliminate_low_yield`` reads on): the head on every label bought but the rows
+        only that survivor picked (``state.picked``; a row another strategy, eliminated or
+        not, also picked stays), started from the shared head and fitted with the evidence
+        heads' cap, against the shared head on the eval rows. Recorded with the round's
+        shared point (``SharedPoint.leave_out``: [delta, se, picks])."""
+        state = self.state
+        if rnd < max(self.config.min_rounds, PAIRED_MIN_ROUNDS) or len(state.alive) < 2:
+            return {}
+        rows = self.ledger.bought_rows()
+        shared = self.shared_head()
+        correct = self.correct(shared)
+        result: dict[str, tuple[float, float, int]] = {}
+        for name in state.alive:
+            others = {r for o, picked in state.picked.items() if o != name for r in picked}
+            mine = set(state.picked.get(name, ())) - others
+            if not mine:
+                result[name] = (0.0, 0.0, 0)
+                continue
+            without = [r for r in rows if r not in mine]
+            head = self.train(without, init=shared, max_iter=EVIDENCE_MAX_ITER)
+            result[name] = (*leave_out_contribution(correct, self.correct(head)), len(mine))
+        if state.shared and state.shared[-1].round == rnd:
+            leave_out = {k: [round(d, 5), round(e, 5), n] for k, (d, e, n) in result.items()}
+            state.shared[-1] = replace(state.shared[-1], leave_out=leave_out)
+        return result
+
+    def correct(self, head: Head) -> NDArray[np.bool_]:
+        """Which eval rows ``head`` gets right."""
+        with self.state.timed("evaluation"):
+            predicted = head.predict(self.holdout.X)
+        return np.asarray(predicted == np.asarray(self.holdout.y))
 
     def report_progress(self, rnd: int, eliminated: str | None, shared_acc: float | None) -> None:
         if self.progress is None:
@@ -351,7 +406,10 @@ class Race:
             state.stop_reason = reason
             self.save()
         forecasts = {name: fc.value for name, fc in state.forecasts().items()}
-        winner = choose_winner(state.current(), forecasts)
+        if config.spend == "pooled":
+            winner = choose_pooled_winner(state.rows, state.current())
+        else:
+            winner = choose_winner(state.current(), forecasts)
         final_rows = (
             self.ledger.bought_rows() if config.spend in SPLIT_MODES else state.sets[winner]
         )

@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from alcli.agent.config import AutoConfig
 from alcli.agent.outputs import RoundRow
@@ -190,12 +191,114 @@ def eliminate_paired(
     return worst if scores[worst] < -PAIRED_Z else None
 
 
+#: Leave-out elimination (``pooled``): a survivor goes once its picks are worth less to the
+#: shared head, per label, than the other survivors' average by more than ``HARM_Z``
+#: standard errors (the same one-sided ~0.6 % per check as ``PAIRED_Z``).
+HARM_Z = PAIRED_Z
+
+
+def leave_out_contribution(
+    correct_with: NDArray[np.bool_], correct_without: NDArray[np.bool_]
+) -> tuple[float, float]:
+    """What some training rows add to a head, on the eval rows: accuracy with them − without,
+    and its standard error from the eval rows the two heads disagree on (the paired, McNemar
+    view: both heads are scored on the same rows, so only the disagreements carry noise)."""
+    diff = correct_with.astype(np.float64) - correct_without.astype(np.float64)
+    n = diff.shape[0]
+    delta = float(diff.mean())
+    variance = float(np.mean(diff != 0)) - delta * delta
+    return delta, float(np.sqrt(max(variance, 0.0) / n))
+
+
+def yield_gaps(
+    contributions: Mapping[str, tuple[float, float, int]],
+) -> dict[str, tuple[float, float]]:
+    """Per survivor: how far its leave-out contribution falls short of what the others' picks
+    are worth per label, at its own number of picks, and that gap's standard error.
+
+    ``contributions``: name → (delta, se, picks): ``leave_out_contribution`` of the rows only
+    it picked, and how many. The others' worth per label is the mean of their delta / picks;
+    its error is their spread / √others, so candidates that differ a lot among themselves
+    make the reference uncertain and the rule slow to fire. Gap = delta − picks · reference;
+    its variance = se² + (picks · reference error)². Survivors with no picks of their own, or
+    fewer than two others to compare with, get none."""
+    rates = {name: d / n for name, (d, _, n) in contributions.items() if n > 0}
+    gaps: dict[str, tuple[float, float]] = {}
+    for name, (delta, se, picks) in contributions.items():
+        others = np.array([r for o, r in rates.items() if o != name])
+        if picks <= 0 or others.size < 2:
+            continue
+        reference = float(others.mean())
+        reference_se = float(others.std(ddof=1)) / float(np.sqrt(others.size))
+        gap = delta - picks * reference
+        gaps[name] = (gap, float(np.hypot(se, picks * reference_se)))
+    return gaps
+
+
+def eliminate_low_yield(
+    contributions: Mapping[str, tuple[float, float, int]],
+    *,
+    rnd: int,
+    min_rounds: int,
+    standing: Mapping[str, tuple[float, int]] | None = None,
+) -> str | None:
+    """The survivor whose picks (the rows no other strategy also picked, over every round)
+    yield the shared head least against the others' (``yield_gaps``), if its gap is below
+    −``HARM_Z`` standard errors, after at least ``min_rounds`` rounds (and
+    ``PAIRED_MIN_ROUNDS``); otherwise None. Only survivors the paired evidence does not put
+    above the mean (``standing``: ``paired_standing``, summed standing ≤ 0) can go: the two
+    views must agree, which keeps a strategy whose picks overlap the others' (so few are
+    its own, and the leave-out sees little of them) but that helps round by round.
+
+    For ``pooled`` spend, beside ``eliminate_paired``: a survivor's evidence head adds one
+    round's picks (~12 on MNIST) to the common base, a comparison too noisy to show which
+    picks the returned model gains little from. Measured on MNIST (session 10,
+    benchmarks/auto_candidates.py): BALD's picks added 0.0-0.3 point to the shared head for
+    24-64 labels, the good candidates' 0.3-1.2 for 12-57, yet BALD stood mid-field round by
+    round, and with it among the candidates the run needed 19-35 % more labels. Its picks
+    are not harmful in themselves (the head is not better without them): they are worth
+    little, and every one displaces a pick worth more."""
+    if rnd < max(min_rounds, PAIRED_MIN_ROUNDS) or len(contributions) < 3:
+        return None
+    gaps = yield_gaps(contributions)
+    if standing is not None:
+        gaps = {name: gap for name, gap in gaps.items() if standing.get(name, (0.0, 0))[0] <= 0}
+    if not gaps:
+        return None
+    z = {
+        name: gap / se if se > 0 else (-np.inf if gap < 0 else 0.0)
+        for name, (gap, se) in gaps.items()
+    }
+    worst = min(z, key=lambda s: (z[s], s))
+    gap, se = gaps[worst]
+    return worst if gap + HARM_Z * se < 0 else None
+
+
 def choose_winner(accuracies: Mapping[str, float], forecasts: Mapping[str, float]) -> str:
     """Best current accuracy, then best forecast (none yet: the accuracy), then the name that
-    sorts first."""
+    sorts first. For ``paper`` and ``shared`` spend, where each survivor's accuracy is its
+    own set's head: the winner's set is what the run would go on with."""
 
     def rank(s: str) -> tuple[float, float, str]:
         return (-accuracies[s], -forecasts.get(s, accuracies[s]), s)
+
+    return min(accuracies, key=rank)
+
+
+def choose_pooled_winner(rows: Sequence[RoundRow], accuracies: Mapping[str, float]) -> str:
+    """``pooled`` spend: the survivor with the best paired score over every round it raced
+    (``paired_scores``), then the best current accuracy, then the name that sorts first.
+
+    In ``pooled`` a round's evidence head adds only that round's ~R/|alive| picks to a common
+    base, so the last round's leader is one draw of a noisy paired comparison: on MNIST
+    (session 10) BALD led the last round and was reported the winner with a paired score of
+    −0.57 while margin stood at +2.39. Survivors raced the same rounds, so the summed standing
+    ranks them on all the evidence. Before round 1 (no standing yet) it is ``choose_winner``'s
+    rule on the accuracies."""
+    scores = {name: score for name, (score, _) in paired_scores(rows).items()}
+
+    def rank(s: str) -> tuple[float, float, str]:
+        return (-scores.get(s, 0.0), -accuracies[s], s)
 
     return min(accuracies, key=rank)
 

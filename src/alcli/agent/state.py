@@ -67,6 +67,10 @@ class SharedPoint:
     per_class: dict[str, float] | None = None
     bought_by_class: dict[str, int] | None = None
     leader: str | None = None
+    #: ``pooled``, from the rounds the leave-out rule reads on: each survivor's contribution
+    #: to this head, [accuracy with its own picks − without, standard error, its picks]
+    #: (``Race.leave_out``); None when not measured.
+    leave_out: dict[str, list[float]] | None = None
 
 
 @dataclass
@@ -86,6 +90,10 @@ class RunState:
     rows: list[RoundRow] = field(default_factory=list)
     shared: list[SharedPoint] = field(default_factory=list)
     shared_head: str | None = None  # rows digest of the last shared head (``heads``)
+    #: Rows each strategy picked that were bought for training, round by round (a row two
+    #: picked is both's; the initial set is no one's): what the shared head owes each buyer
+    #: (``rules.eliminate_low_yield``). Empty in states saved before it existed.
+    picked: dict[str, list[int]] = field(default_factory=dict)
     curves: dict[str, Forecast] = field(default_factory=dict)  # each strategy's last forecast
     pending: Pending | None = None
     stop_reason: str | None = None
