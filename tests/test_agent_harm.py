@@ -136,3 +136,24 @@ def test_pooled_winner_is_the_best_paired_standing_not_the_last_rounds_leader() 
     flat = [RoundRow(1, s, 100, 100, 0.8, None, False) for s in "ab"]
     assert choose_pooled_winner(flat, {"a": 0.8, "b": 0.81}) == "b"
     assert choose_pooled_winner(flat, {"a": 0.8, "b": 0.8}) == "a"
+
+
+def test_under_a_self_training_head_the_leave_out_reads_its_labeled_step(tmp_path) -> None:
+    """With ``--head selftrain`` the leave-out compares labeled steps (as the evidence heads
+    do): the decoys still cost the head, so they still go, and never win."""
+    uris, X, truth, eval_set = decoy_pool()
+    config = AutoConfig(
+        target_accuracy=1.0,
+        budget=220,
+        strategies=("margin", "random", "test_decoys"),
+        initial=40,
+        round_size=30,
+        plateau_rounds=50,
+        seed=3,
+        head="selftrain",
+    )
+    report = run_auto(uris, X, Oracle(truth), config, out_dir=tmp_path, eval_set=eval_set)
+    assert report.winner != "test_decoys"
+    state = load_state(tmp_path)
+    assert "test_decoys" in state.shared[3].leave_out
+    assert "test_decoys" in {row.strategy for row in report.rows if row.eliminated}

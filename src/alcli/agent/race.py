@@ -353,13 +353,21 @@ class Race:
         rounds ``eliminate_low_yield`` reads on): the head on every label bought but the rows
         only that survivor picked (``state.picked``; a row another strategy, eliminated or
         not, also picked stays), started from the shared head and fitted with the evidence
-        heads' cap, against the shared head on the eval rows. Recorded with the round's
+        heads' cap, against the shared head on the eval rows (under a self-training head, its
+        labeled step on both sides). Recorded with the round's
         shared point (``SharedPoint.leave_out``: [delta, se, picks])."""
         state = self.state
         if rnd < max(self.config.min_rounds, PAIRED_MIN_ROUNDS) or len(state.alive) < 2:
             return {}
         rows = self.ledger.bought_rows()
         shared = self.shared_head()
+        # under a self-training head both sides are its labeled step, as the evidence heads
+        # are (``train_survivors``): the picks reach the refit only through that step
+        probe = self.store.space.kind in SELFTRAIN
+        if probe:
+            shared = self.store.train(
+                rows, self.ledger.labels_of(rows), shared, labeled_only=True, part="evidence"
+            )
         correct = self.correct(shared)
         result: dict[str, tuple[float, float, int]] = {}
         for name in state.alive:
@@ -369,7 +377,14 @@ class Race:
                 result[name] = (0.0, 0.0, 0)
                 continue
             without = [r for r in rows if r not in mine]
-            head = self.train(without, init=shared, max_iter=EVIDENCE_MAX_ITER)
+            head = self.store.train(
+                without,
+                self.ledger.labels_of(without),
+                shared,
+                max_iter=EVIDENCE_MAX_ITER,
+                labeled_only=probe,
+                part="evidence",
+            )
             result[name] = (*leave_out_contribution(correct, self.correct(head)), len(mine))
         if state.shared and state.shared[-1].round == rnd:
             leave_out = {k: [round(d, 5), round(e, 5), n] for k, (d, e, n) in result.items()}
