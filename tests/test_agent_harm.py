@@ -49,6 +49,20 @@ def decoy_pool(seed: int = 0) -> tuple[list[str], np.ndarray, dict[str, str], Ev
     return uris, X, dict(zip(uris, y, strict=True)), eval_set
 
 
+def decoy_config(**overrides: Any) -> AutoConfig:
+    """``pooled`` racing margin, random and the decoys on ``decoy_pool``, up to round 6."""
+    settings: dict[str, Any] = {
+        "target_accuracy": 1.0,
+        "budget": 220,
+        "strategies": ("margin", "random", "test_decoys"),
+        "initial": 40,
+        "round_size": 30,
+        "plateau_rounds": 50,
+        "seed": 3,
+    }
+    return AutoConfig(**{**settings, **overrides})
+
+
 class Oracle:
     def __init__(self, truth: dict[str, str]) -> None:
         self.truth = truth
@@ -61,15 +75,7 @@ def test_a_candidate_whose_picks_harm_the_shared_head_is_eliminated_and_never_wi
     tmp_path,
 ) -> None:
     uris, X, truth, eval_set = decoy_pool()
-    config = AutoConfig(
-        target_accuracy=1.0,
-        budget=220,
-        strategies=("margin", "random", "test_decoys"),
-        initial=40,
-        round_size=30,
-        plateau_rounds=50,
-        seed=3,
-    )
+    config = decoy_config()
     report = run_auto(uris, X, Oracle(truth), config, out_dir=tmp_path, eval_set=eval_set)
     gone = {row.strategy: row.round for row in report.rows if row.eliminated}
     assert gone == {"test_decoys": 3}, gone  # the first round the rule reads, and no other
@@ -142,16 +148,7 @@ def test_under_a_self_training_head_the_leave_out_reads_its_labeled_step(tmp_pat
     """With ``--head selftrain`` the leave-out compares labeled steps (as the evidence heads
     do): the decoys still cost the head, so they still go, and never win."""
     uris, X, truth, eval_set = decoy_pool()
-    config = AutoConfig(
-        target_accuracy=1.0,
-        budget=220,
-        strategies=("margin", "random", "test_decoys"),
-        initial=40,
-        round_size=30,
-        plateau_rounds=50,
-        seed=3,
-        head="selftrain",
-    )
+    config = decoy_config(head="selftrain")
     report = run_auto(uris, X, Oracle(truth), config, out_dir=tmp_path, eval_set=eval_set)
     assert report.winner != "test_decoys"
     state = load_state(tmp_path)

@@ -120,6 +120,27 @@ class Race:
     ) -> Head:
         return self.store.train(rows, self.ledger.labels_of(rows), init, max_iter=max_iter)
 
+    @property
+    def self_training(self) -> bool:
+        """Whether the head kind self-trains (``selftrain``, ``graph_selftrain``)."""
+        return self.store.space.kind in SELFTRAIN
+
+    def evidence_head(
+        self, rows: Sequence[int], init: Head | None, *, max_iter: int | None = EVIDENCE_MAX_ITER
+    ) -> Head:
+        """A ``pooled`` evidence head on ``rows`` (timed as ``evidence``): under a self-training
+        head its labeled step alone, since the picks reach the refit only through that step
+        and the ~40k pseudo-labelled rows every survivor shares would swamp them (see
+        ``EVIDENCE_MAX_ITER``); ``HeadStore.train`` ignores ``labeled_only`` for other kinds."""
+        return self.store.train(
+            rows,
+            self.ledger.labels_of(rows),
+            init,
+            max_iter=max_iter,
+            labeled_only=True,
+            part="evidence",
+        )
+
     def head_for(self, name: str) -> Head:
         """The head ``name`` picks with: its own (``shared``, ``paper``), or the one on every
         label bought (``pooled``)."""
@@ -230,21 +251,13 @@ class Race:
         next_quota = next_base_quota(config.round_size, len(state.alive), config.spend)
         bought = len(state.labels)
         pooled = config.spend == "pooled"
-        probe = False
         if pooled:  # every strategy's evidence starts from the labels bought before this round
             new = {r for name in state.alive for r in picks[name]}
             base = [r for r in self.ledger.bought_rows() if r not in new]
             base_set = set(base)
             shared_before = self.store.get(state.shared_head) if state.shared_head else None
-            probe = self.store.space.kind in SELFTRAIN
-            if probe:  # the labeled step of the base, every survivor's common start
-                shared_before = self.store.train(
-                    base,
-                    self.ledger.labels_of(base),
-                    shared_before,
-                    labeled_only=True,
-                    part="evidence",
-                )
+            if self.self_training:  # the labeled step of the base, every survivor's common start
+                shared_before = self.evidence_head(base, shared_before, max_iter=None)
         new_rows: list[RoundRow] = []
         forecasts: dict[str, Forecast] = {}
         for i, name in enumerate(state.alive):
@@ -256,14 +269,7 @@ class Race:
             rows = start + [r for r in picks[name] if r not in have]
             state.sets[name] = rows
             if pooled:
-                self.heads[name] = self.store.train(
-                    rows,
-                    self.ledger.labels_of(rows),
-                    previous,
-                    max_iter=EVIDENCE_MAX_ITER,
-                    labeled_only=probe,
-                    part="evidence",
-                )
+                self.heads[name] = self.evidence_head(rows, previous)
             else:
                 self.heads[name] = self.train(rows, init=previous)
             acc = self.accuracy(self.heads[name])
@@ -361,13 +367,8 @@ class Race:
             return {}
         rows = self.ledger.bought_rows()
         shared = self.shared_head()
-        # under a self-training head both sides are its labeled step, as the evidence heads
-        # are (``train_survivors``): the picks reach the refit only through that step
-        probe = self.store.space.kind in SELFTRAIN
-        if probe:
-            shared = self.store.train(
-                rows, self.ledger.labels_of(rows), shared, labeled_only=True, part="evidence"
-            )
+        if self.self_training:  # both sides are the labeled step, as in ``evidence_head``
+            shared = self.evidence_head(rows, shared, max_iter=None)
         correct = self.correct(shared)
         result: dict[str, tuple[float, float, int]] = {}
         for name in state.alive:
@@ -377,14 +378,7 @@ class Race:
                 result[name] = (0.0, 0.0, 0)
                 continue
             without = [r for r in rows if r not in mine]
-            head = self.store.train(
-                without,
-                self.ledger.labels_of(without),
-                shared,
-                max_iter=EVIDENCE_MAX_ITER,
-                labeled_only=probe,
-                part="evidence",
-            )
+            head = self.evidence_head(without, shared)
             result[name] = (*leave_out_contribution(correct, self.correct(head)), len(mine))
         if state.shared and state.shared[-1].round == rnd:
             leave_out = {k: [round(d, 5), round(e, 5), n] for k, (d, e, n) in result.items()}
