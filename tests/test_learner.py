@@ -40,6 +40,31 @@ def test_scaler_standardizes_and_keeps_constant_columns_finite() -> None:
     assert np.all(Z[:, 3] == 0)
 
 
+def test_scaler_transform_is_the_plain_expression_bit_for_bit() -> None:
+    X, _ = blobs(1000)
+    scaler = fit_scaler(X)
+    for rows in (X, X.astype(np.float16), X.astype(np.float64)):  # cast first, as asarray did
+        plain = (np.asarray(rows, dtype=np.float32) - scaler.mean) / scaler.scale
+        np.testing.assert_array_equal(scaler.transform(rows, block=97), plain)
+    np.testing.assert_array_equal(scaler.transform(X[0]), (X[0] - scaler.mean) / scaler.scale)
+
+
+def test_training_on_rows_of_a_pool_is_training_on_their_copy() -> None:
+    X, y = blobs(600, spread=3.0)
+    rows = np.random.default_rng(3).permutation(600)[:250]
+    scaler = fit_scaler(X)
+    gathered = scaler.transform(X, block=64, rows=rows)
+    np.testing.assert_array_equal(gathered, scaler.transform(X[rows]))
+    a = train_head(X, y[rows], rows=rows, scaler=scaler)
+    b = train_head(X[rows], y[rows], scaler=scaler)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    np.testing.assert_array_equal(a.bias, b.bias)
+    c, d = train_head(X, y[rows], rows=rows), train_head(X[rows], y[rows])  # own scaler: rows'
+    np.testing.assert_array_equal(c.weights, d.weights)
+    with pytest.raises(UsageError, match="250 embeddings but 249 labels"):
+        train_head(X, y[rows][:-1], rows=rows)
+
+
 def test_scaler_blockwise_matches_one_pass() -> None:
     X, _ = blobs(1000)
     a, b = fit_scaler(X, chunk_rows=97), fit_scaler(X)

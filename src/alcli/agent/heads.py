@@ -106,8 +106,9 @@ class HeadStore:
             with self.timed(part):
                 if labeled_only:  # fit_head's first step: the same space, the labeled rows
                     head = train_head(
-                        self.space.pool[rows_arr],
+                        self.space.pool,
                         labels,
+                        rows=rows_arr,
                         l2=self.l2,
                         scaler=self.space.scaler,
                         init=init,

@@ -73,10 +73,30 @@ class Scaler:
     mean: NDArray[np.float32]
     scale: NDArray[np.float32]
 
-    def transform(self, X: ArrayLike) -> NDArray[np.float32]:
-        """Standardized float32 copy of ``X``."""
-        arr = np.asarray(X, dtype=np.float32)
-        return (arr - self.mean) / self.scale
+    def transform(
+        self, X: ArrayLike, block: int = 8192, *, rows: ArrayLike | None = None
+    ) -> NDArray[np.float32]:
+        """Standardized float32 copy of ``X`` (of ``X[rows]`` when given), written block by
+        block into one new array.
+
+        ``(x - mean) / scale`` in place on each block, the same float32 operations as the
+        plain expression, so the same bits, without its two whole-size temporaries (nor a
+        third for gathering ``rows``): a fresh multi-hundred-MB array costs its page faults,
+        measured 0.4-2.3 s for 42k x 2,560 against 0.07 s in place."""
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            picked = arr if rows is None else arr[np.asarray(rows, dtype=np.int64)]
+            return (picked.astype(np.float32) - self.mean) / self.scale
+        index = None if rows is None else np.asarray(rows, dtype=np.int64)
+        n = arr.shape[0] if index is None else len(index)
+        out = np.empty((n, arr.shape[1]), dtype=np.float32)
+        for start in range(0, n, block):
+            part = out[start : start + block]
+            stop = start + len(part)
+            part[...] = arr[start:stop] if index is None else arr[index[start:stop]]
+            np.subtract(part, self.mean, out=part)
+            np.divide(part, self.scale, out=part)
+        return out
 
 
 def fit_scaler(X: ArrayLike, *, chunk_rows: int | None = None) -> Scaler:
@@ -267,15 +287,16 @@ class _Objective:
 
 
 def _checked_training_set(
-    X: ArrayLike, y: Sequence[Hashable] | ArrayLike, l2: float
+    X: ArrayLike, y: Sequence[Hashable] | ArrayLike, l2: float, rows: ArrayLike | None = None
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.intp]]:
     """``train_head``'s inputs as [n, d] rows, sorted classes and each row's class code."""
     arr = np.asarray(X)
     if arr.ndim != 2:
         raise UsageError(f"embeddings must be [n, d], got shape {arr.shape}")
     classes, codes = encode_labels(y)
-    if len(codes) != arr.shape[0]:
-        raise UsageError(f"{arr.shape[0]} embeddings but {len(codes)} labels; they must match")
+    n = arr.shape[0] if rows is None else len(np.asarray(rows))
+    if len(codes) != n:
+        raise UsageError(f"{n} embeddings but {len(codes)} labels; they must match")
     if len(codes) == 0:
         raise UsageError("cannot train a head on zero labeled items", hint="label some items")
     if l2 <= 0:
@@ -294,6 +315,7 @@ def train_head(
     scaler: Scaler | None = None,
     init: Head | None = None,
     sample_weight: ArrayLike | None = None,
+    rows: ArrayLike | None = None,
 ) -> Head:
     """Fit a multinomial logistic regression with L2 penalty ``l2`` on (standardized) ``X``.
 
@@ -305,10 +327,12 @@ def train_head(
     ``y`` lacks are dropped), and draws no random numbers, so it is deterministic; ``seed`` is
     accepted for symmetry with ``train_committee``. ``sample_weight`` (one positive number a
     row) weighs each row's loss, e.g. a bought label above a pseudo-label (``semisup``).
+    ``rows``: train on ``X[rows]``, gathered as they are standardized (one copy of the
+    training rows, not two: a self-training refit's are hundreds of MB).
     """
     del seed  # deterministic: L-BFGS from a fixed start on a strictly convex objective
     started = time.perf_counter()
-    arr, classes, codes = _checked_training_set(X, y, l2)
+    arr, classes, codes = _checked_training_set(X, y, l2, rows)
     d = arr.shape[1]
     n_classes = len(classes)
     if n_classes == 1:
@@ -318,8 +342,9 @@ def train_head(
             bias=np.zeros(1, dtype=np.float32),
             train_seconds=time.perf_counter() - started,
         )
-    scaler = scaler if scaler is not None else fit_scaler(arr)
-    Xs = np.ascontiguousarray(scaler.transform(arr))
+    if scaler is None:
+        scaler = fit_scaler(arr if rows is None else arr[np.asarray(rows, dtype=np.int64)])
+    Xs = scaler.transform(arr, rows=rows)
     weight = None
     if sample_weight is not None:
         weight = np.asarray(sample_weight, dtype=np.float32).ravel()
