@@ -19,7 +19,7 @@ from alcli.learner import (
     train_head,
 )
 from alcli.learner.graph import exact_knn
-from alcli.learner.semisup import pseudo_labels
+from alcli.learner.semisup import GRAPH_SELFTRAIN_REFITS, SELFTRAIN, pseudo_labels
 
 
 def two_moons_like(
@@ -174,7 +174,49 @@ def test_graph_selftrain_refits_the_graph_head_on_every_confident_row() -> None:
     probs = base.predict_proba(space.pool).max(axis=1)
     assert len(capped) == 50
     assert probs[capped].min() >= np.sort(probs[extra])[-50]
+    spread, spread_labels = pseudo_labels(
+        base, space.pool, rows, threshold=0.9, ratio=None, max_rows=50, spread=True
+    )
+    assert len(spread) == 50 == len(np.unique(spread))
+    assert set(spread) <= set(extra)
+    # every k-th by confidence: the most and the least confident of the kept rows are both in
+    ranked = extra[np.argsort(-probs[extra], kind="stable")]
+    assert {ranked[0], ranked[-1]} <= set(spread.tolist())
+    assert probs[spread].min() < np.sort(probs[extra])[-50]  # not the top 50
+    np.testing.assert_array_equal(spread_labels, labels[np.searchsorted(extra, spread)])
     a = fit_head(space, rows, y[rows])
     b = fit_head(space, rows, y[rows])
     np.testing.assert_array_equal(a.weights, b.weights)
     assert not np.array_equal(a.weights, base.weights)  # the pseudo-labels changed the head
+
+
+def test_graph_selftrain_pseudo_labels_again_from_each_refit() -> None:
+    X, y = two_moons_like(600, seed=6)
+    space = head_space("graph_selftrain", X)
+    rows = np.arange(40)
+    settings = SELFTRAIN["graph_selftrain"]
+    assert settings["refits"] == GRAPH_SELFTRAIN_REFITS >= 2
+    head = train_head(space.pool, y[rows], rows=rows, scaler=space.scaler)
+    heads = []
+    for _ in range(GRAPH_SELFTRAIN_REFITS):  # the chain fit_head is meant to run, by hand
+        extra, labels = pseudo_labels(
+            head,
+            space.pool,
+            rows,
+            threshold=settings["threshold"],
+            ratio=None,
+            max_rows=settings["max_rows"],
+            spread=True,
+        )
+        head = train_head(
+            space.pool,
+            np.concatenate([y[rows], labels]),
+            rows=np.concatenate([rows, extra]),
+            scaler=space.scaler,
+            init=head,
+        )
+        heads.append(head)
+    fitted = fit_head(space, rows, y[rows])
+    np.testing.assert_array_equal(fitted.weights, heads[-1].weights)
+    np.testing.assert_array_equal(fitted.bias, heads[-1].bias)
+    assert not np.array_equal(heads[0].weights, heads[-1].weights)  # the second refit counts

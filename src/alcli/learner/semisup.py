@@ -29,13 +29,17 @@ array of rows (chunk by chunk):
     once from the first. Deterministic: no random draw, ties to the lower row.
 ``graph_selftrain``
     The ``graph`` head, then self-training without the per-label cap or the class split:
-    every pool row it predicts with probability ≥ ``GRAPH_SELFTRAIN_THRESHOLD`` joins with its
-    predicted label (at most ``GRAPH_SELFTRAIN_MAX_ROWS``, the most confident, so a huge pool
-    bounds the refit), one refit, and strategies read the refitted head. On MNIST (RESULTS.md,
-    issue 18, session 9) the graph head's confident rows are 32-44k of 50k and ~99 % right,
-    so the refit learns the pool's own cluster shapes: DBAL reached 0.9355 at 400 labels over
-    5 seeds against 0.9300 with the plain graph head. It costs one more fit on those rows
-    per round (about 20x the graph head's).
+    the pool rows it predicts with probability ≥ ``GRAPH_SELFTRAIN_THRESHOLD`` join with their
+    predicted label, at most ``GRAPH_SELFTRAIN_MAX_ROWS`` of them taken evenly over the
+    confidence ranks (the whole confident range, not only its easiest top, and a refit whose
+    cost does not grow with the pool), refitted ``GRAPH_SELFTRAIN_REFITS`` times, each round
+    of pseudo-labels from the last refit; strategies read the final head. On MNIST the graph
+    head's confident rows are 32-44k of 50k and ~99 % right, so the refit learns the pool's own
+    cluster shapes. DBAL, 5 seeds, labels to random's 0.9355 at 2,000 (RESULTS.md, issue 18,
+    sessions 9 and 11): all confident rows (≤ 50k), one refit, 412.9; 10k spread, one refit,
+    423.6 (10k taken from the top instead lost ~0.9 point at 400); 10k spread, two refits,
+    378.4, in a third of the first's time. Three refits helped random picks on digits more
+    but cost DBAL up to 1.5 points there.
 """
 
 from __future__ import annotations
@@ -61,14 +65,18 @@ SELFTRAIN_THRESHOLD = 0.99
 SELFTRAIN_RATIO = 30
 #: ``graph_selftrain`` keeps every pool row predicted at least this confidently...
 GRAPH_SELFTRAIN_THRESHOLD = 0.9
-#: ...up to this many, the most confident first.
-GRAPH_SELFTRAIN_MAX_ROWS = 50_000
+#: ...up to this many, spread evenly over the confidence ranks (every k-th row, most confident
+#: first), which bounds the refit's cost at any pool size.
+GRAPH_SELFTRAIN_MAX_ROWS = 10_000
+#: ``graph_selftrain`` pseudo-labels and refits this many times, each from the last refit.
+GRAPH_SELFTRAIN_REFITS = 2
 #: The kinds that build the kNN graph space.
 GRAPH_KINDS = frozenset({"graph", "graph_selftrain"})
-#: The kinds that self-train, and how: ``pseudo_labels``' keyword arguments, plus two that
-#: ``fit_head`` reads. ``weight="balanced"`` gives the bought labels as much weight in the
-#: refit, together, as all the pseudo-labels (the L_s + λ_u·L_u loss of FixMatch, Sohn et al.
-#: 2020, with λ_u = 1, each a mean over its own rows; default "equal": one row, one weight);
+#: The kinds that self-train, and how: ``pseudo_labels``' keyword arguments, plus three that
+#: ``fit_head`` reads (``refits``, ``weight``, ``agree``). ``weight="balanced"`` gives the
+#: bought labels as much weight in the refit, together, as all the pseudo-labels (the
+#: L_s + λ_u·L_u loss of FixMatch, Sohn et al. 2020, with λ_u = 1, each a mean over its own
+#: rows; default "equal": one row, one weight);
 #: ``agree=True`` keeps only the pseudo-labels that label spreading over the kNN graph
 #: (``label_spreading``) also gives. With ``balance="prior"`` (``pseudo_labels``) they are
 #: off by default: on scikit-learn's digits (20-100 labels) the weights and the prior quotas
@@ -82,6 +90,8 @@ SELFTRAIN: dict[str, dict[str, Any]] = {
         "threshold": GRAPH_SELFTRAIN_THRESHOLD,
         "ratio": None,
         "max_rows": GRAPH_SELFTRAIN_MAX_ROWS,
+        "spread": True,
+        "refits": GRAPH_SELFTRAIN_REFITS,
     },
 }
 
@@ -183,36 +193,39 @@ def fit_head(
     (at most ``max_iter`` L-BFGS iterations per fit)."""
     rows_arr = np.asarray(rows, dtype=np.int64)
     head = train_head(
-        space.pool[rows_arr], labels, l2=l2, scaler=space.scaler, init=init, max_iter=max_iter
+        space.pool, labels, rows=rows_arr, l2=l2, scaler=space.scaler, init=init, max_iter=max_iter
     )
-    settings = SELFTRAIN.get(space.kind)
-    if settings is None or len(head.classes) < 2:
+    settings = dict(SELFTRAIN.get(space.kind, {}))
+    if not settings or len(head.classes) < 2:
         return head
-    settings = dict(settings)
     weighting = settings.pop("weight", "equal")
     agree = settings.pop("agree", False)
-    extra, extra_labels = pseudo_labels(head, space.pool, rows_arr, **settings)
-    if agree and space.graph is not None and len(extra):
-        spread = label_spreading(space.graph, rows_arr, labels, head.classes)
-        keep = spread[extra] == extra_labels
-        extra, extra_labels = extra[keep], extra_labels[keep]
-    if not len(extra):
-        return head
-    all_rows = np.concatenate([rows_arr, extra])
-    all_labels = np.concatenate([np.asarray(labels), extra_labels])
-    weight = None
-    if weighting == "balanced":
-        weight = np.ones(len(all_rows), dtype=np.float32)
-        weight[: len(rows_arr)] = len(extra) / len(rows_arr)
-    return train_head(
-        space.pool[all_rows],
-        all_labels,
-        l2=l2,
-        scaler=space.scaler,
-        init=head,
-        max_iter=max_iter,
-        sample_weight=weight,
-    )
+    refits = settings.pop("refits", 1)
+    for _ in range(refits):
+        extra, extra_labels = pseudo_labels(head, space.pool, rows_arr, **settings)
+        if agree and space.graph is not None and len(extra):
+            spread = label_spreading(space.graph, rows_arr, labels, head.classes)
+            keep = spread[extra] == extra_labels
+            extra, extra_labels = extra[keep], extra_labels[keep]
+        if not len(extra):
+            return head
+        all_rows = np.concatenate([rows_arr, extra])
+        all_labels = np.concatenate([np.asarray(labels), extra_labels])
+        weight = None
+        if weighting == "balanced":
+            weight = np.ones(len(all_rows), dtype=np.float32)
+            weight[: len(rows_arr)] = len(extra) / len(rows_arr)
+        head = train_head(
+            space.pool,
+            all_labels,
+            rows=all_rows,
+            l2=l2,
+            scaler=space.scaler,
+            init=head,
+            max_iter=max_iter,
+            sample_weight=weight,
+        )
+    return head
 
 
 def label_spreading(
@@ -264,11 +277,13 @@ def pseudo_labels(
     ratio: int | None = SELFTRAIN_RATIO,
     max_rows: int | None = None,
     balance: str | None = None,
+    spread: bool = False,
 ) -> tuple[NDArray[np.int64], NDArray[Any]]:
     """Unlabeled rows ``head`` is sure of, and their predicted labels (see the module doc).
 
     With ``ratio`` None every row at ``threshold`` or above counts, whatever its class, up to
-    ``max_rows`` of the most confident (ties to the lower row). ``balance="prior"`` keeps as
+    ``max_rows`` of the most confident (ties to the lower row), or with ``spread`` every k-th
+    of them by confidence rank, so the cap keeps the whole range. ``balance="prior"`` keeps as
     many rows, split over the classes as the head's mean predicted probability over the
     unlabeled pool (its estimate of the class prior), each class's most confident first."""
     probs = head.predict_proba(pool)
@@ -278,7 +293,11 @@ def pseudo_labels(
     if ratio is None:
         extra = np.flatnonzero(confidence >= threshold)
         if max_rows is not None and len(extra) > max_rows:
-            extra = extra[np.argsort(-confidence[extra], kind="stable")[:max_rows]]
+            ranked = extra[np.argsort(-confidence[extra], kind="stable")]
+            if spread:  # every k-th by confidence: the whole confident range, not its top
+                extra = ranked[np.linspace(0, len(ranked) - 1, max_rows).round().astype(np.int64)]
+            else:
+                extra = ranked[:max_rows]
         if balance == "prior":
             unlabeled = confidence >= 0
             prior = probs[unlabeled].mean(axis=0, dtype=np.float64)
