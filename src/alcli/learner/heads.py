@@ -332,6 +332,9 @@ def train_head(
     """
     del seed  # deterministic: L-BFGS from a fixed start on a strictly convex objective
     started = time.perf_counter()
+    if rows is not None and not isinstance(X, np.ndarray):  # a streamed pool: the rows alone
+        pool: Any = X
+        X, rows = pool[np.asarray(rows, dtype=np.int64)], None
     arr, classes, codes = _checked_training_set(X, y, l2, rows)
     d = arr.shape[1]
     n_classes = len(classes)
