@@ -61,6 +61,8 @@ def test_training_on_rows_of_a_pool_is_training_on_their_copy() -> None:
     np.testing.assert_array_equal(a.bias, b.bias)
     c, d = train_head(X, y[rows], rows=rows), train_head(X[rows], y[rows])  # own scaler: rows'
     np.testing.assert_array_equal(c.weights, d.weights)
+    listed = train_head(X.tolist(), y[rows], rows=rows, scaler=scaler)  # not an array: gathered
+    np.testing.assert_array_equal(listed.weights, b.weights)
     with pytest.raises(UsageError, match="250 embeddings but 249 labels"):
         train_head(X, y[rows][:-1], rows=rows)
 

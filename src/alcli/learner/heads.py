@@ -333,7 +333,7 @@ def train_head(
     del seed  # deterministic: L-BFGS from a fixed start on a strictly convex objective
     started = time.perf_counter()
     if rows is not None and not isinstance(X, np.ndarray):  # a streamed pool: the rows alone
-        pool: Any = X
+        pool: Any = np.asarray(X) if isinstance(X, (list, tuple)) else X
         X, rows = pool[np.asarray(rows, dtype=np.int64)], None
     arr, classes, codes = _checked_training_set(X, y, l2, rows)
     d = arr.shape[1]
