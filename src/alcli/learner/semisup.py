@@ -36,10 +36,10 @@ array of rows (chunk by chunk):
     of pseudo-labels from the last refit; strategies read the final head. On MNIST the graph
     head's confident rows are 32-44k of 50k and ~99 % right, so the refit learns the pool's own
     cluster shapes. DBAL, 5 seeds, labels to random's 0.9355 at 2,000 (RESULTS.md, issue 18,
-    sessions 9 and 11): all confident rows (≤ 50k), one refit, 412.9; 10k spread, one refit,
-    423.6 (10k taken from the top instead lost ~0.9 point at 400); 10k spread, two refits,
-    378.4, in a third of the first's time. Three refits helped random picks on digits more
-    but cost DBAL up to 1.5 points there.
+    session 11): all confident rows (≤ 50k), one refit, 412.9 in 160 s; 10k spread, two
+    refits, 378.4 in 99 s; one refit instead, 423.6; the 10k most confident instead, 463.3. A
+    third refit (scikit-learn's digits, 20 seeds) gained random picks 0.3-0.5 point and cost
+    DBAL 2.1 at 40 labels and 1.1 at 80.
 """
 
 from __future__ import annotations
@@ -201,16 +201,20 @@ def fit_head(
     weighting = settings.pop("weight", "equal")
     agree = settings.pop("agree", False)
     refits = settings.pop("refits", 1)
+    bought = np.asarray(labels)
+    # label spreading reads only the graph and the bought labels: the same for every refit
+    spread = None
+    if agree and space.graph is not None:
+        spread = label_spreading(space.graph, rows_arr, labels, head.classes)
     for _ in range(refits):
         extra, extra_labels = pseudo_labels(head, space.pool, rows_arr, **settings)
-        if agree and space.graph is not None and len(extra):
-            spread = label_spreading(space.graph, rows_arr, labels, head.classes)
+        if spread is not None and len(extra):
             keep = spread[extra] == extra_labels
             extra, extra_labels = extra[keep], extra_labels[keep]
         if not len(extra):
             return head
         all_rows = np.concatenate([rows_arr, extra])
-        all_labels = np.concatenate([np.asarray(labels), extra_labels])
+        all_labels = np.concatenate([bought, extra_labels])
         weight = None
         if weighting == "balanced":
             weight = np.ones(len(all_rows), dtype=np.float32)
