@@ -170,12 +170,17 @@ def run(pool: Pool, config: AutoConfig, out_dir: Path) -> tuple[Report, float]:
 
 
 def agent_digest() -> str:
-    """Identity of the agent's code: a cached auto run is reused only while it is unchanged."""
+    """Identity of the code a run depends on (the agent, the heads, the strategies): a cached
+    run is reused only while it is unchanged (session 12: a change to the heads alone had
+    left the cached single-strategy runs in place)."""
     import alcli.agent
+    import alcli.learner
+    import alcli.strategies
 
     digest = hashlib.sha256()
-    for path in sorted(Path(alcli.agent.__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
+    for package in (alcli.agent, alcli.learner, alcli.strategies):
+        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -299,6 +304,8 @@ def base_config(args: argparse.Namespace, **changes: Any) -> AutoConfig:
         "spend": DEFAULT_SPEND,
         "head": args.head,
     }
+    if args.head_components is not None:  # else AutoConfig's default
+        values["head_components"] = args.head_components
     values.update(changes)
     return AutoConfig(**values)
 
@@ -330,7 +337,7 @@ def part_singles(args: argparse.Namespace, pool: Pool) -> dict[str, Any]:
                 plateau_rounds=NO_PLATEAU,
                 budget=budget,
             )
-            summary = cached_run(args, pool, config, f"single-{name}-{seed}")
+            summary = cached_run(args, pool, config, f"single-{name}-{seed}", code=agent_digest())
             per_seed.append(summary)
             if name == "random":
                 random_labels[seed] = summary["labels_to_target"]
@@ -431,6 +438,12 @@ def main() -> int:
     )
     parser.add_argument("--subset", type=int, default=None, help="first N pool items only")
     parser.add_argument("--head", default="logistic", help="a head kind (semisup.HEAD_KINDS)")
+    parser.add_argument(
+        "--head-components",
+        type=int,
+        default=None,
+        help="principal components of the graph heads' space (0: every column; default: alcli's)",
+    )
     parser.add_argument(
         "--graph-backend",
         default="faiss",

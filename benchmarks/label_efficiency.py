@@ -15,7 +15,9 @@ BALD with random (``bald_vs_random``), and the old ``labels_to_reach_random_fina
     python benchmarks/label_efficiency.py --json --plot benchmarks/label_efficiency.png
 
 ``--random-heads none --reuse earlier.json`` reads random's curve from an earlier run instead of
-running it again; ``--selftrain JSON`` overrides ``graph_selftrain``'s settings (screening).
+running it again; ``--selftrain JSON`` overrides ``graph_selftrain``'s settings (screening);
+``--components N`` keeps N principal components of the graph space (0: every column; default
+``semisup.GRAPH_SPACE_COMPONENTS``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from alcli.learner import (
     train_committee,
 )
 from alcli.learner.graph import PoolGraph
-from alcli.learner.semisup import GRAPH_KINDS, SELFTRAIN
+from alcli.learner.semisup import GRAPH_KINDS, GRAPH_SPACE_COMPONENTS, SELFTRAIN
 from mnist_features import WORK, mnist_features
 
 
@@ -106,11 +108,9 @@ def cached_eval_rows(space: HeadSpace, Xe: np.ndarray, backend: str) -> np.ndarr
         return Xe
     # v2: [power-normalised row, neighbours' mean] (session 7); the v1 file held a ½-mix
     path = WORK / f"graph_eval_v2_{len(space.pool)}x{Xe.shape[0]}_{backend}.npy"
-    if path.exists():
-        return np.load(path)
-    rows = space.rows_for(Xe)
-    np.save(path, rows)
-    return rows
+    if not path.exists():
+        np.save(path, space.graph_rows_for(Xe))
+    return space.project(np.load(path))
 
 
 def cached_graph(X: np.ndarray, backend: str) -> PoolGraph:
@@ -226,6 +226,12 @@ def main() -> int:
         default="",
         help="JSON: overrides of graph_selftrain's settings (semisup.SELFTRAIN), for screening",
     )
+    parser.add_argument(
+        "--components",
+        type=int,
+        default=GRAPH_SPACE_COMPONENTS,
+        help="principal components the graph space keeps (0: every column, unprojected)",
+    )
     args = parser.parse_args()
 
     if args.selftrain:
@@ -241,7 +247,7 @@ def main() -> int:
     for kind in heads:
         started = time.perf_counter()
         graph = cached_graph(X, args.graph_backend) if kind in GRAPH_KINDS else None
-        space = head_space(kind, X, graph=graph)
+        space = head_space(kind, X, graph=graph, components=args.components)
         spaces[kind] = (space, cached_eval_rows(space, Xe, args.graph_backend))
         seconds[f"space_{kind}"] = round(time.perf_counter() - started, 1)
         if graph is not None:
@@ -322,6 +328,7 @@ def main() -> int:
         "posterior": args.posterior,
         "graph_backend": args.graph_backend,
         "selftrain": SELFTRAIN["graph_selftrain"],
+        "graph_space_components": args.components,
         "random_2000_accuracy": random_2000,
         "labels_to_random_2000": to_2000,
         "best": {"run": best, "labels": reached.get(best) if best else None},

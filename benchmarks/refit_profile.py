@@ -50,7 +50,10 @@ def main() -> int:
     space = head_space("graph_selftrain", X, graph=cached_graph(X, "faiss"))
     rows = np.random.default_rng(0).permutation(len(X))[: args.labels]
     labels = y[rows]
-    settings = {k: v for k, v in SELFTRAIN["graph_selftrain"].items() if k != "refits"}
+    shipped = SELFTRAIN["graph_selftrain"]
+    settings = {k: v for k, v in shipped.items() if k not in ("refits", "count_labeled")}
+    if shipped.get("count_labeled"):  # the cap counts the bought labels (fit_head does this)
+        settings["max_rows"] = max(0, settings["max_rows"] - len(rows))
 
     def fit(fit_rows: np.ndarray, fit_labels: np.ndarray, init: Any = None) -> Any:
         return train_head(space.pool, fit_labels, rows=fit_rows, scaler=space.scaler, init=init)

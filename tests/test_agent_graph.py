@@ -95,3 +95,38 @@ def test_an_evidence_probe_of_a_self_training_head_is_its_labeled_step(tmp_path)
     untimed = store.timed
     plain = HeadStore(tmp_path / "plain", head_space("logistic", X), l2=1.0, timed=untimed)
     assert plain.train(rows, labels, labeled_only=True) is plain.train(rows, labels)
+
+
+def test_a_self_trained_head_keeps_its_labeled_step_for_the_next_evidence_base(tmp_path) -> None:
+    """The shared head's first step is the next round's evidence base (the same rows): it is
+    saved with the head and read back, not fitted twice, and a saved one is never replaced."""
+    from contextlib import contextmanager
+
+    from alcli.agent.heads import HeadStore, head_key
+    from alcli.learner import head_space, train_head
+
+    _, X, truth, _ = _pool()
+    labels = list(truth.values())[:40]
+    rows = list(range(40))
+    space = head_space("graph_selftrain", X)
+    fits: list[str] = []
+
+    @contextmanager
+    def timed(part: str):  # type: ignore[no-untyped-def]
+        fits.append(part)
+        yield
+
+    store = HeadStore(tmp_path, space, l2=1.0, timed=timed)
+    full = store.train(rows, labels)
+    assert (tmp_path / "heads" / f"{head_key(rows, labeled_only=True)}.npz").exists()
+    before = list(fits)
+    probe = store.train(rows, labels, labeled_only=True, part="evidence")
+    assert "evidence" not in fits[len(before) :]  # found, not fitted
+    step = train_head(space.pool[rows], labels, scaler=space.scaler)
+    np.testing.assert_array_equal(probe.weights, step.weights)
+    assert not np.array_equal(probe.weights, full.weights)
+    # a fresh store (a resumed run) reads the same step from disk
+    again = HeadStore(tmp_path, space, l2=1.0, timed=timed)
+    np.testing.assert_array_equal(
+        again.train(rows, labels, labeled_only=True).weights, step.weights
+    )

@@ -215,3 +215,36 @@ def test_auto_builds_its_graph_with_the_chosen_backend_and_keeps_it(tmp_path) ->
         AutoConfig(
             target_accuracy=0.9, budget=200, strategies=("margin",), graph_backend="fais"
         ).checked()
+
+
+def test_head_components_on_the_command_line_and_in_alcli_toml(runner, tmp_path) -> None:
+    emb, labels = arrays(tmp_path)
+    d = int(np.load(emb).shape[1])
+    args = ["select", "--embeddings", str(emb), "-l", str(labels), "-s", "margin", "-b", "3"]
+    args += ["--head", "graph_selftrain", "--json"]
+    every = runner.invoke(app, [*args, "--head-components", "0"])
+    assert every.exit_code == 0, every.output
+    assert json.loads(every.stdout)["graph"]["space_dims"] == 2 * d
+    (tmp_path / "alcli.toml").write_text("head_components = 4\n")
+    four = runner.invoke(app, args)
+    assert four.exit_code == 0, four.output
+    assert json.loads(four.stdout)["graph"]["space_dims"] == 4
+    bad = runner.invoke(app, [*args, "--head-components", "-3"])
+    assert bad.exit_code == 2
+    assert "--head-components must be 0 (every column) or more" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_auto_config_head_components_default_legacy_and_bad() -> None:
+    from alcli.agent import AutoConfig
+    from alcli.learner.semisup import GRAPH_SPACE_COMPONENTS
+
+    config = AutoConfig(target_accuracy=0.9, budget=200, strategies=("margin",)).checked()
+    assert config.head_components == GRAPH_SPACE_COMPONENTS
+    # a run saved before the option existed kept every column, and resumes so
+    legacy = {k: v for k, v in config.as_dict().items() if k != "head_components"}
+    assert AutoConfig.from_dict(legacy).head_components == 0
+    with pytest.raises(UsageError, match="--head-components must be 0"):
+        AutoConfig(
+            target_accuracy=0.9, budget=200, strategies=("margin",), head_components=-1
+        ).checked()

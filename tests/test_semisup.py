@@ -18,8 +18,14 @@ from alcli.learner import (
     train_committee,
     train_head,
 )
-from alcli.learner.graph import exact_knn
-from alcli.learner.semisup import GRAPH_SELFTRAIN_REFITS, SELFTRAIN, pseudo_labels
+from alcli.learner.graph import TOP_K_CHUNK, exact_knn, top_k
+from alcli.learner.semisup import (
+    GRAPH_SELFTRAIN_REFITS,
+    SELFTRAIN,
+    fit_head_steps,
+    power_normalise,
+    pseudo_labels,
+)
 
 
 def two_moons_like(
@@ -190,6 +196,28 @@ def test_graph_selftrain_refits_the_graph_head_on_every_confident_row() -> None:
     assert not np.array_equal(a.weights, base.weights)  # the pseudo-labels changed the head
 
 
+def _refit_by_hand(space, rows, labels, head, max_rows):  # type: ignore[no-untyped-def]
+    """One self-training refit of ``graph_selftrain`` written out: ``head``'s spread
+    pseudo-labels (at most ``max_rows``) join the bought labels, refitted from ``head``."""
+    extra, extra_labels = pseudo_labels(
+        head,
+        space.pool,
+        rows,
+        threshold=SELFTRAIN["graph_selftrain"]["threshold"],
+        ratio=None,
+        max_rows=max_rows,
+        spread=True,
+    )
+    refit = train_head(
+        space.pool,
+        np.concatenate([labels, extra_labels]),
+        rows=np.concatenate([rows, extra]),
+        scaler=space.scaler,
+        init=head,
+    )
+    return refit, extra
+
+
 def test_graph_selftrain_pseudo_labels_again_from_each_refit() -> None:
     X, y = two_moons_like(600, seed=6)
     space = head_space("graph_selftrain", X)
@@ -199,24 +227,107 @@ def test_graph_selftrain_pseudo_labels_again_from_each_refit() -> None:
     head = train_head(space.pool, y[rows], rows=rows, scaler=space.scaler)
     heads = []
     for _ in range(GRAPH_SELFTRAIN_REFITS):  # the chain fit_head is meant to run, by hand
-        extra, labels = pseudo_labels(
-            head,
-            space.pool,
-            rows,
-            threshold=settings["threshold"],
-            ratio=None,
-            max_rows=settings["max_rows"],
-            spread=True,
-        )
-        head = train_head(
-            space.pool,
-            np.concatenate([y[rows], labels]),
-            rows=np.concatenate([rows, extra]),
-            scaler=space.scaler,
-            init=head,
-        )
+        # the cap counts the bought labels
+        head, _ = _refit_by_hand(space, rows, y[rows], head, settings["max_rows"] - len(rows))
         heads.append(head)
     fitted = fit_head(space, rows, y[rows])
     np.testing.assert_array_equal(fitted.weights, heads[-1].weights)
     np.testing.assert_array_equal(fitted.bias, heads[-1].bias)
     assert not np.array_equal(heads[0].weights, heads[-1].weights)  # the second refit counts
+
+
+def test_graph_space_keeps_its_top_principal_components() -> None:
+    X, y = two_moons_like(500, seed=4)
+    Xp = np.abs(X)
+    d = X.shape[1]
+    full = head_space("graph", Xp, components=0)
+    space = head_space("graph", Xp, graph=full.graph, components=8)
+    assert space.pool.shape == (500, 8)
+    assert space.projection is not None
+    # the full space's rows, standardized by its scaler and projected on orthonormal axes
+    np.testing.assert_allclose(space.projection.scaler.mean, full.scaler.mean, rtol=1e-5)
+    np.testing.assert_allclose(space.projection.scaler.scale, full.scaler.scale, rtol=1e-5)
+    np.testing.assert_allclose(space.pool, space.projection(full.pool), rtol=1e-4, atol=1e-4)
+    axes = space.projection.axes
+    np.testing.assert_allclose(axes.T @ axes, np.eye(8), atol=1e-5)
+    variance = space.pool.var(axis=0)
+    assert variance[0] == variance.max()
+    assert variance[-1] < variance[0]
+    np.testing.assert_array_equal(space.raw, full.raw)
+    new = space.rows_for(Xp[:7])
+    np.testing.assert_allclose(new, space.project(full.rows_for(Xp[:7])), rtol=1e-4, atol=1e-4)
+    again = head_space("graph", Xp, graph=full.graph, components=8)
+    np.testing.assert_array_equal(again.pool, space.pool)
+    # every column or more (0: every column): the unprojected space; fewer than 0: an error
+    every = head_space("graph", Xp, graph=full.graph, components=2 * d)
+    np.testing.assert_array_equal(every.pool, full.pool)
+    assert every.projection is None
+    assert every.project(full.pool) is full.pool
+    assert full.pool.shape == (500, 2 * d)
+    with pytest.raises(UsageError, match="must be 0"):
+        head_space("graph", Xp, graph=full.graph, components=-1)
+    # heads train and predict in it, and lose little to the dropped directions
+    rows = np.arange(60)
+    head = fit_head(space, rows, y[rows])
+    assert head.dim == 8
+    kept = evaluate(head, space.pool, y).accuracy
+    assert kept >= evaluate(fit_head(full, rows, y[rows]), full.pool, y).accuracy - 0.05
+
+
+def test_fit_head_steps_gives_the_labeled_step_and_the_result() -> None:
+    X, y = two_moons_like(600, seed=6)
+    space = head_space("graph_selftrain", X)
+    rows = np.arange(40)
+    step, head = fit_head_steps(space, rows, y[rows])
+    alone = train_head(space.pool, y[rows], rows=rows, scaler=space.scaler)
+    np.testing.assert_array_equal(step.weights, alone.weights)
+    np.testing.assert_array_equal(head.weights, fit_head(space, rows, y[rows]).weights)
+    assert not np.array_equal(step.weights, head.weights)
+    plain = head_space("graph", X, graph=space.graph)
+    first, last = fit_head_steps(plain, rows, y[rows])
+    assert first is last
+
+
+def test_graph_selftrain_cap_counts_the_bought_labels(monkeypatch) -> None:
+    X, y = two_moons_like(600, seed=6)
+    space = head_space("graph_selftrain", X)
+    rows = np.arange(40)
+    settings = SELFTRAIN["graph_selftrain"]
+    assert settings["count_labeled"]
+    monkeypatch.setitem(SELFTRAIN, "graph_selftrain", {**settings, "max_rows": 40})
+    step, head = fit_head_steps(space, rows, y[rows])
+    assert head is step  # the bought labels fill the cap: nothing to self-train on
+    monkeypatch.setitem(SELFTRAIN, "graph_selftrain", {**settings, "max_rows": 90, "refits": 1})
+    _, head = fit_head_steps(space, rows, y[rows])
+    refit, extra = _refit_by_hand(space, rows, y[rows], step, 50)
+    assert len(extra) == 50
+    np.testing.assert_array_equal(head.weights, refit.weights)
+
+
+def test_power_normalise_is_the_signed_square_root_in_place_too() -> None:
+    X = np.array([[-4.0, 9.0, 0.0, -0.25, -0.0], [1e-8, 2.0, -3.0, 16.0, 0.5]], np.float32)
+    expected = np.sign(X) * np.sqrt(np.abs(X))
+    out = power_normalise(X, block=1)
+    np.testing.assert_array_equal(out.view(np.int32), expected.view(np.int32))  # same bits
+    np.testing.assert_array_equal(
+        power_normalise(X.astype(np.float16)),
+        power_normalise(X.astype(np.float16).astype(np.float32)),
+    )
+    inplace = X.copy()
+    power_normalise(inplace, block=1, out=inplace)  # signs read before they are overwritten
+    np.testing.assert_array_equal(inplace, expected)
+
+
+@pytest.mark.parametrize("m", [5, TOP_K_CHUNK, 3 * TOP_K_CHUNK + 7])
+def test_top_k_is_a_stable_sort_of_each_row(m: int) -> None:
+    """Many equal entries, within and across chunks: the k best, equal ones by lower column
+    (what a stable sort of every entry gives), membership included."""
+    rng = np.random.default_rng(m)
+    S = rng.integers(0, 6, size=(40, m)).astype(np.float32)
+    S[0] = 3.0  # a row of ties
+    S[1, ::2] = -np.inf
+    for k in (1, 4, min(m, 10)):
+        columns, values = top_k(S, k)
+        expected = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(columns, expected)
+        np.testing.assert_array_equal(values, np.take_along_axis(S, expected, axis=1))

@@ -24,6 +24,7 @@ from alcli.agent import STATE_FILE, AutoConfig, EvalSet, Report
 from alcli.embedding import EmbedOptions, EmbedResult, embed
 from alcli.errors import UsageError
 from alcli.labels import load_labels_csv
+from alcli.learner.semisup import check_components
 from alcli.oracle import (
     CommandOracle,
     DirectoryOracle,
@@ -78,6 +79,7 @@ def auto_config(
     min_distance: float | None = None,
     head: str = "logistic",
     graph_backend: str = "auto",
+    head_components: int | None = None,
 ) -> AutoConfig:
     """An ``AutoConfig`` from CLI values; names are checked against the registry."""
     names = tuple(n.strip() for n in (candidates or "").split(",") if n.strip())
@@ -94,6 +96,7 @@ def auto_config(
         min_distance=min_distance,
         head=head,
         graph_backend=graph_backend,
+        head_components=check_components(head_components),
     ).checked()
 
 

@@ -159,6 +159,7 @@ def pick(
     constraints: Constraints | None = None,
     head: str = "logistic",
     graph_backend: str = "auto",
+    head_components: int | None = None,
     graph_cache: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> Selection:
@@ -248,6 +249,7 @@ def pick(
         want_probs=balance,
         head=head,
         graph_backend=graph_backend,
+        head_components=head_components,
         graph_cache=graph_cache,
         graph_info=graph_info,
     )
@@ -341,6 +343,7 @@ def _model_inputs(
     want_probs: bool = False,
     head: str = "logistic",
     graph_backend: str = "auto",
+    head_components: int | None = None,
     graph_cache: str | os.PathLike[str] | None = None,
     graph_info: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -366,7 +369,9 @@ def _model_inputs(
         from alcli.strategy_inputs import strategy_inputs
 
         started = time.perf_counter()
-        space = head_space(head, embeddings, backend=graph_backend, cache=graph_cache)
+        space = head_space(
+            head, embeddings, backend=graph_backend, cache=graph_cache, components=head_components
+        )
         if space.graph is not None:
             timings["graph_s"] = space.graph.seconds
             (graph_info if graph_info is not None else {}).update(
@@ -374,6 +379,7 @@ def _model_inputs(
                 k=space.graph.k,
                 cached=space.graph.cached,
                 seconds=round(space.graph.seconds, 4),
+                space_dims=int(space.pool.shape[1]),
             )
         inputs = strategy_inputs(
             needs,

@@ -15,7 +15,7 @@ from alcli.errors import UsageError
 from alcli.labels import match_labels
 from alcli.learner.committee import POSTERIORS
 from alcli.learner.graph import check_backend
-from alcli.learner.semisup import check_head
+from alcli.learner.semisup import GRAPH_SPACE_COMPONENTS, check_components, check_head
 
 SPEND_MODES = ("shared", "pooled", "paper")
 #: Spend modes that split R per round and train a head on every label bought.
@@ -28,6 +28,7 @@ LEGACY = {
     "posterior": "bootstrap",
     "forecast_model": "exp",
     "graph_backend": "exact",
+    "head_components": 0,
 }
 
 
@@ -65,6 +66,8 @@ class AutoConfig:
     forecast_model: str = "power"
     #: How the graph heads' kNN graph is built (``alcli.learner.graph.GRAPH_BACKENDS``).
     graph_backend: str = "auto"
+    #: Principal components the graph heads' space keeps (0: every column; ``head_space``).
+    head_components: int = GRAPH_SPACE_COMPONENTS
 
     def checked(self) -> AutoConfig:
         """This config with strategy names canonical and deduplicated; raises ``UsageError``."""
@@ -88,6 +91,7 @@ class AutoConfig:
         if self.plateau_rounds < 1 or self.committee_size < 1 or self.l2 <= 0:
             raise UsageError("plateau rounds and committee size must be >= 1, and l2 > 0")
         head = check_head(self.head)
+        check_components(self.head_components)
         graph_backend = check_backend(self.graph_backend)
         if self.elimination not in ELIMINATIONS:
             raise UsageError(

@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from alcli.learner import DEFAULT_MAX_ITER, Head, HeadSpace, fit_head, load_head, train_head
-from alcli.learner.semisup import SELFTRAIN
+from alcli.learner import DEFAULT_MAX_ITER, Head, HeadSpace, load_head, train_head
+from alcli.learner.semisup import SELFTRAIN, fit_head_steps
 
 #: Folder of ``out_dir`` holding every head the saved state may start a later head from.
 HEADS_DIR = "heads"
+#: Ends the name of a head fitted on the labeled rows alone in a self-training space.
+LABELED_SUFFIX = "-l"
 #: Heads remembered in memory by their training rows (a round's survivors and shared head fit).
 HEAD_MEMO_SIZE = 16
 
@@ -50,7 +52,7 @@ def head_key(
     for a head fitted on the labeled rows alone in a self-training space."""
     key = rows_key(rows)
     key = key if max_iter is None else f"{key}-i{max_iter}"
-    return f"{key}-l" if labeled_only else key
+    return f"{key}{LABELED_SUFFIX}" if labeled_only else key
 
 
 def save_head(head: Head, path: Path) -> None:
@@ -95,7 +97,9 @@ class HeadStore:
         trained on these rows is a valid one, and returning the saved one is what keeps a
         resumed run identical. So the final head (the last round's shared head, or the
         winner's) and a set that gained nothing cost no second fit. A new head is saved
-        before it is used.
+        before it is used; a self-trained one with its first step (named as ``labeled_only``
+        names it), which a ``pooled`` run's next round reads as its evidence base: at 5,700
+        labels that step is ~1.9 s of L-BFGS, once a round, not fitted twice.
         """
         rows_arr = np.asarray(rows, dtype=np.int64)
         labeled_only = labeled_only and self.space.kind in SELFTRAIN
@@ -103,6 +107,7 @@ class HeadStore:
         head = self.get(key)
         if head is None:
             iterations = DEFAULT_MAX_ITER if max_iter is None else max_iter
+            step = None
             with self.timed(part):
                 if labeled_only:  # fit_head's first step: the same space, the labeled rows
                     head = train_head(
@@ -115,14 +120,27 @@ class HeadStore:
                         max_iter=iterations,
                     )
                 else:
-                    head = fit_head(
+                    step, head = fit_head_steps(
                         self.space, rows_arr, labels, l2=self.l2, init=init, max_iter=iterations
                     )
+            if step is not None and step is not head:
+                # the first step is the next round's evidence base (pooled spend): kept
+                self._keep(head_key(rows_arr, max_iter, labeled_only=True), step)
             self._save(key, head)
+        self._remember(key, head)
+        return head
+
+    def _keep(self, key: str, head: Head) -> None:
+        """Save and remember ``head`` as ``key`` unless a head of that name exists: a saved
+        head is never replaced, so a resumed run reads what the first run used."""
+        if self.get(key) is None:
+            self._save(key, head)
+        self._remember(key, head)
+
+    def _remember(self, key: str, head: Head) -> None:
         self.memo[key] = head
         while len(self.memo) > HEAD_MEMO_SIZE:
             del self.memo[next(iter(self.memo))]
-        return head
 
     def get(self, key: str) -> Head | None:
         """The head named ``key`` from memory, else from disk, else None."""

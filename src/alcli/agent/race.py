@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from alcli.agent.config import SPLIT_MODES
 from alcli.agent.explain import round_notes
 from alcli.agent.forecast import Forecast, forecast
-from alcli.agent.heads import HeadStore, rows_key
+from alcli.agent.heads import LABELED_SUFFIX, HeadStore, rows_key
 from alcli.agent.holdout import Holdout
 from alcli.agent.ledger import Ledger, PhaseHook
 from alcli.agent.outputs import Report, RoundRow, RoundSummary, with_overhead, write_outputs
@@ -65,7 +65,8 @@ from alcli.learner.semisup import SELFTRAIN
 #:
 #: Under a self-training head (``selftrain``, ``graph_selftrain``) an evidence head is the
 #: head's first step alone: the labeled rows in the head's space, no pseudo-labels, started
-#: from that step on the round's base (fitted once a round, from the shared head). The
+#: from that step on the round's base (the last shared head's own first step, kept by the
+#: head store when the shared head was fitted: since session 12 not fitted again). The
 #: survivors' picks reach the self-trained model only through that step (the pseudo-labels are
 #: its confident predictions), while the refit fits ~30-44k pseudo-labelled rows that every
 #: survivor shares, 100 picks being 0.2 % of them: ten iterations of it measured the cap more
@@ -238,7 +239,9 @@ class Race:
         eliminated = self.eliminate(rnd) if self.stop_reason() is None else None
         self.save()
         keep = [rows_key(state.sets[name]) for name in state.alive]
-        self.store.prune([*keep, state.shared_head] if state.shared_head else keep)
+        if state.shared_head:  # and its first step, the next round's evidence base
+            keep += [state.shared_head, f"{state.shared_head}{LABELED_SUFFIX}"]
+        self.store.prune(keep)
         self.phase(f"round{rnd}:after_round")
         self.report_progress(rnd, eliminated, shared_acc)
 

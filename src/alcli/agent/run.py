@@ -83,6 +83,7 @@ def run_auto(
             X,
             scaler=scaler,
             backend=config.graph_backend,
+            components=config.head_components,
             cache=graph_cache,
             graph=graph,
         )

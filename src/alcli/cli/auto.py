@@ -16,6 +16,7 @@ from alcli.cli._options import (
     ConstraintFlags,
     EmbedFlags,
     GraphBackendOpt,
+    HeadComponentsOpt,
     HeadOpt,
     MemoryOpt,
     OutputFlags,
@@ -92,6 +93,7 @@ def auto(
     seed: SeedOpt = 0,
     head: HeadOpt = "logistic",
     graph_backend: GraphBackendOpt = "auto",
+    head_components: HeadComponentsOpt = None,
     memory: MemoryOpt = None,
     out_dir: Annotated[
         str | None,
@@ -135,6 +137,7 @@ def auto(
             min_distance=constraint.min_distance,
             head=head,
             graph_backend=graph_backend,
+            head_components=head_components,
         )
         folder = out_dir or autorun.new_run_dir()
     # Everything that needs no embedding is checked first: a typo costs milliseconds.

@@ -19,6 +19,7 @@ from alcli.cli._options import (
     DocumentRootOpt,
     EmbedFlags,
     GraphBackendOpt,
+    HeadComponentsOpt,
     HeadOpt,
     LabelsFormatOpt,
     MemoryOpt,
@@ -64,6 +65,7 @@ def select(
     seed: SeedOpt = 0,
     head: HeadOpt = "logistic",
     graph_backend: GraphBackendOpt = "auto",
+    head_components: HeadComponentsOpt = None,
     memory: MemoryOpt = None,
     output_format: Annotated[
         str,
@@ -123,9 +125,10 @@ def select(
     constraints = constraint.constraints()
     from alcli.learner.graph import check_backend
     from alcli.learner.graph_cache import graph_dir
-    from alcli.learner.semisup import GRAPH_KINDS, check_head
+    from alcli.learner.semisup import GRAPH_KINDS, check_components, check_head
 
     head = check_head(head)
+    head_components = check_components(head_components)
     graph_backend = check_backend(graph_backend)
     from alcli.rows import ArrayRows, parse_memory
 
@@ -200,6 +203,7 @@ def select(
         constraints=constraints,
         head=head,
         graph_backend=graph_backend,
+        head_components=head_components,
         graph_cache=graph_dir(cache.cache_dir),
         progress=out.progress,
     )

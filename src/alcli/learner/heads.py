@@ -56,9 +56,14 @@ DEFAULT_TOL = 1e-7
 #: Below this many elements in the training matrix (rows x dim), numpy's matrix products also
 #: run on one thread. Measured on this 2-core machine while others were using it: 1,000 x 1280
 #: trains in 0.25 s on one thread against 0.8-1.2 s on two; 10,000 x 1280 in 2.8-3.1 s against
-#: 4.0-4.6 s (on an idle machine two threads win, 1.4 s against 1.9 s). One thread is the
-#: choice that degrades least; bigger heads (50k rows) keep numpy's threads.
-SERIAL_BELOW = 16_000_000
+#: 4.0-4.6 s (on an idle machine two threads win, 1.4 s against 1.9 s). Small heads stay on one
+#: thread, the choice that degrades least. From 8M (session 12; it was 16M) two: a
+#: ``graph_selftrain`` refit is 10,000 rows x 1,024 components (10.2M), one objective call
+#: 14 ms on one thread against 9 ms on two, idle, and the agent's overhead run (nine such fits
+#: and more) took 57.9 / 58.1 s against 68.8 s at 16M, side by side (RESULTS.md, issue 18,
+#: session 12). Two threads also change the float sums, so the threshold is fixed, never chosen
+#: by the machine's load: a head stays a function of its inputs.
+SERIAL_BELOW = 8_000_000
 
 
 @dataclass(frozen=True, slots=True)

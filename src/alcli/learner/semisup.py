@@ -36,10 +36,12 @@ array of rows (chunk by chunk):
     of pseudo-labels from the last refit; strategies read the final head. On MNIST the graph
     head's confident rows are 32-44k of 50k and ~99 % right, so the refit learns the pool's own
     cluster shapes. DBAL, 5 seeds, labels to random's 0.9355 at 2,000 (RESULTS.md, issue 18,
-    session 11): all confident rows (≤ 50k), one refit, 412.9 in 160 s; 10k spread, two
-    refits, 378.4 in 99 s; one refit instead, 423.6; the 10k most confident instead, 463.3. A
-    third refit (scikit-learn's digits, 20 seeds) gained random picks 0.3-0.5 point and cost
-    DBAL 2.1 at 40 labels and 1.1 at 80.
+    session 11, every column of the space): all confident rows (≤ 50k), one refit, 412.9 in
+    160 s; 10k spread, two refits, 378.4 in 99 s; one refit instead, 423.6; the 10k most
+    confident instead, 463.3. A third refit (scikit-learn's digits, 20 seeds) gained random
+    picks 0.3-0.5 point and cost DBAL 2.1 at 40 labels and 1.1 at 80. Since session 12 the
+    cap counts the bought labels, and the graph space keeps its top
+    ``GRAPH_SPACE_COMPONENTS`` principal components: 392.6 labels, in half the time (below).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from alcli.errors import UsageError
-from alcli.learner.graph import DEFAULT_BACKEND, PoolGraph
+from alcli.learner.graph import DEFAULT_BACKEND, PCA_ROWS, PoolGraph, principal_axes
 from alcli.learner.graph_cache import cached_graph
 from alcli.learner.heads import DEFAULT_MAX_ITER, Head, Scaler, fit_scaler, train_head
 
@@ -65,15 +67,33 @@ SELFTRAIN_THRESHOLD = 0.99
 SELFTRAIN_RATIO = 30
 #: ``graph_selftrain`` keeps every pool row predicted at least this confidently...
 GRAPH_SELFTRAIN_THRESHOLD = 0.9
-#: ...up to this many, spread evenly over the confidence ranks (every k-th row, most confident
-#: first), which bounds the refit's cost at any pool size.
+#: ...up to this many rows in a refit, the bought labels included ("count_labeled"), spread
+#: evenly over the confidence ranks (every k-th row, most confident first), which bounds the
+#: refit's cost at any pool size and any label count. Counting the labels changed DBAL's
+#: labels to 0.9355 from 393.6 to 392.6 and cut the overhead run's heads from 35.8 to 27.8 s
+#: (at 5,700 labels a refit had read 15,700 rows); with 10,000 labels or more the head is the
+#: graph head (session 12).
 GRAPH_SELFTRAIN_MAX_ROWS = 10_000
 #: ``graph_selftrain`` pseudo-labels and refits this many times, each from the last refit.
 GRAPH_SELFTRAIN_REFITS = 2
 #: The kinds that build the kNN graph space.
 GRAPH_KINDS = frozenset({"graph", "graph_selftrain"})
-#: The kinds that self-train, and how: ``pseudo_labels``' keyword arguments, plus three that
-#: ``fit_head`` reads (``refits``, ``weight``, ``agree``). ``weight="balanced"`` gives the
+#: The graph space's [x, neighbours' mean] rows (2d columns: 2,560 for MobileNetV2) are kept
+#: as their top principal components, standardized first (``Projection``): every head in the
+#: space costs in proportion to its width (an L-BFGS step reads its training rows twice, a
+#: pseudo-label pass the whole pool) and the pool's copy shrinks. L2 is unchanged by the
+#: rotation, so a head is the full space's with the weakest directions dropped; whitening
+#: them too (unit variance each) halved the iterations but, penalising the strong directions
+#: most, fell to 0.58 accuracy at 100 labels. DBAL, 5 seeds, labels to random's 0.9355 at
+#: 2,000 (RESULTS.md, issue 18, session 12): every column 378.4 in 107 s, 1,024 components
+#: 393.6 in 63 s, 512 414.9 in 30 s; the agent's overhead run 101.9 s (every column), 49.3 s
+#: (512). 1,024 is the widest that brings the agent under a minute.
+GRAPH_SPACE_COMPONENTS = 1024
+#: Rows projected at a time when the graph space is built (bounds the [rows, 2d] temporary).
+PROJECT_BLOCK_ROWS = 65_536
+#: The kinds that self-train, and how: ``pseudo_labels``' keyword arguments, plus four that
+#: ``fit_head`` reads (``refits``, ``weight``, ``agree``, ``count_labeled``: ``max_rows``
+#: counts the bought labels too). ``weight="balanced"`` gives the
 #: bought labels as much weight in the refit, together, as all the pseudo-labels (the
 #: L_s + λ_u·L_u loss of FixMatch, Sohn et al. 2020, with λ_u = 1, each a mean over its own
 #: rows; default "equal": one row, one weight);
@@ -92,8 +112,22 @@ SELFTRAIN: dict[str, dict[str, Any]] = {
         "max_rows": GRAPH_SELFTRAIN_MAX_ROWS,
         "spread": True,
         "refits": GRAPH_SELFTRAIN_REFITS,
+        "count_labeled": True,
     },
 }
+
+
+def check_components(components: int | None) -> int:
+    """A graph space's component count: None is the default (``GRAPH_SPACE_COMPONENTS``), 0
+    keeps every column; a negative count is a ``UsageError``."""
+    if components is None:
+        return GRAPH_SPACE_COMPONENTS
+    if components < 0:
+        raise UsageError(
+            f"--head-components must be 0 (every column) or more, got {components}",
+            hint=f"the default keeps {GRAPH_SPACE_COMPONENTS}",
+        )
+    return int(components)
 
 
 def check_head(kind: str) -> str:
@@ -120,15 +154,51 @@ class HeadSpace:
     raw: NDArray[Any]
     graph: PoolGraph | None = None
     power: bool = False
+    projection: Projection | None = None
 
     def rows_for(self, X: ArrayLike) -> NDArray[Any]:
         """Rows outside the pool (an eval set) in this space."""
         if self.graph is None:
             return np.asarray(X)
+        return self.project(self.graph_rows_for(X))
+
+    def graph_rows_for(self, X: ArrayLike) -> NDArray[np.float32]:
+        """Rows outside the pool as [own row, neighbours' mean], before ``project``
+        (what a benchmark caches: it depends on the graph alone)."""
+        if self.graph is None:
+            raise UsageError(f"a {self.kind} head has no graph space")
         arr = np.asarray(X)
         own = _own_rows(arr, self.power)
         # beta 1: the mean of the neighbours in the pool alone (the row itself is `own`)
         return np.hstack([own, self.graph.smooth_new(arr, self.raw, 1.0)])
+
+    def project(self, rows: NDArray[Any]) -> NDArray[Any]:
+        """[own row, neighbours' mean] rows onto the space's components (as they are when
+        the space keeps every column)."""
+        return rows if self.projection is None else self.projection(rows)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Rows standardized by ``scaler`` and projected on ``axes`` [d, k] (principal axes)."""
+
+    scaler: Scaler
+    axes: NDArray[np.float32]
+
+    def __call__(
+        self, rows: NDArray[Any], *, block: int = 8192, out: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float32]:
+        """The projected rows, block by block (no standardized copy of every row at once)."""
+        n = rows.shape[0]
+        if out is None:
+            out = np.empty((n, self.axes.shape[1]), dtype=np.float32)
+        for start in range(0, n, block):
+            np.matmul(
+                self.scaler.transform(rows[start : start + block]),
+                self.axes,
+                out=out[start : start + block],
+            )
+        return out
 
 
 def head_space(
@@ -139,27 +209,50 @@ def head_space(
     graph: PoolGraph | None = None,
     backend: str = DEFAULT_BACKEND,
     cache: str | os.PathLike[str] | None = None,
+    components: int | None = None,
 ) -> HeadSpace:
     """The space heads of ``kind`` live in over pool ``X`` (builds the graph when needed).
 
     ``backend``: the graph's (``alcli.learner.graph.GRAPH_BACKENDS``); ``cache``: a folder
-    where the graph is kept between calls (``alcli.learner.graph_cache``; None: none). The
-    space is written in place, one [n, 2d] float32 array beside ``X``.
+    where the graph is kept between calls (``alcli.learner.graph_cache``; None: none);
+    ``components``: principal components the graph space keeps (None: the default,
+    ``GRAPH_SPACE_COMPONENTS``; 0: all 2d columns, unprojected). The space is [n, components]
+    float32, beside ``X`` and its power-normalised copy (the rows a new row's neighbours are
+    read from).
     """
     kind = check_head(kind)
+    components = check_components(components)
     if kind not in GRAPH_KINDS:
         return HeadSpace(kind, X, scaler if scaler is not None else fit_scaler(X), X)
     if graph is None:
         graph = cached_graph(X, directory=cache, backend=backend, scaler=scaler)
     power = bool(np.min(X) >= 0)
     n, d = X.shape
-    pool = np.empty((n, 2 * d), dtype=np.float32)
-    if power:
-        power_normalise(X, out=pool[:, :d])
-    else:
-        pool[:, :d] = X
-    graph.smooth_pool(pool[:, :d], 1.0, out=pool[:, d:])
-    return HeadSpace(kind, pool, fit_scaler(pool), pool[:, :d], graph, power)
+    if components == 0 or components >= 2 * d:
+        full = np.empty((n, 2 * d), dtype=np.float32)
+        if power:
+            power_normalise(X, out=full[:, :d])
+        else:
+            full[:, :d] = X
+        graph.smooth_pool(full[:, :d], 1.0, out=full[:, d:])
+        return HeadSpace(kind, full, fit_scaler(full), full[:, :d], graph, power)
+    # the two halves apart, never one [n, 2d] array: at 1M rows that is 10 GB more at the peak
+    raw = power_normalise(X) if power else np.asarray(X, dtype=np.float32)
+    smooth = graph.smooth_pool(raw, 1.0)
+    own, mean = fit_scaler(raw), fit_scaler(smooth)  # per column: the [x, mean] array's
+    scaler = Scaler(np.concatenate([own.mean, mean.mean]), np.concatenate([own.scale, mean.scale]))
+    sample = np.unique(np.linspace(0, n - 1, num=min(n, PCA_ROWS)).astype(np.int64))
+    projection = Projection(
+        scaler, principal_axes(np.hstack([raw[sample], smooth[sample]]), scaler, components)
+    )
+    pool = np.empty((n, components), dtype=np.float32)
+    for start in range(0, n, PROJECT_BLOCK_ROWS):
+        stop = start + PROJECT_BLOCK_ROWS
+        projection(np.hstack([raw[start:stop], smooth[start:stop]]), out=pool[start:stop])
+    del smooth
+    # centred by the full space's scaler and not rescaled: the penalty stays the full space's
+    identity = Scaler(np.zeros(components, np.float32), np.ones(components, np.float32))
+    return HeadSpace(kind, pool, identity, raw, graph, power, projection)
 
 
 def _own_rows(X: ArrayLike, power: bool) -> NDArray[np.float32]:
@@ -168,15 +261,23 @@ def _own_rows(X: ArrayLike, power: bool) -> NDArray[np.float32]:
 
 
 def power_normalise(
-    X: ArrayLike, block: int = 65_536, *, out: NDArray[np.float32] | None = None
+    X: ArrayLike, block: int = 8192, *, out: NDArray[np.float32] | None = None
 ) -> NDArray[np.float32]:
-    """sign(x)·√|x| as float32, block by block (Perronnin et al., ECCV 2010), into ``out``."""
+    """sign(x)·√|x| as float32, block by block (Perronnin et al., ECCV 2010), into ``out``.
+
+    Written in place in ``out`` as √|x| with x's sign copied back: the same bits as the
+    product, without its three block-sized temporaries (50k x 1280 float32: 1.0 s, was 2.4)."""
     arr = np.asarray(X)
     if out is None:
         out = np.empty(arr.shape, dtype=np.float32)
+    alias = np.may_share_memory(arr, out)  # in place: keep the signs before overwriting
     for start in range(0, arr.shape[0], block):
-        part = arr[start : start + block].astype(np.float32)
-        out[start : start + block] = np.sign(part) * np.sqrt(np.abs(part))
+        part = arr[start : start + block].astype(np.float32, copy=alias)
+        root = out[start : start + block]
+        np.abs(part, out=root)
+        np.sqrt(root, out=root)
+        np.copysign(root, part, out=root)
+        root += 0.0  # −0 to +0, as the product gives (sign(−0) is 0)
     return out
 
 
@@ -191,28 +292,46 @@ def fit_head(
 ) -> Head:
     """The head of ``space.kind`` on pool ``rows`` with ``labels``, started from ``init``
     (at most ``max_iter`` L-BFGS iterations per fit)."""
+    return fit_head_steps(space, rows, labels, l2=l2, init=init, max_iter=max_iter)[1]
+
+
+def fit_head_steps(
+    space: HeadSpace,
+    rows: Sequence[int] | NDArray[np.int64],
+    labels: Sequence[Hashable],
+    *,
+    l2: float = 1.0,
+    init: Head | None = None,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> tuple[Head, Head]:
+    """``fit_head``'s first step (the head on the labeled rows alone) and its result (the
+    same head for kinds that do not self-train): the agent keeps the first step, which is
+    the next round's evidence base, instead of fitting it again."""
     rows_arr = np.asarray(rows, dtype=np.int64)
-    head = train_head(
+    labeled = train_head(
         space.pool, labels, rows=rows_arr, l2=l2, scaler=space.scaler, init=init, max_iter=max_iter
     )
     settings = dict(SELFTRAIN.get(space.kind, {}))
-    if not settings or len(head.classes) < 2:
-        return head
+    if not settings or len(labeled.classes) < 2:
+        return labeled, labeled
     weighting = settings.pop("weight", "equal")
     agree = settings.pop("agree", False)
     refits = settings.pop("refits", 1)
+    if settings.pop("count_labeled", False):  # the cap counts the bought labels too
+        settings["max_rows"] = max(0, settings["max_rows"] - len(rows_arr))
     bought = np.asarray(labels)
     # label spreading reads only the graph and the bought labels: the same for every refit
     spread = None
     if agree and space.graph is not None:
-        spread = label_spreading(space.graph, rows_arr, labels, head.classes)
+        spread = label_spreading(space.graph, rows_arr, labels, labeled.classes)
+    head = labeled
     for _ in range(refits):
         extra, extra_labels = pseudo_labels(head, space.pool, rows_arr, **settings)
         if spread is not None and len(extra):
             keep = spread[extra] == extra_labels
             extra, extra_labels = extra[keep], extra_labels[keep]
         if not len(extra):
-            return head
+            return labeled, head
         all_rows = np.concatenate([rows_arr, extra])
         all_labels = np.concatenate([bought, extra_labels])
         weight = None
@@ -229,7 +348,7 @@ def fit_head(
             max_iter=max_iter,
             sample_weight=weight,
         )
-    return head
+    return labeled, head
 
 
 def label_spreading(
