@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from alcli.agent.config import SPLIT_MODES
 from alcli.agent.explain import round_notes
 from alcli.agent.forecast import Forecast, forecast
-from alcli.agent.heads import LABELED_SUFFIX, HeadStore, rows_key
+from alcli.agent.heads import HeadStore, labeled_key, rows_key
 from alcli.agent.holdout import Holdout
 from alcli.agent.ledger import Ledger, PhaseHook
 from alcli.agent.outputs import Report, RoundRow, RoundSummary, with_overhead, write_outputs
@@ -240,7 +240,7 @@ class Race:
         self.save()
         keep = [rows_key(state.sets[name]) for name in state.alive]
         if state.shared_head:  # and its first step, the next round's evidence base
-            keep += [state.shared_head, f"{state.shared_head}{LABELED_SUFFIX}"]
+            keep += [state.shared_head, labeled_key(state.shared_head)]
         self.store.prune(keep)
         self.phase(f"round{rnd}:after_round")
         self.report_progress(rnd, eliminated, shared_acc)

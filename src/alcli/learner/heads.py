@@ -59,10 +59,11 @@ DEFAULT_TOL = 1e-7
 #: 4.0-4.6 s (on an idle machine two threads win, 1.4 s against 1.9 s). Small heads stay on one
 #: thread, the choice that degrades least. From 8M (session 12; it was 16M) two: a
 #: ``graph_selftrain`` refit is 10,000 rows x 1,024 components (10.2M), one objective call
-#: 14 ms on one thread against 9 ms on two, idle, and the agent's overhead run (nine such fits
-#: and more) took 57.9 / 58.1 s against 68.8 s at 16M, side by side (RESULTS.md, issue 18,
-#: session 12). Two threads also change the float sums, so the threshold is fixed, never chosen
-#: by the machine's load: a head stays a function of its inputs.
+#: 14 ms on one thread against 9 ms on two, idle (a scratch timing), and the agent's overhead
+#: run (nine such fits and more) took 57.9 / 58.1 s against 68.8 / 71.1 s at 16M, side by side
+#: (RESULTS.md, issue 18, session 12). Two threads also change the float sums, so the
+#: threshold is fixed, never chosen by the machine's load: a head stays a function of its
+#: inputs.
 SERIAL_BELOW = 8_000_000
 
 

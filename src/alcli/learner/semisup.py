@@ -41,7 +41,8 @@ array of rows (chunk by chunk):
     confident instead, 463.3. A third refit (scikit-learn's digits, 20 seeds) gained random
     picks 0.3-0.5 point and cost DBAL 2.1 at 40 labels and 1.1 at 80. Since session 12 the
     cap counts the bought labels, and the graph space keeps its top
-    ``GRAPH_SPACE_COMPONENTS`` principal components: 392.6 labels, in half the time (below).
+    ``GRAPH_SPACE_COMPONENTS`` principal components: 391.5 labels, the five runs in 42.5 s
+    against 106.8 s with every column (below).
 """
 
 from __future__ import annotations
@@ -84,13 +85,14 @@ GRAPH_KINDS = frozenset({"graph", "graph_selftrain"})
 #: pseudo-label pass the whole pool) and the pool's copy shrinks. L2 is unchanged by the
 #: rotation, so a head is the full space's with the weakest directions dropped; whitening
 #: them too (unit variance each) halved the iterations but, penalising the strong directions
-#: most, fell to 0.58 accuracy at 100 labels. DBAL, 5 seeds, labels to random's 0.9355 at
-#: 2,000 (RESULTS.md, issue 18, session 12): every column 378.4 in 107 s, 1,024 components
-#: 393.6 in 63 s, 512 414.9 in 30 s; the agent's overhead run 101.9 s (every column), 49.3 s
-#: (512). 1,024 is the widest that brings the agent under a minute.
+#: most, fell to 0.58 accuracy at 100 labels (a scratch run). DBAL, 5 seeds, labels to
+#: random's 0.9355 at 2,000 (RESULTS.md, issue 18, session 12): every column 378.4 in 107 s,
+#: 1,024 components 393.6 in 63 s, 512 414.9 in 30 s. The agent's overhead run: 101.9 s with
+#: every column (session 11), 58.0-58.8 s with 1,024 (and the cap below, the 8M threads of
+#: ``heads.SERIAL_BELOW``), 49.3 s with 512; more than 1,024 was not measured.
 GRAPH_SPACE_COMPONENTS = 1024
-#: Rows projected at a time when the graph space is built (bounds the [rows, 2d] temporary).
-PROJECT_BLOCK_ROWS = 65_536
+#: Rows standardized and projected at a time (bounds the [rows, 2d] temporaries).
+PROJECT_BLOCK_ROWS = 8192
 #: The kinds that self-train, and how: ``pseudo_labels``' keyword arguments, plus four that
 #: ``fit_head`` reads (``refits``, ``weight``, ``agree``, ``count_labeled``: ``max_rows``
 #: counts the bought labels too). ``weight="balanced"`` gives the
@@ -186,7 +188,11 @@ class Projection:
     axes: NDArray[np.float32]
 
     def __call__(
-        self, rows: NDArray[Any], *, block: int = 8192, out: NDArray[np.float32] | None = None
+        self,
+        rows: NDArray[Any],
+        *,
+        block: int = PROJECT_BLOCK_ROWS,
+        out: NDArray[np.float32] | None = None,
     ) -> NDArray[np.float32]:
         """The projected rows, block by block (no standardized copy of every row at once)."""
         n = rows.shape[0]
@@ -266,7 +272,8 @@ def power_normalise(
     """sign(x)·√|x| as float32, block by block (Perronnin et al., ECCV 2010), into ``out``.
 
     Written in place in ``out`` as √|x| with x's sign copied back: the same bits as the
-    product, without its three block-sized temporaries (50k x 1280 float32: 1.0 s, was 2.4)."""
+    product, without its three block-sized temporaries (50k x 1280 float32: 0.27 s, was 2.42
+    with 65,536-row blocks; a scratch timing, session 12)."""
     arr = np.asarray(X)
     if out is None:
         out = np.empty(arr.shape, dtype=np.float32)
